@@ -1,0 +1,1 @@
+//! Configuration: `config/augur.toml`, overridden by `AUGUR_…` environment variables, then by flags.

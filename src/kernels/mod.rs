@@ -1,0 +1,466 @@
+//! Kernel decomposition: cuts a graph into the kernels a runtime really executes (by its fusion rules),
+//! with the features a latency predictor needs, and the model's memory requirement.
+//!
+//! Entry point: [`decompose`].
+pub mod classify;
+pub mod fusion;
+pub mod memory;
+
+pub use fusion::FusionRules;
+
+use crate::model::{Graph, Node, TensorId};
+use serde::{Deserialize, Serialize};
+
+/// What a kernel computes, which decides the regressor that predicts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelKind {
+    /// Dense or grouped k×k convolution (pad + im2col + matmul).
+    Conv,
+    /// 1×1 convolution without padding: one matmul.
+    Pointwise,
+    /// Depthwise convolution (groups == input channels).
+    Depthwise,
+    /// Gemm / MatMul.
+    #[serde(rename = "matmul")]
+    MatMul,
+    /// Max / average pooling with a window.
+    Pool,
+    /// Global pooling and reductions.
+    Reduce,
+    /// A chain of elementwise ops run as one pass.
+    Elementwise,
+    Concat,
+    Softmax,
+    /// Transpose, slice, pad, resize … : moves data, computes nothing.
+    DataMovement,
+    Other,
+}
+
+impl KernelKind {
+    pub const ALL: [KernelKind; 11] = [
+        KernelKind::Conv,
+        KernelKind::Pointwise,
+        KernelKind::Depthwise,
+        KernelKind::MatMul,
+        KernelKind::Pool,
+        KernelKind::Reduce,
+        KernelKind::Elementwise,
+        KernelKind::Concat,
+        KernelKind::Softmax,
+        KernelKind::DataMovement,
+        KernelKind::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::Conv => "conv",
+            KernelKind::Pointwise => "pointwise",
+            KernelKind::Depthwise => "depthwise",
+            KernelKind::MatMul => "matmul",
+            KernelKind::Pool => "pool",
+            KernelKind::Reduce => "reduce",
+            KernelKind::Elementwise => "elementwise",
+            KernelKind::Concat => "concat",
+            KernelKind::Softmax => "softmax",
+            KernelKind::DataMovement => "data_movement",
+            KernelKind::Other => "other",
+        }
+    }
+
+    fn of_class(class: &str) -> KernelKind {
+        match class {
+            "conv" => KernelKind::Conv,
+            "pointwise" => KernelKind::Pointwise,
+            "depthwise" => KernelKind::Depthwise,
+            "matmul" => KernelKind::MatMul,
+            "pool" => KernelKind::Pool,
+            "reduce" => KernelKind::Reduce,
+            "concat" => KernelKind::Concat,
+            "softmax" => KernelKind::Softmax,
+            "data" => KernelKind::DataMovement,
+            c if classify::is_elementwise(c) => KernelKind::Elementwise,
+            _ => KernelKind::Other,
+        }
+    }
+}
+
+/// One kernel as the runtime executes it, with its features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Name of the first graph node in the kernel.
+    pub name: String,
+    pub kind: KernelKind,
+    /// The graph ops fused into this kernel, in order (`Conv`, `Add`, `Relu` …).
+    pub ops: Vec<String>,
+    /// Shapes of the activation inputs (weights excluded).
+    pub input_shapes: Vec<Vec<usize>>,
+    pub output_shape: Vec<usize>,
+    /// Window of convolutions and pools ([kh, kw]); [1, 1] for others.
+    pub kernel_size: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    /// Input and output channels (conv-like); for matmuls K and N.
+    pub cin: usize,
+    pub cout: usize,
+    /// Spatial size of the first input (conv-like); for matmuls M and 1.
+    pub hin: usize,
+    pub win: usize,
+    pub macs: u64,
+    /// Floating-point operations: 2·MACs plus one per element per elementwise op.
+    pub flops: u64,
+    pub weight_bytes: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    /// FLOPs per byte of inputs, outputs and weights.
+    pub arithmetic_intensity: f64,
+    /// Extra memory the runtime allocates while running it (padded input, packed panels).
+    pub scratch_bytes: u64,
+}
+
+/// A model cut into kernels, with totals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Decomposition {
+    pub model: String,
+    pub runtime: String,
+    /// Multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm only.
+    pub macs: u64,
+    pub params: u64,
+    pub weights_bytes: u64,
+    pub peak_activation_bytes: u64,
+    pub peak_memory_bytes: u64,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub kernels: Vec<Kernel>,
+}
+
+/// Why a graph could not be decomposed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecomposeError {
+    #[error("node `{node}` ({op}): {detail}")]
+    Node {
+        node: String,
+        op: String,
+        detail: String,
+    },
+}
+
+struct Building {
+    nodes: Vec<usize>,
+    last_class: &'static str,
+    output: TensorId,
+}
+
+/// Cuts `g` into kernels under `rules`, in execution order, and computes the memory requirement.
+pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, DecomposeError> {
+    // Alias ops (reshape, flatten …) are views: their output is their input for fusion and liveness.
+    let mut alias: Vec<TensorId> = (0..g.tensors.len()).collect();
+    let classes: Vec<&'static str> = g.nodes.iter().map(|n| classify::class_of(g, n)).collect();
+    for (n, &c) in g.nodes.iter().zip(&classes) {
+        if c == "alias"
+            && let (Some(&i), Some(&o)) = (n.inputs.first(), n.outputs.first())
+        {
+            alias[o] = alias[i];
+        }
+    }
+    let resolve = |t: TensorId| alias[t];
+    let mut consumers = vec![0usize; g.tensors.len()];
+    for (n, &c) in g.nodes.iter().zip(&classes) {
+        if c == "alias" {
+            continue;
+        }
+        let mut seen = Vec::new();
+        for &t in &n.inputs {
+            let r = resolve(t);
+            if !seen.contains(&r) {
+                seen.push(r);
+                consumers[r] += 1;
+            }
+        }
+    }
+    for &t in &g.outputs {
+        consumers[resolve(t)] += 1;
+    }
+
+    let mut building: Vec<Building> = Vec::new();
+    // For each (resolved) tensor, the kernel under construction that produces it.
+    let mut producer_kernel: Vec<Option<usize>> = vec![None; g.tensors.len()];
+    for (ix, (n, &class)) in g.nodes.iter().zip(&classes).enumerate() {
+        if class == "alias" {
+            continue;
+        }
+        let Some(&out) = n.outputs.first() else {
+            continue;
+        };
+        // Operands are tried in order; the first one that comes from a single-consumer kernel decides
+        // (as tract's optimiser does: `conv3x3 + downsample` does not fuse into the downsample).
+        let mut target = None;
+        for &t in &n.inputs {
+            let r = resolve(t);
+            if g.tensor(r).is_weight {
+                continue;
+            }
+            let Some(k) = producer_kernel[r] else {
+                continue;
+            };
+            if building[k].output != r || consumers[r] != 1 {
+                continue;
+            }
+            if rules.fuses(building[k].last_class, class) {
+                target = Some(k);
+            }
+            break;
+        }
+        match target {
+            Some(k) => {
+                let b = &mut building[k];
+                b.nodes.push(ix);
+                b.last_class = class;
+                b.output = out;
+                producer_kernel[out] = Some(k);
+            }
+            None => {
+                producer_kernel[out] = Some(building.len());
+                building.push(Building {
+                    nodes: vec![ix],
+                    last_class: class,
+                    output: out,
+                });
+            }
+        }
+    }
+    // A fused kernel runs when its last op can: order kernels by their last node.
+    building.sort_by_key(|b| b.nodes.last().copied().unwrap_or(0));
+    let kernels: Vec<Kernel> = building
+        .iter()
+        .map(|b| kernel_of(g, &b.nodes, &classes, &alias))
+        .collect::<Result<_, _>>()?;
+    let macs = kernels.iter().map(|k| k.macs).sum();
+    let weights_bytes = g.weight_bytes();
+    let peak_activation_bytes =
+        memory::peak_activation_bytes(g, &kernels, &building_io(g, &building, &alias));
+    Ok(Decomposition {
+        model: g.name.clone(),
+        runtime: rules.runtime.clone(),
+        macs,
+        params: g.params(),
+        weights_bytes,
+        peak_activation_bytes,
+        peak_memory_bytes: weights_bytes + peak_activation_bytes,
+        input_shapes: g
+            .inputs
+            .iter()
+            .map(|&t| g.tensor(t).shape.clone())
+            .collect(),
+        kernels,
+    })
+}
+
+/// Activation tensors each kernel reads and writes (aliases resolved), for the liveness walk.
+fn building_io(
+    g: &Graph,
+    building: &[Building],
+    alias: &[TensorId],
+) -> Vec<(Vec<TensorId>, TensorId)> {
+    building
+        .iter()
+        .map(|b| {
+            let inside: Vec<TensorId> = b
+                .nodes
+                .iter()
+                .flat_map(|&n| g.nodes[n].outputs.iter().copied())
+                .collect();
+            let mut ins = Vec::new();
+            for &n in &b.nodes {
+                for &t in &g.nodes[n].inputs {
+                    let r = alias[t];
+                    if !g.tensor(r).is_weight && !inside.contains(&r) && !ins.contains(&r) {
+                        ins.push(r);
+                    }
+                }
+            }
+            (ins, b.output)
+        })
+        .collect()
+}
+
+/// MACs of one node: Conv, ConvTranspose, MatMul and Gemm only (the torchvision/fvcore convention).
+pub fn node_macs(g: &Graph, n: &Node) -> u64 {
+    let shape = |i: usize| {
+        n.inputs
+            .get(i)
+            .map(|&t| g.tensor(t).shape.clone())
+            .unwrap_or_default()
+    };
+    let out: u64 = n
+        .outputs
+        .first()
+        .map(|&t| g.tensor(t).elements())
+        .unwrap_or(0);
+    match n.op.as_str() {
+        "Conv" => {
+            let w = shape(1);
+            if w.len() < 3 {
+                return 0;
+            }
+            out * w[1..].iter().map(|&d| d as u64).product::<u64>()
+        }
+        "ConvTranspose" => {
+            let w = shape(1);
+            let x = shape(0);
+            if w.len() < 3 {
+                return 0;
+            }
+            // Weight is [Cin, Cout/groups, k…]: every input element feeds Cout/groups · k… outputs.
+            let inp: u64 = x.iter().map(|&d| d as u64).product();
+            inp * (w[1] as u64) * w[2..].iter().map(|&d| d as u64).product::<u64>()
+        }
+        "Gemm" => {
+            let a = shape(0);
+            if a.len() != 2 {
+                return 0;
+            }
+            let k = if n.int("transA").unwrap_or(0) != 0 {
+                a[0]
+            } else {
+                a[1]
+            };
+            out * k as u64
+        }
+        "MatMul" => {
+            let a = shape(0);
+            a.last().map(|&k| out * k as u64).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn pair(v: Option<&[i64]>, default: usize) -> [usize; 2] {
+    match v {
+        Some([a, b, ..]) => [(*a).max(0) as usize, (*b).max(0) as usize],
+        Some([a]) => [(*a).max(0) as usize, 1],
+        _ => [default, default],
+    }
+}
+
+fn kernel_of(
+    g: &Graph,
+    nodes: &[usize],
+    classes: &[&str],
+    alias: &[TensorId],
+) -> Result<Kernel, DecomposeError> {
+    let anchor = &g.nodes[nodes[0]];
+    let kind = KernelKind::of_class(classes[nodes[0]]);
+    let last = &g.nodes[*nodes.last().unwrap_or(&nodes[0])];
+    let inside: Vec<TensorId> = nodes
+        .iter()
+        .flat_map(|&n| g.nodes[n].outputs.iter().copied())
+        .collect();
+    let mut inputs: Vec<TensorId> = Vec::new();
+    let mut weight_bytes = 0;
+    for &n in nodes {
+        for &t in &g.nodes[n].inputs {
+            let r = alias[t];
+            if g.tensor(r).is_weight {
+                weight_bytes += g.tensor(r).bytes();
+            } else if !inside.contains(&r) && !inputs.contains(&r) {
+                inputs.push(r);
+            }
+        }
+    }
+    let out_t = last
+        .outputs
+        .first()
+        .copied()
+        .ok_or_else(|| DecomposeError::Node {
+            node: last.name.clone(),
+            op: last.op.clone(),
+            detail: "has no output".into(),
+        })?;
+    let output_shape = g.tensor(out_t).shape.clone();
+    let out_elems = g.tensor(out_t).elements();
+    let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|&t| g.tensor(t).shape.clone()).collect();
+    let first_in = input_shapes.first().cloned().unwrap_or_default();
+    let anchor_out = anchor
+        .outputs
+        .first()
+        .map(|&t| g.tensor(t).shape.clone())
+        .unwrap_or_default();
+    let mut k = Kernel {
+        name: anchor.name.clone(),
+        kind,
+        ops: nodes.iter().map(|&n| g.nodes[n].op.clone()).collect(),
+        input_shapes,
+        output_shape,
+        kernel_size: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+        cin: first_in.get(1).copied().unwrap_or(1),
+        cout: anchor_out.get(1).copied().unwrap_or(1),
+        hin: first_in.get(2).copied().unwrap_or(1),
+        win: first_in.get(3).copied().unwrap_or(1),
+        macs: 0,
+        flops: 0,
+        weight_bytes,
+        input_bytes: inputs.iter().map(|&t| g.tensor(t).bytes()).sum(),
+        output_bytes: g.tensor(out_t).bytes(),
+        arithmetic_intensity: 0.0,
+        scratch_bytes: 0,
+    };
+    match kind {
+        KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
+            let w = anchor
+                .inputs
+                .get(1)
+                .map(|&t| g.tensor(t).shape.clone())
+                .unwrap_or_default();
+            let ks = if w.len() >= 4 {
+                [w[2], w[3]]
+            } else if w.len() == 3 {
+                [w[2], 1]
+            } else {
+                [1, 1]
+            };
+            k.kernel_size = ks;
+            k.stride = pair(anchor.ints("strides"), 1);
+            k.dilation = pair(anchor.ints("dilations"), 1);
+            k.groups = anchor.int("group").unwrap_or(1).max(1) as usize;
+        }
+        KernelKind::Pool => {
+            k.kernel_size = pair(anchor.ints("kernel_shape"), 1);
+            k.stride = pair(anchor.ints("strides"), 1);
+        }
+        KernelKind::MatMul => {
+            // As a matmul: M rows of K into N columns; kept in the conv fields (hin = M, cin = K, cout = N).
+            let a = &first_in;
+            let trans_a = anchor.int("transA").unwrap_or(0) != 0;
+            let (m, kk) = match a.len() {
+                0 => (1, 1),
+                1 => (1, a[0]),
+                n if trans_a => (a[n - 1], a[n - 2]),
+                n => (a[..n - 1].iter().product(), a[n - 1]),
+            };
+            k.hin = m;
+            k.win = 1;
+            k.cin = kk;
+            k.cout = anchor_out.last().copied().unwrap_or(1);
+        }
+        _ => {}
+    }
+    k.macs = nodes.iter().map(|&n| node_macs(g, &g.nodes[n])).sum();
+    let elementwise_ops = nodes
+        .iter()
+        .filter(|&&n| classify::is_elementwise(classes[n]))
+        .count() as u64;
+    let ew_flops = match kind {
+        KernelKind::Pool => out_elems * (k.kernel_size[0] * k.kernel_size[1]) as u64,
+        KernelKind::Reduce | KernelKind::Softmax => k.input_bytes / 4,
+        _ => out_elems * elementwise_ops,
+    };
+    k.flops = 2 * k.macs + ew_flops;
+    let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes).max(1);
+    k.arithmetic_intensity = k.flops as f64 / bytes as f64;
+    k.scratch_bytes = memory::scratch_bytes(&k);
+    Ok(k)
+}

@@ -1,0 +1,346 @@
+//! ONNX import: raw protobuf for structure and attributes, tract's shape inference for static shapes.
+//! Nodes that only compute constants (Shape→Gather→… chains) are folded away, as every runtime does.
+use super::ImportError;
+use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// ONNX ops whose output is a constant when their inputs are (or always, for `Shape` of a static tensor).
+const SHAPE_OPS: &[&str] = &["Shape", "Size", "ConstantOfShape", "Constant"];
+
+fn dtype_of(code: i32) -> DType {
+    match code {
+        1 => DType::F32,
+        2 => DType::U8,
+        3 => DType::I8,
+        6 => DType::I32,
+        7 => DType::I64,
+        9 => DType::Bool,
+        10 => DType::F16,
+        11 => DType::F64,
+        _ => DType::Other,
+    }
+}
+
+fn dtype_of_tract(dt: DatumType) -> DType {
+    match dt {
+        DatumType::F32 => DType::F32,
+        DatumType::F16 => DType::F16,
+        DatumType::F64 => DType::F64,
+        DatumType::I64 => DType::I64,
+        DatumType::I32 => DType::I32,
+        DatumType::I8 => DType::I8,
+        DatumType::U8 => DType::U8,
+        DatumType::Bool => DType::Bool,
+        _ => DType::Other,
+    }
+}
+
+fn attr_of(a: &pb::AttributeProto) -> Option<Attr> {
+    match a.r#type {
+        1 => Some(Attr::Float(a.f)),
+        2 => Some(Attr::Int(a.i)),
+        3 => Some(Attr::Str(String::from_utf8_lossy(&a.s).into_owned())),
+        6 => Some(Attr::Floats(a.floats.clone())),
+        7 => Some(Attr::Ints(a.ints.clone())),
+        _ => None,
+    }
+}
+
+/// Imports an ONNX model from its bytes. `source` names the file in errors; `input_shape`, when given,
+/// fixes the shape of the first graph input (symbolic dimensions included).
+pub fn import(
+    bytes: &[u8],
+    source: &str,
+    input_shape: Option<&[usize]>,
+) -> Result<Graph, ImportError> {
+    let file = source.to_string();
+    if bytes.is_empty() {
+        return Err(ImportError::Empty { file });
+    }
+    let proto = pb::ModelProto::decode(bytes).map_err(|e| ImportError::Malformed {
+        file: file.clone(),
+        detail: format!("not a valid ONNX protobuf ({e})"),
+    })?;
+    let gp = proto.graph.as_ref().ok_or_else(|| ImportError::Malformed {
+        file: file.clone(),
+        detail: "no graph in the model (truncated or not an ONNX model)".into(),
+    })?;
+    if gp.node.is_empty() {
+        return Err(ImportError::Malformed {
+            file,
+            detail: "the graph has no nodes".into(),
+        });
+    }
+    let onnx = tract_onnx::onnx();
+    for n in &gp.node {
+        let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if !std_domain || !onnx.op_register.0.contains_key(&n.op_type) {
+            return Err(ImportError::UnsupportedOp {
+                file,
+                node: node_name(n),
+                op: if std_domain {
+                    n.op_type.clone()
+                } else {
+                    format!("{}::{}", n.domain, n.op_type)
+                },
+            });
+        }
+    }
+    let order = topo_order(gp).map_err(|node| ImportError::Cycle {
+        file: file.clone(),
+        node,
+    })?;
+    let facts = infer_shapes(&onnx, &proto, &file, input_shape)?;
+
+    let mut g = Graph {
+        name: gp.name.clone(),
+        ..Default::default()
+    };
+    let mut ids: HashMap<&str, TensorId> = HashMap::new();
+    let initializers: HashMap<&str, &pb::TensorProto> = gp
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    for t in &gp.initializer {
+        let shape = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+        ids.insert(&t.name, g.tensors.len());
+        g.tensors.push(Tensor {
+            name: t.name.clone(),
+            shape,
+            dtype: dtype_of(t.data_type),
+            is_weight: true,
+        });
+    }
+    for vi in &gp.input {
+        if initializers.contains_key(vi.name.as_str()) {
+            continue;
+        }
+        let (shape, dtype) =
+            facts
+                .get(vi.name.as_str())
+                .cloned()
+                .ok_or_else(|| ImportError::Shape {
+                    file: file.clone(),
+                    node: vi.name.clone(),
+                    detail: "no static shape for this graph input; pass --input-shape".into(),
+                })?;
+        ids.insert(&vi.name, g.tensors.len());
+        g.inputs.push(g.tensors.len());
+        g.tensors.push(Tensor {
+            name: vi.name.clone(),
+            shape,
+            dtype,
+            is_weight: false,
+        });
+    }
+    for &ix in &order {
+        let n = &gp.node[ix];
+        let inputs: Vec<TensorId> = n
+            .input
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ids.get(s.as_str())
+                    .copied()
+                    .ok_or_else(|| ImportError::Malformed {
+                        file: file.clone(),
+                        detail: format!(
+                            "node `{}` reads `{s}`, which nothing produces",
+                            node_name(n)
+                        ),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let constant = n.op_type == "Constant"
+            || (SHAPE_OPS.contains(&n.op_type.as_str()) && !inputs.is_empty())
+            || (!inputs.is_empty() && inputs.iter().all(|&t| g.tensors[t].is_weight));
+        let mut outputs = Vec::new();
+        for o in n.output.iter().filter(|s| !s.is_empty()) {
+            let (shape, dtype) = match facts.get(o.as_str()) {
+                Some(f) => f.clone(),
+                None if constant => (vec![], DType::Other),
+                None => {
+                    return Err(ImportError::Shape {
+                        file,
+                        node: node_name(n),
+                        detail: format!(
+                            "the shape of output `{o}` could not be resolved statically"
+                        ),
+                    });
+                }
+            };
+            ids.insert(o, g.tensors.len());
+            outputs.push(g.tensors.len());
+            g.tensors.push(Tensor {
+                name: o.clone(),
+                shape,
+                dtype,
+                is_weight: constant,
+            });
+        }
+        if constant {
+            continue;
+        }
+        let attrs: BTreeMap<String, Attr> = n
+            .attribute
+            .iter()
+            .filter_map(|a| attr_of(a).map(|v| (a.name.clone(), v)))
+            .collect();
+        g.nodes.push(Node {
+            name: node_name(n),
+            op: n.op_type.clone(),
+            attrs,
+            inputs,
+            outputs,
+        });
+    }
+    for vi in &gp.output {
+        match ids.get(vi.name.as_str()) {
+            Some(&t) => g.outputs.push(t),
+            None => {
+                return Err(ImportError::Malformed {
+                    file,
+                    detail: format!("graph output `{}` is produced by no node", vi.name),
+                });
+            }
+        }
+    }
+    Ok(g)
+}
+
+fn node_name(n: &pb::NodeProto) -> String {
+    if !n.name.is_empty() {
+        n.name.clone()
+    } else if let Some(o) = n.output.first() {
+        format!("{}({o})", n.op_type)
+    } else {
+        n.op_type.clone()
+    }
+}
+
+/// Kahn's algorithm over tensor names; on a cycle, returns the name of a node in it.
+fn topo_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in gp.node.iter().enumerate() {
+        for o in n.output.iter().filter(|s| !s.is_empty()) {
+            producer.insert(o, i);
+        }
+    }
+    let mut indeg = vec![0usize; gp.node.len()];
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); gp.node.len()];
+    for (i, n) in gp.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = producer.get(inp.as_str()) {
+                indeg[i] += 1;
+                succ[p].push(i);
+            }
+        }
+    }
+    // Keep the file's order where it is already valid, so node order in reports matches the file.
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..gp.node.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(gp.node.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &s in &succ[i] {
+            indeg[s] -= 1;
+            if indeg[s] == 0 {
+                ready.insert(s);
+            }
+        }
+    }
+    if order.len() < gp.node.len() {
+        let stuck = (0..gp.node.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
+        return Err(node_name(&gp.node[stuck]));
+    }
+    Ok(order)
+}
+
+type Facts = HashMap<String, (Vec<usize>, DType)>;
+
+/// Runs tract's type and shape inference and returns the static shape of every labelled tensor.
+fn infer_shapes(
+    onnx: &tract_onnx::Onnx,
+    proto: &pb::ModelProto,
+    file: &str,
+    input_shape: Option<&[usize]>,
+) -> Result<Facts, ImportError> {
+    let shape_err = |node: String, e: TractError| ImportError::Shape {
+        file: file.to_string(),
+        node,
+        detail: format!("{e:#}").replace('\n', " "),
+    };
+    let parsed = onnx
+        .parse(proto, None)
+        .map_err(|e| ImportError::Malformed {
+            file: file.to_string(),
+            detail: format!("{e:#}"),
+        })?;
+    let mut model = parsed.model;
+    if let Some(shape) = input_shape {
+        let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
+        model = model
+            .with_input_fact(0, fact)
+            .map_err(|e| shape_err("input".into(), e))?;
+    }
+    for (ix, outlet) in model
+        .input_outlets()
+        .map_err(|e| shape_err("input".into(), e))?
+        .iter()
+        .enumerate()
+    {
+        let fact = model
+            .outlet_fact(*outlet)
+            .map_err(|e| shape_err("input".into(), e))?;
+        let name = model.node(outlet.node).name.clone();
+        if !matches!(fact.shape.as_concrete_finite(), Ok(Some(_))) {
+            return Err(ImportError::Shape {
+                file: file.to_string(),
+                node: name,
+                detail: format!(
+                    "input {ix} has a symbolic or unknown shape ({:?}); fix it with --input-shape",
+                    fact.shape
+                ),
+            });
+        }
+    }
+    let typed = model.into_typed().map_err(|e| {
+        let msg = format!("{e:#}");
+        ImportError::Shape {
+            file: file.to_string(),
+            node: culprit(&msg).unwrap_or_else(|| "?".into()),
+            detail: msg.replace('\n', " "),
+        }
+    })?;
+    let mut facts = Facts::new();
+    for node in typed.nodes() {
+        for (ix, out) in node.outputs.iter().enumerate() {
+            // Sources carry their ONNX name as the node name, not as an outlet label.
+            let label = match typed.outlet_label(OutletId::new(node.id, ix)) {
+                Some(l) => l,
+                None if ix == 0 => node.name.as_str(),
+                None => continue,
+            };
+            let Some(dims) = out.fact.shape.as_concrete() else {
+                continue;
+            };
+            facts.insert(
+                label.to_string(),
+                (dims.to_vec(), dtype_of_tract(out.fact.datum_type)),
+            );
+        }
+    }
+    Ok(facts)
+}
+
+/// Pulls the first node name out of a tract error chain ("… node #12 \"name\" …").
+fn culprit(msg: &str) -> Option<String> {
+    let start = msg.find('"')?;
+    let rest = &msg[start + 1..];
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
+}

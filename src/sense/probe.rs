@@ -1,0 +1,273 @@
+//! Active probes for boards without hardware counters: a short fixed multiply-add loop (compute rate)
+//! and a short streaming read over a buffer larger than the last-level cache (memory bandwidth).
+//! Both are timed by the wall clock, so they report what a job started now would get, contention
+//! included; they are spaced so that their CPU time stays within the budget.
+//!
+//! One-shot use (roofline at start-up): [`compute_rate`] and [`memory_bandwidth`].
+use super::clock::thread_cpu_seconds;
+use super::error::{SenseError, Unavailable};
+use super::fs::{Roots, numbered_entries, read_trimmed};
+use super::sensor::{Every, Frame, SampleCtx, Sensor};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Independent accumulators: enough for the loop to be throughput-bound, not latency-bound.
+const LANES: usize = 64;
+const FLOP_PER_ITER: f64 = (2 * LANES) as f64;
+
+#[inline(never)]
+fn fma_loop(iters: u64, seed: f32) -> f32 {
+    let mut acc = [seed; LANES];
+    // Converges to a / (1 - m) = 0.1: no overflow, no denormals, whatever the iteration count.
+    let (m, a) = (black_box(0.9999_f32), black_box(1e-5_f32));
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = *v * m + a;
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(never)]
+fn stream_sum(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for c in words.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] = acc[i].wrapping_add(c[i]);
+        }
+    }
+    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
+}
+
+/// The compute probe's loop with a fixed iteration count, chosen once so that a run takes about
+/// the target time on the machine as it is at calibration.
+#[derive(Debug, Clone)]
+pub struct ComputeKernel {
+    iters: u64,
+}
+
+impl ComputeKernel {
+    pub fn calibrated(target: Duration) -> Self {
+        let mut iters = 256u64;
+        // Grow until a run is long enough to time, then scale to the target.
+        for _ in 0..24 {
+            let t = Instant::now();
+            black_box(fma_loop(iters, 1.0));
+            let dt = t.elapsed().as_secs_f64();
+            if dt >= target.as_secs_f64() / 4.0 {
+                let scaled = iters as f64 * target.as_secs_f64() / dt.max(1e-9);
+                return ComputeKernel { iters: scaled.clamp(64.0, 1e10) as u64 };
+            }
+            iters *= 2;
+        }
+        ComputeKernel { iters }
+    }
+
+    /// Runs once; FLOP/s by the wall clock.
+    pub fn run(&self) -> f64 {
+        let t = Instant::now();
+        black_box(fma_loop(self.iters, black_box(1.0)));
+        self.iters as f64 * FLOP_PER_ITER / t.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    pub fn flop_per_run(&self) -> f64 {
+        self.iters as f64 * FLOP_PER_ITER
+    }
+}
+
+/// A resident buffer read one chunk at a time, cyclically: by the time a chunk comes round again
+/// more than the last-level cache has been read since, so each pass goes to DRAM.
+pub struct MemoryKernel {
+    buf: Vec<u64>,
+    chunk_words: usize,
+    pos: usize,
+}
+
+impl MemoryKernel {
+    pub fn new(buffer_bytes: u64, chunk_bytes: u64) -> Result<Self, SenseError> {
+        let chunk_words = ((chunk_bytes / 8).max(4096) as usize).next_multiple_of(8);
+        let chunks = (buffer_bytes / 8).div_ceil(chunk_words as u64).max(2) as usize;
+        let words = chunks * chunk_words;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(words).map_err(|_| {
+            SenseError::Unavailable(Unavailable::new(
+                format!("cannot allocate {} MiB for the memory probe", words * 8 >> 20),
+                "lower sense.probe_memory_buffer_bytes or sense.probe_memory_chunk_bytes",
+            ))
+        })?;
+        // Written, not zeroed: zero pages would be mapped lazily and the first passes would time faults.
+        buf.extend((0..words as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        Ok(MemoryKernel { buf, chunk_words, pos: 0 })
+    }
+
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buf.len() as u64 * 8
+    }
+
+    /// Streams the next chunk; bytes/s by the wall clock.
+    pub fn run(&mut self) -> f64 {
+        let end = (self.pos + self.chunk_words).min(self.buf.len());
+        let chunk = &self.buf[self.pos..end];
+        let t = Instant::now();
+        black_box(stream_sum(black_box(chunk)));
+        let dt = t.elapsed().as_secs_f64().max(1e-9);
+        self.pos = if end >= self.buf.len() { 0 } else { end };
+        chunk.len() as f64 * 8.0 / dt
+    }
+}
+
+/// Size of the largest data or unified cache of cpu0, bytes.
+pub fn llc_bytes(roots: &Roots) -> Option<u64> {
+    let dir = roots.sys("devices/system/cpu/cpu0/cache");
+    numbered_entries(&dir, "index")
+        .into_iter()
+        .filter(|(_, d)| read_trimmed(&d.join("type")).is_ok_and(|t| t != "Instruction"))
+        .filter_map(|(_, d)| parse_size(&read_trimmed(&d.join("size")).ok()?))
+        .max()
+}
+
+/// `32768K`, `1M`, `512` → bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok().map(|n| n * mult)
+}
+
+/// Buffer for the memory probe: twice the LLC (8 MiB if unknown), and at least two chunks.
+pub fn memory_buffer_bytes(llc: Option<u64>, chunk: u64) -> u64 {
+    (2 * llc.unwrap_or(4 << 20)).max(2 * chunk)
+}
+
+/// One-shot compute rate, FLOP/s: the best of a few 5 ms runs of the probe loop.
+pub fn compute_rate() -> f64 {
+    let k = ComputeKernel::calibrated(Duration::from_millis(5));
+    (0..5).map(|_| k.run()).fold(0.0, f64::max)
+}
+
+/// One-shot memory bandwidth, bytes/s: the best chunk over two passes of a buffer twice the LLC;
+/// 0 if the buffer cannot be allocated.
+pub fn memory_bandwidth() -> f64 {
+    let chunk = 16 << 20;
+    let bytes = memory_buffer_bytes(llc_bytes(&Roots::default()), chunk);
+    match MemoryKernel::new(bytes, chunk) {
+        Ok(mut k) => {
+            let runs = 2 * k.buffer_bytes().div_ceil(chunk);
+            (0..runs).map(|_| k.run()).fold(0.0, f64::max)
+        }
+        Err(_) => 0.0,
+    }
+}
+
+enum Kind {
+    Compute { target: Duration, kernel: Option<ComputeKernel> },
+    Memory { buffer: u64, chunk: u64, kernel: Option<MemoryKernel> },
+}
+
+/// A probe run as a sensor, paced by its share of the CPU budget.
+pub struct ProbeSensor {
+    kind: Kind,
+    every: Every,
+    min_period: Duration,
+}
+
+impl ProbeSensor {
+    pub fn compute(target: Duration, min_period: Duration) -> Self {
+        ProbeSensor { kind: Kind::Compute { target, kernel: None }, every: Every::new(min_period), min_period }
+    }
+
+    pub fn memory(buffer: u64, chunk: u64, min_period: Duration) -> Self {
+        ProbeSensor {
+            kind: Kind::Memory { buffer, chunk, kernel: None },
+            every: Every::new(min_period),
+            min_period,
+        }
+    }
+}
+
+impl Sensor for ProbeSensor {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Compute { .. } => "probe_compute",
+            Kind::Memory { .. } => "probe_memory",
+        }
+    }
+
+    fn probe(&mut self) -> Result<Option<String>, Unavailable> {
+        match &mut self.kind {
+            Kind::Compute { target, kernel } => {
+                let k = ComputeKernel::calibrated(*target);
+                let detail = format!("{:.2e} FLOP per run (~{:?})", k.flop_per_run(), target);
+                *kernel = Some(k);
+                Ok(Some(detail))
+            }
+            Kind::Memory { buffer, chunk, kernel } => {
+                let k = MemoryKernel::new(*buffer, *chunk).map_err(|e| match e {
+                    SenseError::Unavailable(u) => u,
+                    e => Unavailable::new(e.to_string(), "lower sense.probe_memory_buffer_bytes"),
+                })?;
+                let detail = format!(
+                    "{} MiB chunks over a {} MiB buffer",
+                    (k.chunk_words * 8) >> 20,
+                    k.buffer_bytes() >> 20
+                );
+                *kernel = Some(k);
+                Ok(Some(detail))
+            }
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.every.due(now)
+    }
+
+    fn is_probe(&self) -> bool {
+        true
+    }
+
+    fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
+        let cpu0 = thread_cpu_seconds();
+        match &mut self.kind {
+            Kind::Compute { kernel: Some(k), .. } => frame.probe_compute_flops = Some(k.run()),
+            Kind::Memory { kernel: Some(k), .. } => {
+                frame.probe_memory_bytes_per_second = Some(k.run());
+                frame.probe_memory_buffer_bytes = Some(k.buffer_bytes());
+            }
+            _ => return Err(SenseError::NoData),
+        }
+        let cost = (thread_cpu_seconds() - cpu0).max(0.0);
+        // Pace by what the run cost: at share s of a core, a run of c CPU-seconds may recur every c/s.
+        let pause = Duration::from_secs_f64((cost / ctx.cpu_share.max(1e-4)).min(3600.0));
+        self.every.ran_for(ctx.now, pause.max(self.min_period));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("32768K"), Some(32 << 20));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(memory_buffer_bytes(Some(32 << 20), 16 << 20), 64 << 20);
+        assert_eq!(memory_buffer_bytes(Some(1 << 20), 16 << 20), 32 << 20);
+    }
+
+    #[test]
+    fn kernels_report_positive_rates() {
+        let k = ComputeKernel::calibrated(Duration::from_millis(2));
+        assert!(k.run() > 1e6);
+        let mut m = MemoryKernel::new(1 << 20, 256 << 10).unwrap();
+        assert_eq!(m.buffer_bytes(), 1 << 20);
+        for _ in 0..5 {
+            assert!(m.run() > 1e6);
+        }
+    }
+}
