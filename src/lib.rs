@@ -13,3 +13,4 @@ pub mod profile;
 pub mod runtime;
 pub mod sense;
 pub mod serve;
+pub mod util;

@@ -1,1 +1,147 @@
-//! (not yet)
+//! Prediction: base latency from the device profile (sum of per-kernel predictions), scaled by a
+//! slowdown computed from the live state of the board.
+//!
+//! Entry points: [`Predictor::base`] (cacheable per model and profile) and [`Predictor::predict`].
+pub mod slowdown;
+
+pub use slowdown::Slowdown;
+
+use crate::kernels::{Decomposition, KernelKind};
+use crate::profile::{Profile, Roofline};
+use crate::sense::Snapshot;
+use serde::{Deserialize, Serialize};
+
+/// The static part of a prediction, which depends only on the model and the profile.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BasePrediction {
+    pub latency_ms: f64,
+    /// Per kernel: predicted ms and whether the roofline fallback gave it.
+    pub kernels: Vec<(f64, bool)>,
+    /// Per kernel: the share of its time that is memory traffic (0 compute-bound … 1 memory-bound).
+    pub memory_share: Vec<f64>,
+    pub fallback_kernels: usize,
+    pub peak_memory_bytes: u64,
+    pub calibrated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KernelPrediction {
+    pub name: String,
+    pub kind: KernelKind,
+    pub latency_ms: f64,
+    /// True when no regressor covers the kind and the roofline fallback gave the figure.
+    pub fallback: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Prediction {
+    pub latency_ms: f64,
+    pub interval_ms: [f64; 2],
+    pub peak_memory_bytes: u64,
+    /// False when no device profile was loaded and every kernel came from the roofline fallback.
+    pub calibrated: bool,
+    /// Static prediction (quiet board) and the factor the live state applied to it.
+    pub base_ms: f64,
+    pub slowdown: f64,
+    pub fallback_kernels: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Vec<KernelPrediction>>,
+}
+
+/// Predicts from a profile (or, without one, from the roofline alone).
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    pub profile: Option<Profile>,
+    pub roofline: Roofline,
+    pub slowdown: Slowdown,
+}
+
+impl Predictor {
+    pub fn new(profile: Option<Profile>, fallback: Roofline) -> Predictor {
+        let roofline = profile.as_ref().map(|p| p.roofline).unwrap_or(fallback);
+        let slowdown = profile
+            .as_ref()
+            .map(Slowdown::from_profile)
+            .unwrap_or_default();
+        Predictor {
+            profile,
+            roofline,
+            slowdown,
+        }
+    }
+
+    pub fn calibrated(&self) -> bool {
+        self.profile.is_some()
+    }
+
+    /// Sums per-kernel predictions; cache the result per (model, profile).
+    pub fn base(&self, d: &Decomposition) -> BasePrediction {
+        let mut kernels = Vec::with_capacity(d.kernels.len());
+        let mut memory_share = Vec::with_capacity(d.kernels.len());
+        for k in &d.kernels {
+            let (ms, fb) = match &self.profile {
+                Some(p) => p.kernel_ms(k),
+                None => (self.roofline.kernel_ms(k), true),
+            };
+            kernels.push((ms, fb));
+            let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
+            let mem = bytes / self.roofline.bytes_per_second.max(1.0);
+            let comp = k.flops as f64 / self.roofline.flops_per_second.max(1.0);
+            memory_share.push(if mem + comp > 0.0 {
+                mem / (mem + comp)
+            } else {
+                0.0
+            });
+        }
+        BasePrediction {
+            latency_ms: kernels.iter().map(|k| k.0).sum(),
+            fallback_kernels: kernels.iter().filter(|k| k.1).count(),
+            kernels,
+            memory_share,
+            peak_memory_bytes: d.peak_memory_bytes,
+            calibrated: self.profile.is_some(),
+        }
+    }
+
+    /// Scales a base prediction by the live (or what-if) state. `threads` is the model's thread count.
+    pub fn predict(
+        &self,
+        d: &Decomposition,
+        base: &BasePrediction,
+        state: &Snapshot,
+        threads: usize,
+        with_kernels: bool,
+    ) -> Prediction {
+        let factors = self.slowdown.factors(state, threads);
+        let mut total = 0.0;
+        let mut kernels = with_kernels.then(|| Vec::with_capacity(base.kernels.len()));
+        for (i, &(ms, fallback)) in base.kernels.iter().enumerate() {
+            let share = base.memory_share.get(i).copied().unwrap_or(0.0);
+            let live = ms * factors.kernel(share);
+            total += live;
+            if let (Some(v), Some(k)) = (kernels.as_mut(), d.kernels.get(i)) {
+                v.push(KernelPrediction {
+                    name: k.name.clone(),
+                    kind: k.kind,
+                    latency_ms: live,
+                    fallback,
+                });
+            }
+        }
+        let (lo, hi) = self.slowdown.interval(base.calibrated);
+        Prediction {
+            latency_ms: total,
+            interval_ms: [total * lo, total * hi],
+            peak_memory_bytes: base.peak_memory_bytes,
+            calibrated: base.calibrated,
+            base_ms: base.latency_ms,
+            slowdown: if base.latency_ms > 0.0 {
+                total / base.latency_ms
+            } else {
+                1.0
+            },
+            fallback_kernels: base.fallback_kernels,
+            kernels,
+        }
+    }
+}

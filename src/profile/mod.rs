@@ -1,1 +1,147 @@
-//! (not yet)
+//! The device profile: what augur knows about this board and runtime — device description, fusion
+//! rules, one latency regressor per kernel kind, the roofline fallback, and the measurements they were
+//! fitted on. Versioned and self-describing JSON, written atomically.
+pub mod device;
+pub mod regressor;
+
+pub use device::DeviceInfo;
+pub use regressor::{Regressor, Roofline};
+
+use crate::kernels::{FusionRules, Kernel, KernelKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Bumped when the profile's meaning changes; older files are refused with a clear message.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One kernel measurement taken by calibration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Measurement {
+    pub kernel: Kernel,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+}
+
+/// Conditions at calibration time, the reference the slowdown model scales from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reference {
+    /// Compute-probe rate on the quiet board, FLOP/s.
+    pub probe_flops_per_second: f64,
+    /// Memory-probe bandwidth on the quiet board, bytes/s.
+    pub probe_bytes_per_second: f64,
+    /// Mean CPU frequency, Hz (0 when the board does not expose it).
+    pub cpu_frequency_hertz: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Profile {
+    pub format_version: u32,
+    pub augur_version: String,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    pub device: DeviceInfo,
+    /// Runtime name and version the measurements were taken with (`tract 0.23.9`).
+    pub runtime: String,
+    pub threads: usize,
+    pub budget: String,
+    pub fusion: FusionRules,
+    pub roofline: Roofline,
+    #[serde(default)]
+    pub reference: Reference,
+    pub regressors: BTreeMap<KernelKind, Regressor>,
+    pub measurements: Vec<Measurement>,
+    /// Coefficients of the slowdown model, fitted under controlled load (absent until fitted).
+    #[serde(default)]
+    pub slowdown: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{path}: cannot read the profile: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write the profile: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid augur profile: {detail}")]
+    Invalid { path: String, detail: String },
+    #[error(
+        "{path}: profile format {found} is not supported (this augur reads format {FORMAT_VERSION}); run `augur calibrate` again"
+    )]
+    Version { path: String, found: u32 },
+}
+
+impl Profile {
+    /// Predicted latency of one kernel, and whether the roofline fallback gave it (no regressor).
+    pub fn kernel_ms(&self, k: &Kernel) -> (f64, bool) {
+        match self.regressors.get(&k.kind) {
+            Some(r) => (r.predict_ms(&self.roofline, k), false),
+            None => (self.roofline.kernel_ms(k), true),
+        }
+    }
+
+    /// Loads and checks a profile; warnings (another board, another runtime version) come back beside it.
+    pub fn load(path: &Path, runtime_now: &str) -> Result<(Profile, Vec<String>), ProfileError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| ProfileError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let head: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ProfileError::Invalid {
+                path: p.clone(),
+                detail: e.to_string(),
+            })?;
+        let found = head
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
+        if found != FORMAT_VERSION {
+            return Err(ProfileError::Version { path: p, found });
+        }
+        let profile: Profile = serde_json::from_value(head).map_err(|e| ProfileError::Invalid {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut warnings = Vec::new();
+        let here = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
+        if !profile.device.same_board(&here) {
+            warnings.push(format!(
+                "{p}: profile was made on another board ({}, {} cores); this is {} with {} cores — predictions may be off; run `augur calibrate`",
+                profile.device.cpu_model, profile.device.cores, here.cpu_model, here.cores
+            ));
+        }
+        if profile.runtime != runtime_now {
+            warnings.push(format!(
+                "{p}: profile was made with {}, this augur runs {runtime_now}; run `augur calibrate`",
+                profile.runtime
+            ));
+        }
+        Ok((profile, warnings))
+    }
+
+    /// Writes the profile atomically (temp file, fsync, rename), so a crash never leaves half a file.
+    pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
+        let p = path.display().to_string();
+        let json = serde_json::to_vec(self).map_err(|e| ProfileError::Invalid {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        crate::util::write_atomic(path, &json)
+            .map_err(|source| ProfileError::Write { path: p, source })
+    }
+}
+
+/// The runtime string for the built-in backend.
+pub fn tract_runtime() -> String {
+    format!("tract {}", TRACT_VERSION)
+}
+
+/// Version of tract-onnx this build links (kept in step with Cargo.lock by a test).
+pub const TRACT_VERSION: &str = "0.23.9";

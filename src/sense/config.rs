@@ -82,12 +82,20 @@ impl SenseConfig {
     }
 
     pub(crate) fn alpha(&self) -> f64 {
-        if self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0 { self.ewma_alpha } else { 0.2 }
+        if self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0 {
+            self.ewma_alpha
+        } else {
+            0.2
+        }
     }
 }
 
 fn period_of(hz: f64, fallback: f64) -> Duration {
-    let hz = if hz.is_finite() && hz > 0.0 && hz <= 1000.0 { hz } else { fallback };
+    let hz = if hz.is_finite() && hz > 0.0 && hz <= 1000.0 {
+        hz
+    } else {
+        fallback
+    };
     Duration::from_secs_f64(1.0 / hz)
 }
 

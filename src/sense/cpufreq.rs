@@ -2,7 +2,9 @@
 //! `cpuinfo_{min,max}_freq`, `scaling_governor`), falling back to `cpu MHz` in `/proc/cpuinfo`;
 //! big.LITTLE clusters from the policies' `related_cpus`, else `cpu_capacity` and `topology/`.
 use super::error::{SenseError, Unavailable};
-use super::fs::{Roots, numbered_entries, parse_cpu_list, read_i64, read_string, read_trimmed, read_u64};
+use super::fs::{
+    Roots, numbered_entries, parse_cpu_list, read_i64, read_string, read_trimmed, read_u64,
+};
 use super::sensor::{Every, Frame, SampleCtx, Sensor};
 use super::snapshot::{Cluster, CpuState};
 use std::collections::BTreeMap;
@@ -65,7 +67,10 @@ impl CpuFreqSensor {
             return v;
         }
         let dir = self.roots.sys("devices/system/cpu");
-        numbered_entries(&dir, "cpu").into_iter().map(|(n, _)| n as usize).collect()
+        numbered_entries(&dir, "cpu")
+            .into_iter()
+            .map(|(n, _)| n as usize)
+            .collect()
     }
 
     fn discover_policies(&self) -> Vec<Policy> {
@@ -102,7 +107,11 @@ impl CpuFreqSensor {
                 .map(|(id, p)| Cluster {
                     id,
                     cpus: p.cpus.clone(),
-                    capacity: p.cpus.iter().filter_map(|c| self.capacity.get(c).copied()).max(),
+                    capacity: p
+                        .cpus
+                        .iter()
+                        .filter_map(|c| self.capacity.get(c).copied())
+                        .max(),
                     frequency_hertz: None,
                     max_hertz: p.max_hz,
                 })
@@ -115,7 +124,10 @@ impl CpuFreqSensor {
                 .filter(|&v| (0..65535).contains(&v))
                 .or_else(|| topo("physical_package_id"))
                 .unwrap_or(0);
-            groups.entry((self.capacity.get(&cpu).copied(), cluster_id)).or_default().push(cpu);
+            groups
+                .entry((self.capacity.get(&cpu).copied(), cluster_id))
+                .or_default()
+                .push(cpu);
         }
         // Smallest capacity first, like cpufreq policy numbering on big.LITTLE.
         groups
@@ -141,7 +153,9 @@ impl CpuFreqSensor {
         let mut out = BTreeMap::new();
         let mut cpu = None;
         for line in text.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             match k.trim() {
                 "processor" => cpu = v.trim().parse::<usize>().ok(),
                 "cpu MHz" => {
@@ -263,7 +277,8 @@ impl Sensor for CpuFreqSensor {
             .map(|c| {
                 let f: Vec<f64> = c.cpus.iter().filter_map(|x| cur.get(x).copied()).collect();
                 Cluster {
-                    frequency_hertz: (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64),
+                    frequency_hertz: (!f.is_empty())
+                        .then(|| f.iter().sum::<f64>() / f.len() as f64),
                     ..c.clone()
                 }
             })

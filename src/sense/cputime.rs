@@ -81,7 +81,9 @@ pub fn parse_proc_stat(text: &str, path: &Path) -> Result<ProcStat, SenseError> 
             for v in t.iter_mut() {
                 // Old kernels have fewer columns; missing ones are zero.
                 *v = match it.next() {
-                    Some(s) => s.parse().map_err(|_| SenseError::parse(path, "cpu ticks", line))?,
+                    Some(s) => s
+                        .parse()
+                        .map_err(|_| SenseError::parse(path, "cpu ticks", line))?,
                     None => 0,
                 };
             }
@@ -124,7 +126,11 @@ pub struct CpuTimeSensor {
 
 impl CpuTimeSensor {
     pub fn new(roots: Roots) -> Self {
-        CpuTimeSensor { roots, clk_tck: clk_tck(), last: None }
+        CpuTimeSensor {
+            roots,
+            clk_tck: clk_tck(),
+            last: None,
+        }
     }
 
     fn own_ticks(&self) -> Option<u64> {
@@ -158,7 +164,11 @@ impl Sensor for CpuTimeSensor {
             "{} CPUs from {}{}",
             stat.per_cpu.len(),
             path.display(),
-            if own.is_none() { "; own-process CPU unknown (no self/stat)" } else { "" }
+            if own.is_none() {
+                "; own-process CPU unknown (no self/stat)"
+            } else {
+                ""
+            }
         );
         Ok(Some(detail))
     }
@@ -169,7 +179,11 @@ impl Sensor for CpuTimeSensor {
         let own = self.own_ticks();
         let mut out = CpuTimeFrame {
             total_seconds: Some(now.all.seconds(self.clk_tck)),
-            per_cpu_seconds: now.per_cpu.iter().map(|(c, t)| (*c, t.seconds(self.clk_tck))).collect(),
+            per_cpu_seconds: now
+                .per_cpu
+                .iter()
+                .map(|(c, t)| (*c, t.seconds(self.clk_tck)))
+                .collect(),
             procs_running: now.procs_running,
             procs_blocked: now.procs_blocked,
             ..Default::default()

@@ -14,7 +14,10 @@ pub struct Unavailable {
 
 impl Unavailable {
     pub fn new(reason: impl Into<String>, remedy: impl Into<String>) -> Self {
-        Unavailable { reason: reason.into(), remedy: remedy.into() }
+        Unavailable {
+            reason: reason.into(),
+            remedy: remedy.into(),
+        }
     }
 }
 
@@ -34,7 +37,11 @@ pub enum SenseError {
         source: std::io::Error,
     },
     #[error("{}: cannot parse {what} from `{text}`", path.display())]
-    Parse { path: PathBuf, what: &'static str, text: String },
+    Parse {
+        path: PathBuf,
+        what: &'static str,
+        text: String,
+    },
     /// Nothing new to report this time; not a failure.
     #[error("no data")]
     NoData,
@@ -54,12 +61,19 @@ pub enum SenseError {
 
 impl SenseError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        SenseError::Io { path: path.to_path_buf(), source }
+        SenseError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub fn parse(path: &Path, what: &'static str, text: &str) -> Self {
         let text: String = text.chars().take(80).collect();
-        SenseError::Parse { path: path.to_path_buf(), what, text }
+        SenseError::Parse {
+            path: path.to_path_buf(),
+            what,
+            text,
+        }
     }
 
     /// True when the error only means "the file is not there", which is a property of the board.

@@ -12,7 +12,10 @@ pub struct Roots {
 
 impl Roots {
     pub fn new(sys: impl Into<PathBuf>, proc: impl Into<PathBuf>) -> Self {
-        Roots { sys: sys.into(), proc: proc.into() }
+        Roots {
+            sys: sys.into(),
+            proc: proc.into(),
+        }
     }
 
     /// `rel` under the sysfs root, e.g. `sys("devices/system/cpu/online")`.
@@ -42,18 +45,24 @@ pub fn read_trimmed(path: &Path) -> Result<String, SenseError> {
 
 pub fn read_u64(path: &Path) -> Result<u64, SenseError> {
     let s = read_string(path)?;
-    s.trim().parse().map_err(|_| SenseError::parse(path, "an unsigned integer", &s))
+    s.trim()
+        .parse()
+        .map_err(|_| SenseError::parse(path, "an unsigned integer", &s))
 }
 
 pub fn read_i64(path: &Path) -> Result<i64, SenseError> {
     let s = read_string(path)?;
-    s.trim().parse().map_err(|_| SenseError::parse(path, "an integer", &s))
+    s.trim()
+        .parse()
+        .map_err(|_| SenseError::parse(path, "an integer", &s))
 }
 
 /// The entries of `dir` whose names start with `prefix`, sorted by the number that follows
 /// (`thermal_zone2` before `thermal_zone10`); an unreadable or missing directory gives none.
 pub fn numbered_entries(dir: &Path, prefix: &str) -> Vec<(u64, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<(u64, PathBuf)> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| {

@@ -15,7 +15,13 @@ pub fn parse_loadavg(text: &str, path: &Path) -> Result<LoadAvg, SenseError> {
         Some((r, t)) => (r.parse().ok(), t.parse().ok()),
         None => (None, None),
     };
-    Ok(LoadAvg { one, five, fifteen, runnable, threads })
+    Ok(LoadAvg {
+        one,
+        five,
+        fifteen,
+        runnable,
+        threads,
+    })
 }
 
 pub struct LoadAvgSensor {
@@ -39,7 +45,8 @@ impl Sensor for LoadAvgSensor {
     }
 
     fn probe(&mut self) -> Result<Option<String>, Unavailable> {
-        self.read().map_err(|e| Unavailable::new(e.to_string(), "mount procfs"))?;
+        self.read()
+            .map_err(|e| Unavailable::new(e.to_string(), "mount procfs"))?;
         Ok(None)
     }
 

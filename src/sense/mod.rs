@@ -1,1 +1,117 @@
-//! (not yet)
+//! Live sensing: what this board is doing right now — CPU frequency, utilisation, pressure,
+//! hardware counters or active probes, temperatures and power — sampled in the background and
+//! summarised for the predictor.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use augur::sense::{SenseConfig, Sampler};
+//! let sampler = Sampler::start(SenseConfig::default());          // never blocks, never fails
+//! let snap = sampler.snapshot();                                   // cheap clone of the newest state
+//! let others = snap.others_busy();                                 // busy minus augur's own threads
+//! let slowdown = snap.probe.compute_ratio;                         // probe EWMA / idle baseline
+//! # let _ = (others, slowdown);
+//! ```
+//!
+//! - [`SenseConfig`] (`[sense]` in the config; serde, every field defaulted): `sysfs_root`,
+//!   `procfs_root`, `sample_hz` (10), `slow_sample_hz` (1), `ring_len`, `window_seconds`,
+//!   `ewma_alpha`, `sample_timeout_ms`, `probe_budget` (0.01 of one core, for the sampler as a
+//!   whole), probe sizes, `disable`.
+//! - [`Sampler::start`]`(cfg) -> Sampler` and [`Sampler::start_with`]`(cfg, Box<dyn Fn(&Snapshot) + Send>)`
+//!   (the hook runs on the sampling thread after each sample); [`Sampler::snapshot`] /
+//!   [`Sampler::snapshot_arc`] (a short lock around an `Arc` swap, never held during sampling),
+//!   [`Sampler::sensors`], [`Sampler::wait_for`], [`Sampler::stop`] (also on drop; joins).
+//! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand.
+//! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
+//! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
+//! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`
+//!   (bytes/s): one-shot probes for a roofline fallback.
+//! - [`load::LoadGuard`]: bounded CPU/memory/cache background loads that always stop.
+//! - [`Sensor`]: the one interface of every sensor; [`sensors`] builds them from a config.
+//!
+//! Sensors: `cpufreq`, `cpu_time`, `loadavg`, `pressure`, `perf`, `memory_pmu`, `probe_compute`,
+//! `probe_memory`, `thermal`, `power`. One that cannot work on this board is listed with
+//! `available: false`, a reason and a remedy; it never stops the others or start-up.
+pub mod clock;
+pub mod config;
+pub mod cpufreq;
+pub mod cputime;
+pub mod error;
+pub mod fs;
+pub mod load;
+pub mod loadavg;
+pub mod metrics;
+pub mod overhead;
+pub mod perf;
+pub mod pmu;
+pub mod power;
+pub mod probe;
+pub mod psi;
+pub mod sampler;
+pub mod sensor;
+pub mod snapshot;
+pub mod state;
+pub mod thermal;
+
+pub use config::SenseConfig;
+pub use error::{SenseError, Unavailable};
+pub use sampler::{OnSample, Sampler};
+pub use sensor::{Frame, SampleCtx, Sensor};
+pub use snapshot::{SensorStatus, Snapshot, Stat};
+
+use std::time::{Duration, Instant};
+
+/// Every sensor for this configuration, in sampling order; disabled ones stand in as [`sensor::Disabled`].
+pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
+    let roots = cfg.roots();
+    let slow = cfg.slow_period();
+    let fast = cfg.period();
+    let llc = probe::llc_bytes(&roots);
+    let chunk = cfg.probe_memory_chunk_bytes.max(64 << 10);
+    let buffer = cfg
+        .probe_memory_buffer_bytes
+        .unwrap_or_else(|| probe::memory_buffer_bytes(llc, chunk));
+    let all: Vec<Box<dyn Sensor>> = vec![
+        Box::new(cpufreq::CpuFreqSensor::new(roots.clone(), slow)),
+        Box::new(cputime::CpuTimeSensor::new(roots.clone())),
+        Box::new(loadavg::LoadAvgSensor::new(roots.clone())),
+        Box::new(psi::PsiSensor::new(roots.clone())),
+        Box::new(perf::PerfSensor::new(roots.clone())),
+        Box::new(pmu::MemoryPmuSensor::new(roots.clone())),
+        Box::new(probe::ProbeSensor::compute(
+            Duration::from_secs_f64(cfg.probe_compute_seconds.clamp(1e-4, 1.0)),
+            fast,
+        )),
+        Box::new(probe::ProbeSensor::memory(buffer, chunk, fast)),
+        Box::new(thermal::ThermalSensor::new(roots.clone(), slow)),
+        Box::new(power::PowerSensor::new(roots, slow)),
+    ];
+    all.into_iter()
+        .map(|s| {
+            if cfg.is_disabled(s.name()) {
+                Box::new(sensor::Disabled(s.name())) as Box<dyn Sensor>
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+/// A one-off state for the command line: samples until utilisation has an interval and each live
+/// probe has run once (at most ~5 s), then stops.
+pub fn read_once(cfg: &SenseConfig) -> Snapshot {
+    let sampler = Sampler::start(cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seq = 1;
+    loop {
+        let snap = sampler.wait_for(seq, deadline.saturating_duration_since(Instant::now()));
+        let waiting = |name: &str, runs: u64| snap.sensor_up(name) && runs == 0;
+        let ready = snap.seq >= 3
+            && !waiting("probe_compute", snap.probe.compute_runs)
+            && !waiting("probe_memory", snap.probe.memory_runs);
+        if ready || Instant::now() >= deadline {
+            return (*snap).clone();
+        }
+        seq = snap.seq + 1;
+    }
+}

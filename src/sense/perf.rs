@@ -23,7 +23,11 @@ fn is_cpu_pmu(name: &str) -> bool {
 pub(crate) fn pmu_names(roots: &Roots) -> Vec<String> {
     let dir = roots.sys("bus/event_source/devices");
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -32,9 +36,15 @@ pub(crate) fn pmu_names(roots: &Roots) -> Vec<String> {
 /// " (this is a VM: …)" when `/proc/cpuinfo` carries the `hypervisor` flag.
 pub(crate) fn vm_hint(roots: &Roots) -> &'static str {
     let virt = read_string(&roots.proc("cpuinfo")).is_ok_and(|s| {
-        s.lines().any(|l| l.starts_with("flags") && l.split_ascii_whitespace().any(|f| f == "hypervisor"))
+        s.lines().any(|l| {
+            l.starts_with("flags") && l.split_ascii_whitespace().any(|f| f == "hypervisor")
+        })
     });
-    if virt { " (this is a VM and the hypervisor exposes no virtual PMU)" } else { "" }
+    if virt {
+        " (this is a VM and the hypervisor exposes no virtual PMU)"
+    } else {
+        ""
+    }
 }
 
 /// Turns a failed `perf_event_open` into a reason an operator can act on.
@@ -54,7 +64,10 @@ pub(crate) fn explain_open_error(err: &io::Error, event: &str, roots: &Roots) ->
         ),
         Some(libc::ENOENT) | Some(libc::EOPNOTSUPP) | Some(libc::ENODEV) | Some(libc::EINVAL) => {
             Unavailable::new(
-                format!("hardware event {event} not supported ({err}){}", vm_hint(roots)),
+                format!(
+                    "hardware event {event} not supported ({err}){}",
+                    vm_hint(roots)
+                ),
                 "run on bare metal or enable the VM's virtual PMU (e.g. QEMU/KVM `-cpu host,pmu=on`); \
                  the active probes stand in meanwhile",
             )
@@ -63,7 +76,10 @@ pub(crate) fn explain_open_error(err: &io::Error, event: &str, roots: &Roots) ->
             format!("perf_event_open({event}): {err}"),
             "raise the file-descriptor limit (LimitNOFILE in the systemd unit)",
         ),
-        _ => Unavailable::new(format!("perf_event_open({event}): {err}"), "check dmesg for PMU errors"),
+        _ => Unavailable::new(
+            format!("perf_event_open({event}): {err}"),
+            "check dmesg for PMU errors",
+        ),
     }
 }
 
@@ -76,7 +92,13 @@ enum Ev {
     LlcMisses,
 }
 
-const EVENTS: [Ev; 5] = [Ev::Cycles, Ev::Instructions, Ev::CacheRefs, Ev::CacheMisses, Ev::LlcMisses];
+const EVENTS: [Ev; 5] = [
+    Ev::Cycles,
+    Ev::Instructions,
+    Ev::CacheRefs,
+    Ev::CacheMisses,
+    Ev::LlcMisses,
+];
 
 impl Ev {
     fn label(self) -> &'static str {
@@ -101,7 +123,11 @@ impl Ev {
                 result: CacheResult::MISS,
             }),
         };
-        b.one_cpu(cpu).any_pid().include_kernel().enabled(true).build()
+        b.one_cpu(cpu)
+            .any_pid()
+            .include_kernel()
+            .enabled(true)
+            .build()
     }
 }
 
@@ -128,7 +154,11 @@ pub struct PerfSensor {
 
 impl PerfSensor {
     pub fn new(roots: Roots) -> Self {
-        PerfSensor { roots, cpus: Vec::new(), last_at: None }
+        PerfSensor {
+            roots,
+            cpus: Vec::new(),
+            last_at: None,
+        }
     }
 }
 
@@ -145,7 +175,11 @@ impl Sensor for PerfSensor {
                 format!(
                     "hardware counters not supported: no CPU PMU in {} (only: {}){}",
                     dir.display(),
-                    if pmus.is_empty() { "nothing".to_string() } else { pmus.join(", ") },
+                    if pmus.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        pmus.join(", ")
+                    },
                     vm_hint(&self.roots)
                 ),
                 "run on bare metal or enable the VM's virtual PMU (e.g. QEMU/KVM `-cpu host,pmu=on`); \
@@ -175,22 +209,34 @@ impl Sensor for PerfSensor {
                     }
                 }
             }
-            self.cpus.push(CpuCounters { cpu, last: vec![None; counters.len()], counters });
+            self.cpus.push(CpuCounters {
+                cpu,
+                last: vec![None; counters.len()],
+                counters,
+            });
         }
         Ok((!missing.is_empty()).then(|| format!("not supported here: {}", missing.join(", "))))
     }
 
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
-        let dt = self.last_at.map(|t| ctx.now.duration_since(t).as_secs_f64()).filter(|d| *d > 0.0);
+        let dt = self
+            .last_at
+            .map(|t| ctx.now.duration_since(t).as_secs_f64())
+            .filter(|d| *d > 0.0);
         self.last_at = Some(ctx.now);
         let mut out = PerfRates::default();
         let mut sums = [0.0f64; 5];
         let mut have = [false; 5];
         for cc in &mut self.cpus {
-            let mut p = PerfCpu { cpu: cc.cpu, ..Default::default() };
+            let mut p = PerfCpu {
+                cpu: cc.cpu,
+                ..Default::default()
+            };
             for (i, slot) in cc.counters.iter_mut().enumerate() {
                 let Some(c) = slot else { continue };
-                let Some(total) = read_scaled(c) else { continue };
+                let Some(total) = read_scaled(c) else {
+                    continue;
+                };
                 let rate = match (dt, cc.last[i]) {
                     (Some(dt), Some(prev)) => Some(total.saturating_sub(prev) as f64 / dt),
                     _ => None,
@@ -202,15 +248,22 @@ impl Sensor for PerfSensor {
                 }
                 match EVENTS[i] {
                     Ev::Cycles => (p.cycles_total, p.cycles_per_second) = (Some(total), rate),
-                    Ev::Instructions => (p.instructions_total, p.instructions_per_second) = (Some(total), rate),
+                    Ev::Instructions => {
+                        (p.instructions_total, p.instructions_per_second) = (Some(total), rate)
+                    }
                     Ev::CacheRefs => p.cache_references_total = Some(total),
-                    Ev::CacheMisses => (p.cache_misses_total, p.cache_misses_per_second) = (Some(total), rate),
-                    Ev::LlcMisses => (p.llc_misses_total, p.llc_misses_per_second) = (Some(total), rate),
+                    Ev::CacheMisses => {
+                        (p.cache_misses_total, p.cache_misses_per_second) = (Some(total), rate)
+                    }
+                    Ev::LlcMisses => {
+                        (p.llc_misses_total, p.llc_misses_per_second) = (Some(total), rate)
+                    }
                 }
             }
             out.cpus.push(p);
         }
-        let ratio = |a: usize, b: usize| (have[a] && have[b] && sums[b] > 0.0).then(|| sums[a] / sums[b]);
+        let ratio =
+            |a: usize, b: usize| (have[a] && have[b] && sums[b] > 0.0).then(|| sums[a] / sums[b]);
         out.ipc = ratio(1, 0);
         out.cache_miss_ratio = ratio(3, 2);
         out.llc_misses_per_second = have[4].then_some(sums[4]);
@@ -227,14 +280,33 @@ mod tests {
     fn open_errors_name_their_remedy() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
-        std::fs::write(dir.path().join("proc/sys/kernel/perf_event_paranoid"), "2\n").unwrap();
-        std::fs::write(dir.path().join("proc/cpuinfo"), "flags\t\t: fpu hypervisor\n").unwrap();
+        std::fs::write(
+            dir.path().join("proc/sys/kernel/perf_event_paranoid"),
+            "2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("proc/cpuinfo"),
+            "flags\t\t: fpu hypervisor\n",
+        )
+        .unwrap();
         let roots = Roots::new(dir.path().join("sys"), dir.path().join("proc"));
-        let u = explain_open_error(&io::Error::from_raw_os_error(libc::EACCES), "cycles", &roots);
+        let u = explain_open_error(
+            &io::Error::from_raw_os_error(libc::EACCES),
+            "cycles",
+            &roots,
+        );
         assert!(u.reason.contains("perf_event_paranoid = 2"), "{u}");
         assert!(u.remedy.contains("CAP_PERFMON"), "{u}");
-        let u = explain_open_error(&io::Error::from_raw_os_error(libc::ENOENT), "cycles", &roots);
-        assert!(u.reason.contains("not supported") && u.reason.contains("VM"), "{u}");
+        let u = explain_open_error(
+            &io::Error::from_raw_os_error(libc::ENOENT),
+            "cycles",
+            &roots,
+        );
+        assert!(
+            u.reason.contains("not supported") && u.reason.contains("VM"),
+            "{u}"
+        );
         assert!(is_cpu_pmu("armv8_pmuv3_0") && is_cpu_pmu("cpu_core") && !is_cpu_pmu("msr"));
     }
 }

@@ -42,7 +42,10 @@ fn place(format: &str, value: u64, config: &mut [u64; 3], path: &Path) -> Result
     let mut bit = 0u32;
     for r in ranges.split(',') {
         let (lo, hi) = match r.split_once('-') {
-            Some((a, b)) => (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?),
+            Some((a, b)) => (
+                a.parse::<u32>().map_err(|_| bad())?,
+                b.parse::<u32>().map_err(|_| bad())?,
+            ),
             None => {
                 let a = r.parse::<u32>().map_err(|_| bad())?;
                 (a, a)
@@ -69,7 +72,12 @@ fn parse_value(s: &str) -> Option<u64> {
 }
 
 /// Resolves `pmu/event` from `{sys}/bus/event_source/devices`.
-pub fn resolve(roots: &Roots, pmu: &str, event: &str, default_bytes: f64) -> Result<PmuEvent, SenseError> {
+pub fn resolve(
+    roots: &Roots,
+    pmu: &str,
+    event: &str,
+    default_bytes: f64,
+) -> Result<PmuEvent, SenseError> {
     let dir = roots.sys(&format!("bus/event_source/devices/{pmu}"));
     let ty = read_u64(&dir.join("type"))? as u32;
     let ev_path = dir.join("events").join(event);
@@ -78,7 +86,10 @@ pub fn resolve(roots: &Roots, pmu: &str, event: &str, default_bytes: f64) -> Res
     for term in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         // A bare term (`edge`) is a one-bit flag.
         let (name, value) = match term.split_once('=') {
-            Some((n, v)) => (n, parse_value(v).ok_or_else(|| SenseError::parse(&ev_path, "a value", term))?),
+            Some((n, v)) => (
+                n,
+                parse_value(v).ok_or_else(|| SenseError::parse(&ev_path, "a value", term))?,
+            ),
             None => (term, 1),
         };
         let fmt_path = dir.join("format").join(name);
@@ -103,7 +114,14 @@ pub fn resolve(roots: &Roots, pmu: &str, event: &str, default_bytes: f64) -> Res
         (Some(s), Some(u)) => s * u,
         _ => default_bytes,
     };
-    Ok(PmuEvent { pmu: pmu.into(), event: event.into(), ty, config, cpu, bytes_per_count })
+    Ok(PmuEvent {
+        pmu: pmu.into(),
+        event: event.into(),
+        ty,
+        config,
+        cpu,
+        bytes_per_count,
+    })
 }
 
 /// The memory-traffic events this board's sysfs offers.
@@ -112,7 +130,11 @@ pub fn memory_events(roots: &Roots) -> Vec<PmuEvent> {
     for pmu in pmu_names(roots) {
         for (prefix, events, bytes) in MEMORY_PMUS {
             if pmu.starts_with(prefix) {
-                out.extend(events.iter().filter_map(|e| resolve(roots, &pmu, e, *bytes).ok()));
+                out.extend(
+                    events
+                        .iter()
+                        .filter_map(|e| resolve(roots, &pmu, e, *bytes).ok()),
+                );
             }
         }
     }
@@ -127,7 +149,11 @@ pub struct MemoryPmuSensor {
 
 impl MemoryPmuSensor {
     pub fn new(roots: Roots) -> Self {
-        MemoryPmuSensor { roots, counters: Vec::new(), last_at: None }
+        MemoryPmuSensor {
+            roots,
+            counters: Vec::new(),
+            last_at: None,
+        }
     }
 }
 
@@ -149,28 +175,50 @@ impl Sensor for MemoryPmuSensor {
             ));
         }
         for ev in events {
-            let raw = Raw::new(ev.config[0]).config1(ev.config[1]).config2(ev.config[2]);
+            let raw = Raw::new(ev.config[0])
+                .config1(ev.config[1])
+                .config2(ev.config[2]);
             let mut b = Builder::new(raw);
             b.attrs_mut().type_ = ev.ty;
-            match b.one_cpu(ev.cpu).any_pid().include_kernel().enabled(true).build() {
+            match b
+                .one_cpu(ev.cpu)
+                .any_pid()
+                .include_kernel()
+                .enabled(true)
+                .build()
+            {
                 Ok(c) => self.counters.push((ev, c, None)),
                 Err(e) => {
                     self.counters.clear();
-                    return Err(explain_open_error(&e, &format!("{}/{}", ev.pmu, ev.event), &self.roots));
+                    return Err(explain_open_error(
+                        &e,
+                        &format!("{}/{}", ev.pmu, ev.event),
+                        &self.roots,
+                    ));
                 }
             }
         }
-        let names: Vec<String> = self.counters.iter().map(|(e, _, _)| format!("{}/{}", e.pmu, e.event)).collect();
+        let names: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(e, _, _)| format!("{}/{}", e.pmu, e.event))
+            .collect();
         Ok(Some(names.join(", ")))
     }
 
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
-        let dt = self.last_at.map(|t| ctx.now.duration_since(t).as_secs_f64()).filter(|d| *d > 0.0);
+        let dt = self
+            .last_at
+            .map(|t| ctx.now.duration_since(t).as_secs_f64())
+            .filter(|d| *d > 0.0);
         self.last_at = Some(ctx.now);
         let mut bytes = 0.0;
         let mut complete = dt.is_some();
         for (ev, c, last) in &mut self.counters {
-            let now = c.read().map_err(|e| SenseError::Perf { event: ev.event.clone(), source: e })?;
+            let now = c.read().map_err(|e| SenseError::Perf {
+                event: ev.event.clone(),
+                source: e,
+            })?;
             match last {
                 Some(prev) => bytes += now.saturating_sub(*prev) as f64 * ev.bytes_per_count,
                 None => complete = false,

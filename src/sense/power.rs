@@ -12,11 +12,20 @@ enum Rail {
     /// hwmon `power*_input`, microwatts.
     Microwatts { name: String, path: PathBuf },
     /// INA3221 channel on hwmon: bus voltage (mV) × current (mA).
-    VoltAmp { name: String, mv: PathBuf, ma: PathBuf },
+    VoltAmp {
+        name: String,
+        mv: PathBuf,
+        ma: PathBuf,
+    },
     /// Old Jetson `ina3221x` IIO: `in_power*_input`, milliwatts.
     Milliwatts { name: String, path: PathBuf },
     /// RAPL zone: cumulative microjoules that wrap at `max_energy_range_uj`.
-    Energy { name: String, path: PathBuf, range: u64, last: Option<(u64, Instant)> },
+    Energy {
+        name: String,
+        path: PathBuf,
+        range: u64,
+        last: Option<(u64, Instant)>,
+    },
 }
 
 impl Rail {
@@ -42,11 +51,17 @@ impl Rail {
             Rail::Microwatts { path, .. } => Some(read_u64(path)? as f64 / 1e6),
             Rail::Milliwatts { path, .. } => Some(read_u64(path)? as f64 / 1e3),
             Rail::VoltAmp { mv, ma, .. } => Some(read_u64(mv)? as f64 * read_u64(ma)? as f64 / 1e6),
-            Rail::Energy { path, range, last, .. } => {
+            Rail::Energy {
+                path, range, last, ..
+            } => {
                 let uj = read_u64(path)?;
                 let w = last.and_then(|(prev, t)| {
                     let dt = now.duration_since(t).as_secs_f64();
-                    let d = if uj >= prev { uj - prev } else { uj + range.saturating_sub(prev) };
+                    let d = if uj >= prev {
+                        uj - prev
+                    } else {
+                        uj + range.saturating_sub(prev)
+                    };
                     (dt > 0.0).then(|| d as f64 / 1e6 / dt)
                 });
                 *last = Some((uj, now));
@@ -64,7 +79,11 @@ pub struct PowerSensor {
 
 impl PowerSensor {
     pub fn new(roots: Roots, period: Duration) -> Self {
-        PowerSensor { roots, rails: Vec::new(), every: Every::new(period) }
+        PowerSensor {
+            roots,
+            rails: Vec::new(),
+            every: Every::new(period),
+        }
     }
 
     fn hwmon(&self, denied: &mut Vec<String>) -> Vec<Rail> {
@@ -79,7 +98,10 @@ impl PowerSensor {
             }
             if dev.starts_with("ina3221") {
                 for ch in 1..=3 {
-                    let (mv, ma) = (dir.join(format!("in{ch}_input")), dir.join(format!("curr{ch}_input")));
+                    let (mv, ma) = (
+                        dir.join(format!("in{ch}_input")),
+                        dir.join(format!("curr{ch}_input")),
+                    );
                     if !(mv.exists() && ma.exists()) {
                         continue;
                     }
@@ -122,7 +144,9 @@ impl PowerSensor {
 
     fn rapl(&self, denied: &mut Vec<String>) -> Vec<Rail> {
         let mut rails = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.roots.sys("class/powercap")) else { return rails };
+        let Ok(rd) = std::fs::read_dir(self.roots.sys("class/powercap")) else {
+            return rails;
+        };
         let mut zones: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with("intel-rapl:"))
@@ -136,7 +160,16 @@ impl PowerSensor {
             }
             let name = read_trimmed(&z.join("name")).unwrap_or_else(|_| file_name(&z));
             let range = read_u64(&z.join("max_energy_range_uj")).unwrap_or(u64::MAX);
-            keep(&mut rails, denied, Rail::Energy { name, path, range, last: None });
+            keep(
+                &mut rails,
+                denied,
+                Rail::Energy {
+                    name,
+                    path,
+                    range,
+                    last: None,
+                },
+            );
         }
         rails
     }
@@ -144,12 +177,17 @@ impl PowerSensor {
 
 /// The `n` of every `{kind}{n}_input` in a hwmon directory, ascending.
 fn input_indices(dir: &Path, kind: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<u32> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix(kind)?.strip_suffix("_input")?.parse().ok()
+            name.strip_prefix(kind)?
+                .strip_suffix("_input")?
+                .parse()
+                .ok()
         })
         .collect();
     out.sort_unstable();
@@ -157,18 +195,24 @@ fn input_indices(dir: &Path, kind: &str) -> Vec<u32> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default()
+    p.file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 /// Keeps a rail whose file reads; remembers the ones the kernel refused (RAPL is root-only).
 fn keep(rails: &mut Vec<Rail>, denied: &mut Vec<String>, rail: Rail) {
     let probe_path = match &rail {
-        Rail::Microwatts { path, .. } | Rail::Milliwatts { path, .. } | Rail::Energy { path, .. } => path,
+        Rail::Microwatts { path, .. }
+        | Rail::Milliwatts { path, .. }
+        | Rail::Energy { path, .. } => path,
         Rail::VoltAmp { mv, .. } => mv,
     };
     match read_string(probe_path) {
         Ok(_) => rails.push(rail),
-        Err(SenseError::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+        Err(SenseError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
             denied.push(probe_path.display().to_string())
         }
         Err(_) => {}
@@ -189,7 +233,10 @@ impl Sensor for PowerSensor {
         if self.rails.is_empty() {
             if let Some(first) = denied.first() {
                 return Err(Unavailable::new(
-                    format!("power files exist but are not readable ({first}, {} in all)", denied.len()),
+                    format!(
+                        "power files exist but are not readable ({first}, {} in all)",
+                        denied.len()
+                    ),
                     "run augur as root or grant read access with a udev rule (RAPL energy_uj is \
                      root-only since Linux 5.10)",
                 ));
@@ -204,8 +251,11 @@ impl Sensor for PowerSensor {
                  driver, on x86 load intel_rapl_common",
             ));
         }
-        let names: Vec<String> =
-            self.rails.iter().map(|r| format!("{}:{}", r.source(), r.name())).collect();
+        let names: Vec<String> = self
+            .rails
+            .iter()
+            .map(|r| format!("{}:{}", r.source(), r.name()))
+            .collect();
         Ok(Some(names.join(", ")))
     }
 
@@ -218,7 +268,11 @@ impl Sensor for PowerSensor {
         let mut out = Vec::new();
         for r in &mut self.rails {
             if let Ok(Some(watts)) = r.read(ctx.now) {
-                out.push(PowerRail { source: r.source().into(), name: r.name().into(), watts });
+                out.push(PowerRail {
+                    source: r.source().into(),
+                    name: r.name().into(),
+                    watts,
+                });
             }
         }
         if out.is_empty() {
@@ -236,7 +290,9 @@ mod tests {
     #[test]
     fn legacy_jetson_iio_rails_and_rapl_wrap() {
         let dir = tempfile::tempdir().unwrap();
-        let iio = dir.path().join("sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0");
+        let iio = dir
+            .path()
+            .join("sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0");
         std::fs::create_dir_all(&iio).unwrap();
         std::fs::write(iio.join("in_power0_input"), "2345\n").unwrap();
         std::fs::write(iio.join("rail_name_0"), "POM_5V_IN\n").unwrap();
@@ -250,15 +306,34 @@ mod tests {
         assert!(s.probe().is_ok());
         let t0 = Instant::now();
         let mut f = Frame::default();
-        s.sample(&SampleCtx { now: t0, cpu_share: 0.0 }, &mut f).unwrap();
+        s.sample(
+            &SampleCtx {
+                now: t0,
+                cpu_share: 0.0,
+            },
+            &mut f,
+        )
+        .unwrap();
         let p = f.power.unwrap();
         assert_eq!(p.len(), 1, "RAPL needs two readings: {p:?}");
         assert_eq!((p[0].name.as_str(), p[0].watts), ("POM_5V_IN", 2.345));
         // 2 J over 1 s, across the wrap at 1000 J.
         std::fs::write(rapl.join("energy_uj"), "1000000\n").unwrap();
         let mut f = Frame::default();
-        s.sample(&SampleCtx { now: t0 + Duration::from_secs(1), cpu_share: 0.0 }, &mut f).unwrap();
-        let rapl = f.power.unwrap().into_iter().find(|r| r.source == "rapl").unwrap();
+        s.sample(
+            &SampleCtx {
+                now: t0 + Duration::from_secs(1),
+                cpu_share: 0.0,
+            },
+            &mut f,
+        )
+        .unwrap();
+        let rapl = f
+            .power
+            .unwrap()
+            .into_iter()
+            .find(|r| r.source == "rapl")
+            .unwrap();
         assert!((rapl.watts - 2.0).abs() < 1e-9, "{rapl:?}");
     }
 }

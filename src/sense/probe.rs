@@ -56,7 +56,9 @@ impl ComputeKernel {
             let dt = t.elapsed().as_secs_f64();
             if dt >= target.as_secs_f64() / 4.0 {
                 let scaled = iters as f64 * target.as_secs_f64() / dt.max(1e-9);
-                return ComputeKernel { iters: scaled.clamp(64.0, 1e10) as u64 };
+                return ComputeKernel {
+                    iters: scaled.clamp(64.0, 1e10) as u64,
+                };
             }
             iters *= 2;
         }
@@ -91,13 +93,20 @@ impl MemoryKernel {
         let mut buf = Vec::new();
         buf.try_reserve_exact(words).map_err(|_| {
             SenseError::Unavailable(Unavailable::new(
-                format!("cannot allocate {} MiB for the memory probe", words * 8 >> 20),
+                format!(
+                    "cannot allocate {} MiB for the memory probe",
+                    words * 8 >> 20
+                ),
                 "lower sense.probe_memory_buffer_bytes or sense.probe_memory_chunk_bytes",
             ))
         })?;
         // Written, not zeroed: zero pages would be mapped lazily and the first passes would time faults.
         buf.extend((0..words as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        Ok(MemoryKernel { buf, chunk_words, pos: 0 })
+        Ok(MemoryKernel {
+            buf,
+            chunk_words,
+            pos: 0,
+        })
     }
 
     pub fn buffer_bytes(&self) -> u64 {
@@ -164,8 +173,15 @@ pub fn memory_bandwidth() -> f64 {
 }
 
 enum Kind {
-    Compute { target: Duration, kernel: Option<ComputeKernel> },
-    Memory { buffer: u64, chunk: u64, kernel: Option<MemoryKernel> },
+    Compute {
+        target: Duration,
+        kernel: Option<ComputeKernel>,
+    },
+    Memory {
+        buffer: u64,
+        chunk: u64,
+        kernel: Option<MemoryKernel>,
+    },
 }
 
 /// A probe run as a sensor, paced by its share of the CPU budget.
@@ -177,12 +193,23 @@ pub struct ProbeSensor {
 
 impl ProbeSensor {
     pub fn compute(target: Duration, min_period: Duration) -> Self {
-        ProbeSensor { kind: Kind::Compute { target, kernel: None }, every: Every::new(min_period), min_period }
+        ProbeSensor {
+            kind: Kind::Compute {
+                target,
+                kernel: None,
+            },
+            every: Every::new(min_period),
+            min_period,
+        }
     }
 
     pub fn memory(buffer: u64, chunk: u64, min_period: Duration) -> Self {
         ProbeSensor {
-            kind: Kind::Memory { buffer, chunk, kernel: None },
+            kind: Kind::Memory {
+                buffer,
+                chunk,
+                kernel: None,
+            },
             every: Every::new(min_period),
             min_period,
         }
@@ -205,7 +232,11 @@ impl Sensor for ProbeSensor {
                 *kernel = Some(k);
                 Ok(Some(detail))
             }
-            Kind::Memory { buffer, chunk, kernel } => {
+            Kind::Memory {
+                buffer,
+                chunk,
+                kernel,
+            } => {
                 let k = MemoryKernel::new(*buffer, *chunk).map_err(|e| match e {
                     SenseError::Unavailable(u) => u,
                     e => Unavailable::new(e.to_string(), "lower sense.probe_memory_buffer_bytes"),
@@ -232,8 +263,12 @@ impl Sensor for ProbeSensor {
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
         let cpu0 = thread_cpu_seconds();
         match &mut self.kind {
-            Kind::Compute { kernel: Some(k), .. } => frame.probe_compute_flops = Some(k.run()),
-            Kind::Memory { kernel: Some(k), .. } => {
+            Kind::Compute {
+                kernel: Some(k), ..
+            } => frame.probe_compute_flops = Some(k.run()),
+            Kind::Memory {
+                kernel: Some(k), ..
+            } => {
                 frame.probe_memory_bytes_per_second = Some(k.run());
                 frame.probe_memory_buffer_bytes = Some(k.buffer_bytes());
             }

@@ -17,8 +17,12 @@ pub fn parse_psi(text: &str, path: &Path) -> Result<Psi, SenseError> {
         let mut l = PsiLine::default();
         let mut seen = 0;
         for kv in it {
-            let Some((k, v)) = kv.split_once('=') else { continue };
-            let v: f64 = v.parse().map_err(|_| SenseError::parse(path, "a PSI value", line))?;
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v: f64 = v
+                .parse()
+                .map_err(|_| SenseError::parse(path, "a PSI value", line))?;
             seen += 1;
             match k {
                 "avg10" => l.avg10 = v,
@@ -50,7 +54,10 @@ pub struct PsiSensor {
 
 impl PsiSensor {
     pub fn new(roots: Roots) -> Self {
-        PsiSensor { roots, live: Vec::new() }
+        PsiSensor {
+            roots,
+            live: Vec::new(),
+        }
     }
 
     fn read(&self, res: &str) -> Result<Psi, SenseError> {
@@ -88,7 +95,10 @@ impl Sensor for PsiSensor {
                  e.g. Raspberry Pi OS)",
             ));
         }
-        let missing: Vec<&str> = RESOURCES.into_iter().filter(|r| !self.live.contains(r)).collect();
+        let missing: Vec<&str> = RESOURCES
+            .into_iter()
+            .filter(|r| !self.live.contains(r))
+            .collect();
         Ok((!missing.is_empty()).then(|| format!("no pressure for: {}", missing.join(", "))))
     }
 

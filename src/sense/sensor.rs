@@ -123,3 +123,40 @@ impl Sensor for Disabled {
         Err(SenseError::NoData)
     }
 }
+
+impl Frame {
+    /// Takes every reading `other` has, keeping ours where it has none; used to combine the
+    /// per-sensor partial frames of one tick, and to carry slow sensors' last values forward.
+    pub fn absorb(&mut self, other: Frame) {
+        fn take<T>(mine: &mut Option<T>, theirs: Option<T>) {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
+        }
+        if !other.cpus.is_empty() {
+            self.cpus = other.cpus;
+        }
+        if !other.clusters.is_empty() {
+            self.clusters = other.clusters;
+        }
+        take(&mut self.cpu_time, other.cpu_time);
+        take(&mut self.loadavg, other.loadavg);
+        take(&mut self.pressure, other.pressure);
+        take(&mut self.probe_compute_flops, other.probe_compute_flops);
+        take(
+            &mut self.probe_memory_bytes_per_second,
+            other.probe_memory_bytes_per_second,
+        );
+        take(
+            &mut self.probe_memory_buffer_bytes,
+            other.probe_memory_buffer_bytes,
+        );
+        take(&mut self.perf, other.perf);
+        take(
+            &mut self.memory_pmu_bytes_per_second,
+            other.memory_pmu_bytes_per_second,
+        );
+        take(&mut self.thermal, other.thermal);
+        take(&mut self.power, other.power);
+    }
+}

@@ -14,7 +14,11 @@ pub struct ThermalSensor {
 
 impl ThermalSensor {
     pub fn new(roots: Roots, period: Duration) -> Self {
-        ThermalSensor { roots, zones: Vec::new(), every: Every::new(period) }
+        ThermalSensor {
+            roots,
+            zones: Vec::new(),
+            every: Every::new(period),
+        }
     }
 }
 
@@ -35,7 +39,10 @@ impl Sensor for ThermalSensor {
         }
         if self.zones.is_empty() {
             return Err(Unavailable::new(
-                format!("no readable thermal_zone*/temp in {} (none in a VM)", dir.display()),
+                format!(
+                    "no readable thermal_zone*/temp in {} (none in a VM)",
+                    dir.display()
+                ),
                 "enable CONFIG_THERMAL and the SoC's thermal sensor driver; nothing to do in a VM",
             ));
         }
@@ -53,7 +60,11 @@ impl Sensor for ThermalSensor {
             .iter()
             .filter_map(|(zone, kind, temp)| {
                 let milli = read_i64(temp).ok()?;
-                Some(ThermalZone { zone: zone.clone(), kind: kind.clone(), celsius: milli as f64 / 1e3 })
+                Some(ThermalZone {
+                    zone: zone.clone(),
+                    kind: kind.clone(),
+                    celsius: milli as f64 / 1e3,
+                })
             })
             .collect();
         if zones.is_empty() {

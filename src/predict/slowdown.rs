@@ -1,0 +1,120 @@
+//! The slowdown model: how much slower a kernel runs now than on the quiet board it was calibrated on,
+//! from the CPU share left for the model's threads, the frequency, and the memory bandwidth left.
+use crate::profile::Profile;
+use crate::sense::Snapshot;
+use serde::{Deserialize, Serialize};
+
+/// Coefficients of the slowdown model (refined by calibration under load and by online learning).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slowdown {
+    /// Cores of the board.
+    pub cores: f64,
+    /// Frequency at calibration, Hz (0: unknown, ignore frequency).
+    pub reference_hertz: f64,
+    /// Memory-probe bandwidth on the quiet board, bytes/s (0: unknown).
+    pub reference_bandwidth: f64,
+    /// Weight of CPU contention (1 = fair time-sharing exactly as the arithmetic says).
+    pub cpu_weight: f64,
+    /// Weight of lost bandwidth on a memory-bound kernel.
+    pub memory_weight: f64,
+    /// Relative half-width of the prediction interval, calibrated and not.
+    pub interval_calibrated: [f64; 2],
+    pub interval_uncalibrated: [f64; 2],
+}
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Slowdown {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0),
+            reference_hertz: 0.0,
+            reference_bandwidth: 0.0,
+            cpu_weight: 1.0,
+            memory_weight: 1.0,
+            interval_calibrated: [0.9, 1.1],
+            interval_uncalibrated: [0.5, 2.0],
+        }
+    }
+}
+
+/// Factors for one state, computed once per prediction.
+#[derive(Clone, Copy, Debug)]
+pub struct Factors {
+    pub cpu: f64,
+    pub frequency: f64,
+    pub memory: f64,
+}
+
+impl Factors {
+    /// Slowdown of a kernel whose time is `memory_share` memory traffic.
+    pub fn kernel(&self, memory_share: f64) -> f64 {
+        let m = 1.0 + memory_share.clamp(0.0, 1.0) * (self.memory - 1.0);
+        let c = 1.0 + (1.0 - memory_share.clamp(0.0, 1.0)) * (self.frequency - 1.0);
+        self.cpu * m * c
+    }
+}
+
+impl Slowdown {
+    pub fn from_profile(p: &Profile) -> Slowdown {
+        if let Some(Ok(s)) = p.slowdown.clone().map(serde_json::from_value::<Slowdown>) {
+            return s;
+        }
+        Slowdown {
+            cores: p.device.cores.max(1) as f64,
+            reference_hertz: p.reference.cpu_frequency_hertz,
+            reference_bandwidth: p.reference.probe_bytes_per_second,
+            ..Slowdown::default()
+        }
+    }
+
+    pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
+        let threads = threads.max(1) as f64;
+        // Time-sharing: others' runnable work plus ours over the cores, when it exceeds them.
+        let others = s.others_busy().unwrap_or(0.0) * self.cores;
+        let demand = others + threads;
+        let share = if demand > self.cores {
+            demand / self.cores
+        } else {
+            1.0
+        };
+        let cpu = 1.0 + self.cpu_weight * (share - 1.0);
+        let frequency = match (s.freq_ratio, self.reference_hertz > 0.0) {
+            (Some(r), true) if r > 0.05 => {
+                let now = s.cpus.iter().filter_map(|c| c.frequency_hertz).sum::<f64>()
+                    / s.cpus
+                        .iter()
+                        .filter(|c| c.frequency_hertz.is_some())
+                        .count()
+                        .max(1) as f64;
+                if now > 0.0 {
+                    (self.reference_hertz / now).clamp(0.2, 5.0)
+                } else {
+                    1.0
+                }
+            }
+            _ => 1.0,
+        };
+        let memory = match s.probe.memory_bandwidth_bytes_per_second.ewma {
+            Some(bw) if bw > 0.0 && self.reference_bandwidth > 0.0 => {
+                1.0 + self.memory_weight
+                    * ((self.reference_bandwidth / bw).clamp(0.2, 10.0) - 1.0).max(0.0)
+            }
+            _ => 1.0,
+        };
+        Factors {
+            cpu: cpu.max(0.1),
+            frequency,
+            memory,
+        }
+    }
+
+    pub fn interval(&self, calibrated: bool) -> (f64, f64) {
+        let i = if calibrated {
+            self.interval_calibrated
+        } else {
+            self.interval_uncalibrated
+        };
+        (i[0], i[1])
+    }
+}

@@ -1,0 +1,233 @@
+//! Per-kind latency regressors: gradient-boosted trees (trained with forust-ml) over kernel features,
+//! predicting the log-ratio of measured latency to a roofline estimate, so that a tree's bounded output
+//! still scales with the kernel's size; plus the analytic roofline that is the fallback.
+use crate::kernels::Kernel;
+use serde::{Deserialize, Serialize};
+
+/// Number of features in [`features`].
+pub const N_FEATURES: usize = 16;
+
+/// Features of a kernel, in a fixed order (logs where the range spans orders of magnitude).
+pub fn features(k: &Kernel) -> [f64; N_FEATURES] {
+    let ln = |v: f64| (v.max(0.0) + 1.0).ln();
+    let out_spatial: f64 = k.output_shape.iter().skip(2).map(|&d| d as f64).product();
+    [
+        ln(k.macs as f64),
+        ln(k.flops as f64),
+        ln(k.input_bytes as f64),
+        ln(k.output_bytes as f64),
+        ln(k.weight_bytes as f64),
+        ln(k.cin as f64),
+        ln(k.cout as f64),
+        ln(k.hin as f64 * k.win as f64),
+        ln(out_spatial),
+        k.kernel_size[0] as f64 * k.kernel_size[1] as f64,
+        k.stride[0] as f64,
+        ln(k.groups as f64),
+        ln(k.arithmetic_intensity),
+        k.ops.len() as f64,
+        k.input_shapes.len() as f64,
+        ln(k.scratch_bytes as f64),
+    ]
+}
+
+/// The analytic model: time = max(compute, memory) + a fixed cost per kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Roofline {
+    /// Floating-point operations per second a kernel reaches at best.
+    pub flops_per_second: f64,
+    /// Bytes per second of memory traffic at best.
+    pub bytes_per_second: f64,
+    /// Fixed cost of launching one kernel, seconds.
+    pub overhead_seconds: f64,
+}
+
+impl Default for Roofline {
+    /// Deliberately modest figures (a phone-class core) used only until a probe or a profile says better.
+    fn default() -> Self {
+        Roofline {
+            flops_per_second: 5e9,
+            bytes_per_second: 5e9,
+            overhead_seconds: 5e-6,
+        }
+    }
+}
+
+impl Roofline {
+    pub fn kernel_ms(&self, k: &Kernel) -> f64 {
+        let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
+        let compute = k.flops as f64 / self.flops_per_second.max(1.0);
+        let memory = bytes / self.bytes_per_second.max(1.0);
+        (compute.max(memory) + self.overhead_seconds) * 1e3
+    }
+}
+
+/// One regression tree, flattened for fast evaluation (forust's own nodes carry training statistics
+/// and evaluate through a generic matrix API; a prediction here must cost nanoseconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlatTree {
+    /// Per node: split feature, or `u16::MAX` for a leaf.
+    pub feature: Vec<u16>,
+    /// Per node: split threshold (go left when below), or the leaf value.
+    pub value: Vec<f64>,
+    pub left: Vec<u32>,
+    pub right: Vec<u32>,
+}
+
+impl FlatTree {
+    fn eval(&self, x: &[f64; N_FEATURES]) -> f64 {
+        let mut i = 0usize;
+        // Bounded by the node count, so a malformed profile cannot loop forever.
+        for _ in 0..self.feature.len() {
+            let f = self.feature[i];
+            if f == u16::MAX {
+                return self.value[i];
+            }
+            let xv = x.get(f as usize).copied().unwrap_or(0.0);
+            let next = if xv < self.value[i] {
+                self.left[i]
+            } else {
+                self.right[i]
+            } as usize;
+            if next >= self.feature.len() {
+                return 0.0;
+            }
+            i = next;
+        }
+        0.0
+    }
+}
+
+/// A per-kind regressor: `ln(latency / roofline)` = base + Σ trees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Regressor {
+    pub base: f64,
+    pub trees: Vec<FlatTree>,
+    /// Measurements it was fitted on.
+    pub samples: usize,
+    /// Median absolute relative error on held-out measurements (k-fold), a fraction.
+    pub holdout_error: f64,
+}
+
+impl Regressor {
+    pub fn predict_ms(&self, roofline: &Roofline, k: &Kernel) -> f64 {
+        let x = features(k);
+        let log_ratio = self.base + self.trees.iter().map(|t| t.eval(&x)).sum::<f64>();
+        roofline.kernel_ms(k) * log_ratio.clamp(-20.0, 20.0).exp()
+    }
+
+    /// Fits a regressor on (kernel, measured ms) pairs.
+    pub fn fit(
+        roofline: &Roofline,
+        data: &[(Kernel, f64)],
+        seed: u64,
+    ) -> Result<Regressor, String> {
+        if data.len() < 4 {
+            return Err(format!("too few measurements ({})", data.len()));
+        }
+        let rows: Vec<[f64; N_FEATURES]> = data.iter().map(|(k, _)| features(k)).collect();
+        let y: Vec<f64> = data
+            .iter()
+            .map(|(k, ms)| (ms.max(1e-6) / roofline.kernel_ms(k)).ln())
+            .collect();
+        let (base, trees) = train(&rows, &y, seed)?;
+        let mut r = Regressor {
+            base,
+            trees,
+            samples: data.len(),
+            holdout_error: f64::NAN,
+        };
+        r.holdout_error = holdout(roofline, data, seed).unwrap_or(f64::NAN);
+        Ok(r)
+    }
+}
+
+fn train(rows: &[[f64; N_FEATURES]], y: &[f64], seed: u64) -> Result<(f64, Vec<FlatTree>), String> {
+    use forust_ml::GradientBooster;
+    use forust_ml::objective::ObjectiveType;
+    // forust's Matrix is column-major.
+    let n = rows.len();
+    let mut cols = Vec::with_capacity(n * N_FEATURES);
+    for f in 0..N_FEATURES {
+        cols.extend(rows.iter().map(|r| r[f]));
+    }
+    let m = forust_ml::Matrix::new(&cols, n, N_FEATURES);
+    let iterations = if n < 60 { 60 } else { 150 };
+    let mut gb = GradientBooster::default()
+        .set_objective_type(ObjectiveType::SquaredLoss)
+        .set_iterations(iterations)
+        .set_learning_rate(0.1)
+        .set_max_depth(4)
+        .set_min_leaf_weight(2.0)
+        .set_parallel(false)
+        .set_seed(seed)
+        .set_initialize_base_score(true);
+    let w = vec![1.0; n];
+    gb.fit(&m, y, &w, None)
+        .map_err(|e| format!("fitting failed: {e}"))?;
+    let trees = gb
+        .trees
+        .iter()
+        .map(|t| {
+            let len = t.nodes.len();
+            let mut ft = FlatTree {
+                feature: vec![u16::MAX; len],
+                value: vec![0.0; len],
+                left: vec![0; len],
+                right: vec![0; len],
+            };
+            // forust numbers nodes by `num`; keep its indices so children resolve.
+            for node in &t.nodes {
+                let i = node.num;
+                if i >= len {
+                    continue;
+                }
+                if node.is_leaf {
+                    ft.value[i] = node.weight_value as f64;
+                } else {
+                    ft.feature[i] = node.split_feature as u16;
+                    ft.value[i] = node.split_value;
+                    ft.left[i] = node.left_child as u32;
+                    ft.right[i] = node.right_child as u32;
+                }
+            }
+            ft
+        })
+        .collect();
+    Ok((gb.base_score, trees))
+}
+
+/// Median relative error over a 4-fold split, the figure calibration refines on.
+fn holdout(roofline: &Roofline, data: &[(Kernel, f64)], seed: u64) -> Option<f64> {
+    if data.len() < 16 {
+        return None;
+    }
+    let mut errs = Vec::new();
+    for fold in 0..4 {
+        let train_set: Vec<(Kernel, f64)> = data
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 != fold)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let rows: Vec<[f64; N_FEATURES]> = train_set.iter().map(|(k, _)| features(k)).collect();
+        let y: Vec<f64> = train_set
+            .iter()
+            .map(|(k, ms)| (ms.max(1e-6) / roofline.kernel_ms(k)).ln())
+            .collect();
+        let (base, trees) = train(&rows, &y, seed).ok()?;
+        let r = Regressor {
+            base,
+            trees,
+            samples: rows.len(),
+            holdout_error: 0.0,
+        };
+        for (i, (k, ms)) in data.iter().enumerate() {
+            if i % 4 == fold {
+                errs.push(((r.predict_ms(roofline, k) - ms) / ms).abs());
+            }
+        }
+    }
+    errs.sort_by(f64::total_cmp);
+    errs.get(errs.len() / 2).copied()
+}
