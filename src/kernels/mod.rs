@@ -100,6 +100,12 @@ pub struct Kernel {
     pub kernel_size: [usize; 2],
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
+    /// Explicit padding (ONNX order: top, left, bottom, right) of convolutions and pools.
+    #[serde(default)]
+    pub pads: [usize; 4],
+    /// Permutation of a transpose (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub perm: Vec<usize>,
     pub groups: usize,
     /// Input and output channels (conv-like); for matmuls K and N.
     pub cin: usize,
@@ -343,6 +349,14 @@ fn pair(v: Option<&[i64]>, default: usize) -> [usize; 2] {
     }
 }
 
+fn pads4(v: Option<&[i64]>) -> [usize; 4] {
+    match v {
+        Some([a, b, c, d]) => [*a, *b, *c, *d].map(|x| x.max(0) as usize),
+        Some([a, b]) => [*a, *a, *b, *b].map(|x| x.max(0) as usize),
+        _ => [0; 4],
+    }
+}
+
 fn kernel_of(
     g: &Graph,
     nodes: &[usize],
@@ -395,6 +409,8 @@ fn kernel_of(
         kernel_size: [1, 1],
         stride: [1, 1],
         dilation: [1, 1],
+        pads: [0; 4],
+        perm: Vec::new(),
         groups: 1,
         cin: first_in.get(1).copied().unwrap_or(1),
         cout: anchor_out.get(1).copied().unwrap_or(1),
@@ -426,10 +442,15 @@ fn kernel_of(
             k.stride = pair(anchor.ints("strides"), 1);
             k.dilation = pair(anchor.ints("dilations"), 1);
             k.groups = anchor.int("group").unwrap_or(1).max(1) as usize;
+            k.pads = pads4(anchor.ints("pads"));
         }
         KernelKind::Pool => {
             k.kernel_size = pair(anchor.ints("kernel_shape"), 1);
             k.stride = pair(anchor.ints("strides"), 1);
+            k.pads = pads4(anchor.ints("pads"));
+        }
+        KernelKind::DataMovement if anchor.op == "Transpose" => {
+            k.perm = anchor.ints("perm").map(|p| p.iter().map(|&v| v.max(0) as usize).collect()).unwrap_or_default();
         }
         KernelKind::MatMul => {
             // As a matmul: M rows of K into N columns; kept in the conv fields (hin = M, cin = K, cout = N).

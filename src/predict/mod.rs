@@ -2,8 +2,10 @@
 //! slowdown computed from the live state of the board.
 //!
 //! Entry points: [`Predictor::base`] (cacheable per model and profile) and [`Predictor::predict`].
+pub mod learner;
 pub mod slowdown;
 
+pub use learner::Learner;
 pub use slowdown::Slowdown;
 
 use crate::kernels::{Decomposition, KernelKind};
@@ -44,8 +46,24 @@ pub struct Prediction {
     pub base_ms: f64,
     pub slowdown: f64,
     pub fallback_kernels: usize,
+    /// The state the prediction used, as the factors it produced.
+    pub state: StateUsed,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
+}
+
+/// What the live state contributed to a prediction.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StateUsed {
+    /// CPU busy fraction of other processes (0–1 of all cores), if known.
+    pub others_busy: Option<f64>,
+    pub memory_bandwidth_bytes_per_second: Option<f64>,
+    pub freq_ratio: Option<f64>,
+    pub cpu_factor: f64,
+    pub memory_factor: f64,
+    pub frequency_factor: f64,
+    /// Correction learned online from observations (1 = none).
+    pub learned_factor: f64,
 }
 
 /// Predicts from a profile (or, without one, from the roofline alone).
@@ -129,7 +147,17 @@ impl Predictor {
             }
         }
         let (lo, hi) = self.slowdown.interval(base.calibrated);
+        let state_used = StateUsed {
+            others_busy: state.others_busy(),
+            memory_bandwidth_bytes_per_second: state.probe.memory_bandwidth_bytes_per_second.ewma,
+            freq_ratio: state.freq_ratio,
+            cpu_factor: factors.cpu,
+            memory_factor: factors.memory,
+            frequency_factor: factors.frequency,
+            learned_factor: 1.0,
+        };
         Prediction {
+            state: state_used,
             latency_ms: total,
             interval_ms: [total * lo, total * hi],
             peak_memory_bytes: base.peak_memory_bytes,
@@ -143,5 +171,48 @@ impl Predictor {
             fallback_kernels: base.fallback_kernels,
             kernels,
         }
+    }
+
+    /// The features the online learner sees for this prediction.
+    pub fn phi(&self, base: &BasePrediction, p: &Prediction) -> learner::Phi {
+        let mem_share = if base.latency_ms > 0.0 {
+            base.kernels.iter().zip(&base.memory_share).map(|(k, m)| k.0 * m).sum::<f64>() / base.latency_ms
+        } else {
+            0.0
+        };
+        [
+            1.0,
+            p.state.cpu_factor - 1.0,
+            (p.state.memory_factor - 1.0) * mem_share,
+            p.state.frequency_factor - 1.0,
+        ]
+    }
+
+    /// [`Predictor::predict`] corrected by what `learner` has learned of this model and state.
+    #[allow(clippy::too_many_arguments)] // the prediction's inputs, each distinct
+    pub fn predict_learned(
+        &self,
+        d: &Decomposition,
+        base: &BasePrediction,
+        state: &Snapshot,
+        threads: usize,
+        with_kernels: bool,
+        learner: &Learner,
+        model: &str,
+    ) -> Prediction {
+        let mut p = self.predict(d, base, state, threads, with_kernels);
+        let phi = self.phi(base, &p);
+        let c = learner.correction(model, &phi);
+        p.latency_ms *= c;
+        p.slowdown *= c;
+        p.state.learned_factor = c;
+        let (lo, hi) = learner.interval(model).unwrap_or(self.slowdown.interval(base.calibrated));
+        p.interval_ms = [p.latency_ms * lo, p.latency_ms * hi];
+        if let Some(ks) = p.kernels.as_mut() {
+            for k in ks {
+                k.latency_ms *= c;
+            }
+        }
+        p
     }
 }

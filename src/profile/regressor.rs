@@ -105,8 +105,9 @@ pub struct Regressor {
     pub trees: Vec<FlatTree>,
     /// Measurements it was fitted on.
     pub samples: usize,
-    /// Median absolute relative error on held-out measurements (k-fold), a fraction.
-    pub holdout_error: f64,
+    /// Median absolute relative error on held-out measurements (4-fold), a fraction; None when too
+    /// few measurements to hold any out.
+    pub holdout_error: Option<f64>,
 }
 
 impl Regressor {
@@ -135,9 +136,9 @@ impl Regressor {
             base,
             trees,
             samples: data.len(),
-            holdout_error: f64::NAN,
+            holdout_error: None,
         };
-        r.holdout_error = holdout(roofline, data, seed).unwrap_or(f64::NAN);
+        r.holdout_error = holdout(roofline, data, seed);
         Ok(r)
     }
 }
@@ -220,7 +221,7 @@ fn holdout(roofline: &Roofline, data: &[(Kernel, f64)], seed: u64) -> Option<f64
             base,
             trees,
             samples: rows.len(),
-            holdout_error: 0.0,
+            holdout_error: None,
         };
         for (i, (k, ms)) in data.iter().enumerate() {
             if i % 4 == fold {

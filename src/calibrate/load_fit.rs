@@ -1,0 +1,167 @@
+//! Fitting the slowdown model under controlled background load: time a few representative kernels on
+//! the quiet board and under CPU hogs, a memory streamer and a cache thrasher (each a bounded child
+//! process), and fit the weights that map the sensed state to the slowdowns seen.
+use super::background::BackgroundLoad;
+use crate::kernels::{Kernel, KernelKind};
+use crate::predict::Slowdown;
+use crate::profile::Roofline;
+use crate::runtime::{Prepared, RunSpec, TractBackend};
+use crate::sense::load::LoadKind;
+use crate::sense::{Sampler, Snapshot};
+use std::time::Duration;
+
+/// The loads calibration runs, with their names.
+pub fn calibration_loads(llc_bytes: u64, cores: usize) -> Vec<(&'static str, Option<LoadKind>)> {
+    let llc = (llc_bytes.max(8 << 20)) as usize;
+    vec![
+        ("quiet", None),
+        ("cpu1", Some(LoadKind::Cpu { threads: 1 })),
+        ("cpu_all", Some(LoadKind::Cpu { threads: cores.max(1) })),
+        ("cpu_over", Some(LoadKind::Cpu { threads: cores.max(1) * 2 })),
+        ("memory", Some(LoadKind::Memory { threads: 1, bytes: llc * 8 })),
+        ("cache", Some(LoadKind::Cache { threads: 1, bytes: llc })),
+    ]
+}
+
+/// Waits until the sampler has taken fresh samples and re-run its probes under the new conditions.
+pub fn settle(sampler: &Sampler, seconds: f64) -> Snapshot {
+    let start = sampler.snapshot();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let mut s = sampler.snapshot();
+    // Memory probes are rate-limited: give them up to 5 s more to run once under the new load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.probe.memory_runs <= start.probe.memory_runs + 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        s = sampler.snapshot();
+    }
+    s
+}
+
+struct Probe {
+    prepared: Prepared,
+    memory_share: f64,
+}
+
+/// Fits the slowdown weights; `exe` is the augur binary that runs loads.
+pub fn fit(
+    kernels: &[Kernel],
+    roofline: &Roofline,
+    base: Slowdown,
+    sampler: &Sampler,
+    exe: Option<&std::path::Path>,
+    llc_bytes: u64,
+    log: &dyn Fn(String),
+) -> Result<Slowdown, String> {
+    let backend = TractBackend::new();
+    let mut probes = Vec::new();
+    for k in kernels {
+        let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
+        let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
+        let prepared = backend.prepare(&bytes).map_err(|e| e.to_string())?;
+        let mem = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64 / roofline.bytes_per_second;
+        let comp = k.flops as f64 / roofline.flops_per_second;
+        probes.push(Probe { prepared, memory_share: mem / (mem + comp).max(1e-12) });
+    }
+    let spec = RunSpec { threads: 1, warmup: 2, runs: 9, max_seconds: 2.0 };
+    let time_all = |probes: &[Probe]| -> Result<Vec<f64>, String> {
+        probes.iter().map(|p| p.prepared.time(&spec).map(|t| t.median_ms).map_err(|e| e.to_string())).collect()
+    };
+    let cores = base.cores.round().max(1.0) as usize;
+    let mut rows: Vec<(f64, f64, f64)> = Vec::new(); // (cpu_raw − 1, share·(mem_raw − 1), observed − 1)
+    let mut quiet: Option<Vec<f64>> = None;
+    let mut reference_bw = base.reference_bandwidth;
+    let unit = Slowdown { cpu_weight: 1.0, memory_weight: 1.0, ..base.clone() };
+    for (name, load) in calibration_loads(llc_bytes, cores) {
+        let guard = match load {
+            None => None,
+            Some(kind) => {
+                let max = Duration::from_secs(30);
+                let g = match exe {
+                    Some(e) => BackgroundLoad::start_with(e, kind, max),
+                    None => BackgroundLoad::start(kind, max),
+                };
+                Some(g.map_err(|e| format!("starting the {name} load: {e}"))?)
+            }
+        };
+        let snap = settle(sampler, if guard.is_some() { 2.0 } else { 1.0 });
+        let times = time_all(&probes)?;
+        drop(guard);
+        if load.is_none() {
+            if let Some(bw) = snap.probe.memory_bandwidth_bytes_per_second.ewma {
+                reference_bw = bw;
+            }
+            quiet = Some(times.clone());
+            log(format!("slowdown fit: quiet reference taken ({} kernels)", times.len()));
+            continue;
+        }
+        let Some(q) = quiet.as_ref() else { continue };
+        let unit = Slowdown { reference_bandwidth: reference_bw, ..unit.clone() };
+        let f = unit.factors(&snap, 1);
+        let mut seen = Vec::new();
+        for ((p, t), t0) in probes.iter().zip(&times).zip(q) {
+            let observed = t / t0;
+            seen.push(observed);
+            rows.push((f.cpu - 1.0, p.memory_share * (f.memory - 1.0), observed - 1.0));
+        }
+        log(format!(
+            "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, observed median slowdown {:.2}",
+            snap.others_busy().unwrap_or(0.0),
+            f.cpu,
+            f.memory,
+            crate::util::median(&seen)
+        ));
+    }
+    // Two-parameter least squares without intercept (no load, no slowdown).
+    let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (x1, x2, y) in &rows {
+        a11 += x1 * x1;
+        a12 += x1 * x2;
+        a22 += x2 * x2;
+        b1 += x1 * y;
+        b2 += x2 * y;
+    }
+    let det = a11 * a22 - a12 * a12;
+    let (cw, mw) = if det.abs() > 1e-9 {
+        ((b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det)
+    } else if a11 > 1e-9 {
+        (b1 / a11, 1.0)
+    } else {
+        (1.0, 1.0)
+    };
+    let fitted = Slowdown {
+        reference_bandwidth: reference_bw,
+        cpu_weight: cw.clamp(0.0, 3.0),
+        memory_weight: mw.clamp(0.0, 5.0),
+        ..base
+    };
+    // Interval: the 90th percentile of the relative residuals under load.
+    let mut res: Vec<f64> = rows
+        .iter()
+        .map(|(x1, x2, y)| ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05)).ln().abs())
+        .collect();
+    res.sort_by(f64::total_cmp);
+    let q = res.get(((res.len() as f64 - 1.0) * 0.9).round().max(0.0) as usize).copied().unwrap_or(0.1).max(0.05);
+    log(format!(
+        "slowdown fit: cpu weight {:.2}, memory weight {:.2}, interval ±{:.0} %",
+        fitted.cpu_weight,
+        fitted.memory_weight,
+        q * 100.0
+    ));
+    Ok(Slowdown { interval_calibrated: [(-q).exp(), q.exp()], ..fitted })
+}
+
+/// Representative kernels for the fit: a few of each kind that dominates CNN time.
+pub fn representative(prior: &[Kernel]) -> Vec<Kernel> {
+    let mut out = Vec::new();
+    for kind in [KernelKind::Conv, KernelKind::Pointwise, KernelKind::Depthwise, KernelKind::Elementwise] {
+        let mut of: Vec<&Kernel> = prior.iter().filter(|k| k.kind == kind).collect();
+        of.sort_by_key(|k| k.flops);
+        // Small, middle and large of the kind.
+        for q in [0.25, 0.6, 0.9] {
+            if let Some(k) = of.get(((of.len() as f64 - 1.0) * q) as usize) {
+                out.push((*k).clone());
+            }
+        }
+    }
+    out
+}

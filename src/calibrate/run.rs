@@ -1,0 +1,282 @@
+//! The calibration run: plan → measure (journalled) → refine where the fit errs → fit → profile.
+use super::build::kernel_graph;
+use super::journal::{Header, Journal};
+use super::prior::{Prior, config_key};
+use super::sample;
+use crate::kernels::{FusionRules, Kernel, KernelKind, decompose};
+use crate::profile::{DeviceInfo, Measurement, Profile, Reference, Regressor, Roofline};
+use crate::runtime::{Backend, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long calibration may take; measuring stops when the time is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Budget {
+    /// About 2.5 minutes: enough for a usable profile.
+    Quick,
+    /// About 25 minutes.
+    Standard,
+    /// About 75 minutes.
+    Thorough,
+}
+
+impl Budget {
+    pub fn seconds(self) -> f64 {
+        match self {
+            Budget::Quick => 150.0,
+            Budget::Standard => 1500.0,
+            Budget::Thorough => 4500.0,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Budget::Quick => "quick",
+            Budget::Standard => "standard",
+            Budget::Thorough => "thorough",
+        }
+    }
+}
+
+pub struct Options {
+    pub out: PathBuf,
+    pub budget: Budget,
+    /// Overrides the budget's time (tests, and boards where even `quick` is too long).
+    pub budget_seconds: Option<f64>,
+    pub threads: usize,
+    pub seed: u64,
+    pub progress: bool,
+    /// Fit the slowdown model under controlled background load after the kernels.
+    pub fit_slowdown: bool,
+    /// Set to stop early (Ctrl-C): what was measured stays in the journal.
+    pub stop: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    #[error("measurement journal: {0}")]
+    Journal(std::io::Error),
+    #[error("calibration interrupted after {measured} measurements; run the same command again to resume")]
+    Interrupted { measured: usize },
+    #[error("no kernel could be measured: {0}")]
+    Nothing(String),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+}
+
+/// The journal that sits beside a profile.
+pub fn journal_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".measurements.jsonl");
+    PathBuf::from(s)
+}
+
+/// Measures one configuration: builds its graph, decomposes it (the features), times it.
+pub fn measure(backend: &dyn Backend, cfg: &Kernel, threads: usize) -> Result<Measurement, String> {
+    let g = kernel_graph(cfg).map_err(|e| e.to_string())?;
+    let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
+    let kernel = d
+        .kernels
+        .iter()
+        .find(|k| k.kind == cfg.kind)
+        .or(d.kernels.first())
+        .cloned()
+        .ok_or_else(|| "the built graph has no kernel".to_string())?;
+    let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
+    let spec = RunSpec { threads, warmup: 2, runs: 7, max_seconds: 1.0 };
+    let t = backend.time_onnx(&bytes, &spec).map_err(|e| e.to_string())?;
+    Ok(Measurement { kernel, median_ms: t.median_ms, p10_ms: t.p10_ms, p90_ms: t.p90_ms })
+}
+
+/// Roofline constants from measurements: the best compute rate of compute-bound kinds, the best
+/// bandwidth of memory-bound ones, the smallest kernel time as the fixed cost.
+pub fn fit_roofline(ms: &[Measurement]) -> Roofline {
+    let pct = |mut v: Vec<f64>, q: f64| {
+        v.retain(|x| x.is_finite() && *x > 0.0);
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied()
+    };
+    let compute: Vec<f64> = ms
+        .iter()
+        .filter(|m| matches!(m.kernel.kind, KernelKind::Conv | KernelKind::Pointwise | KernelKind::MatMul))
+        .map(|m| m.kernel.flops as f64 / (m.median_ms / 1e3))
+        .collect();
+    let memory: Vec<f64> = ms
+        .iter()
+        .filter(|m| matches!(m.kernel.kind, KernelKind::Elementwise | KernelKind::Concat | KernelKind::DataMovement))
+        .map(|m| (m.kernel.input_bytes + m.kernel.output_bytes) as f64 / (m.median_ms / 1e3))
+        .collect();
+    let d = Roofline::default();
+    let overhead = pct(ms.iter().map(|m| m.median_ms / 1e3).collect(), 0.0).unwrap_or(d.overhead_seconds);
+    Roofline {
+        flops_per_second: pct(compute, 0.95).unwrap_or(d.flops_per_second),
+        bytes_per_second: pct(memory, 0.95).unwrap_or(d.bytes_per_second),
+        overhead_seconds: (overhead * 0.5).min(50e-6),
+    }
+}
+
+/// Fits one regressor per kind that has enough measurements.
+pub fn fit_all(roofline: &Roofline, ms: &[Measurement], seed: u64) -> BTreeMap<KernelKind, Regressor> {
+    let mut by_kind: BTreeMap<KernelKind, Vec<(Kernel, f64)>> = BTreeMap::new();
+    for m in ms {
+        by_kind.entry(m.kernel.kind).or_default().push((m.kernel.clone(), m.median_ms));
+    }
+    by_kind.into_iter().filter_map(|(k, data)| Regressor::fit(roofline, &data, seed).ok().map(|r| (k, r))).collect()
+}
+
+/// Runs calibration and writes the profile to `opts.out`.
+pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> Result<Profile, CalibrateError> {
+    let device = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
+    let runtime = backend.version();
+    let header = Header { journal: 1, runtime: runtime.clone(), threads: opts.threads, cpu_model: device.cpu_model.clone() };
+    let mut journal = Journal::open(&journal_path(&opts.out), &header).map_err(CalibrateError::Journal)?;
+    let resumed = journal.measured.len();
+    let prior = Prior::shipped();
+    let all: Vec<&Kernel> = prior.kernels.iter().filter(|k| k.kind != KernelKind::Other).collect();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    // A fixed, seeded plan: a resumed run walks the same plan and skips what the journal has.
+    let plan = sample::draw(&all, 20_000, &mut rng, 0.2);
+    let budget = Duration::from_secs_f64(opts.budget_seconds.unwrap_or(opts.budget.seconds()).max(1.0));
+    let explore = budget.mul_f64(0.7);
+    let start = Instant::now();
+    let bar = if opts.progress { ProgressBar::new(budget.as_secs()) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} calibrating [{elapsed_precise}] {wide_bar} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if resumed > 0 {
+        bar.println(format!("resuming: {resumed} measurements already in {}", journal.path().display()));
+    }
+    let mut failures = 0usize;
+    let mut last_error = String::new();
+    let mut step = |journal: &mut Journal, cfg: &Kernel, bar: &ProgressBar| -> Result<(), CalibrateError> {
+        if opts.stop.load(Ordering::Relaxed) {
+            return Err(CalibrateError::Interrupted { measured: journal.measured.len() });
+        }
+        let key = config_key(cfg);
+        if journal.measured.contains_key(&key) {
+            return Ok(());
+        }
+        match measure(backend, cfg, opts.threads) {
+            Ok(m) => journal.append(key, m).map_err(CalibrateError::Journal)?,
+            Err(e) => {
+                failures += 1;
+                last_error = e;
+            }
+        }
+        bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
+        bar.set_message(format!("{} measured", journal.measured.len()));
+        Ok(())
+    };
+    // Resumed measurements count against the time budget at the rate they were taken, roughly.
+    let mut i = 0;
+    while start.elapsed() < explore && i < plan.len() {
+        step(&mut journal, &plan[i], &bar)?;
+        i += 1;
+    }
+    // Refinement, nn-Meter style: where the fitted predictor errs by more than 10 %, sample channels
+    // around that configuration, a few rounds.
+    for round in 0..3u64 {
+        if start.elapsed() >= budget {
+            break;
+        }
+        let ms: Vec<Measurement> = journal.measured.values().cloned().collect();
+        let roofline = fit_roofline(&ms);
+        let regs = fit_all(&roofline, &ms, opts.seed);
+        let mut bad: Vec<&Measurement> = ms
+            .iter()
+            .filter(|m| {
+                regs.get(&m.kernel.kind)
+                    .map(|r| ((r.predict_ms(&roofline, &m.kernel) - m.median_ms) / m.median_ms).abs() > 0.10)
+                    .unwrap_or(false)
+            })
+            .collect();
+        bad.sort_by(|a, b| config_key(&a.kernel).cmp(&config_key(&b.kernel)));
+        let mut rrng = StdRng::seed_from_u64(opts.seed ^ (round + 1) * 0x9e37_79b9);
+        let around: Vec<Kernel> = bad
+            .iter()
+            .flat_map(|m| (0..2).map(|_| sample::perturb(&m.kernel, &mut rrng, 0.8, 1.25)).collect::<Vec<_>>())
+            .collect();
+        let round_end = start.elapsed() + (budget.saturating_sub(start.elapsed())) / (3 - round as u32);
+        for cfg in &around {
+            if start.elapsed() >= round_end {
+                break;
+            }
+            step(&mut journal, cfg, &bar)?;
+        }
+    }
+    bar.finish_and_clear();
+    let ms: Vec<Measurement> = journal.measured.values().cloned().collect();
+    if ms.is_empty() {
+        return Err(CalibrateError::Nothing(last_error));
+    }
+    if failures > 0 {
+        tracing::info!(failures, last_error = %last_error, "some configurations could not be measured");
+    }
+    let roofline = fit_roofline(&ms);
+    let regressors = fit_all(&roofline, &ms, opts.seed);
+    let reference = Reference {
+        probe_flops_per_second: crate::sense::probe::compute_rate(),
+        probe_bytes_per_second: crate::sense::probe::memory_bandwidth(),
+        cpu_frequency_hertz: 0.0,
+    };
+    let slowdown = if opts.fit_slowdown && !opts.stop.load(Ordering::Relaxed) {
+        let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::default());
+        let base = crate::predict::Slowdown {
+            cores: device.cores.max(1) as f64,
+            reference_bandwidth: reference.probe_bytes_per_second,
+            ..Default::default()
+        };
+        let log = |m: String| {
+            if opts.progress {
+                eprintln!("{m}");
+            } else {
+                tracing::info!("{m}");
+            }
+        };
+        match super::load_fit::fit(
+            &super::load_fit::representative(&prior.kernels),
+            &roofline,
+            base,
+            &sampler,
+            None,
+            device.llc_bytes(),
+            &log,
+        ) {
+            Ok(s) => serde_json::to_value(s).ok(),
+            Err(e) => {
+                eprintln!("augur: warning: the slowdown model could not be fitted ({e}); predictions will use its defaults");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut ms = ms;
+    ms.sort_by(|a, b| config_key(&a.kernel).cmp(&config_key(&b.kernel)));
+    let profile = Profile {
+        format_version: crate::profile::FORMAT_VERSION,
+        augur_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        device,
+        runtime,
+        threads: opts.threads,
+        budget: opts.budget.name().to_string(),
+        fusion,
+        roofline,
+        reference,
+        regressors,
+        measurements: ms,
+        slowdown,
+    };
+    profile.save(&opts.out)?;
+    Ok(profile)
+}

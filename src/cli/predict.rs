@@ -1,0 +1,75 @@
+//! `augur predict`: predicted latency and memory of a model on this board, now.
+use crate::predict::Predictor;
+use crate::profile::{Profile, Roofline};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file: ONNX, or nn-Meter IR JSON.
+    pub model: PathBuf,
+    /// Device profile (default: `profile` of config/augur.toml).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Threads the model will run with.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Fix the input shape, e.g. 1,3,160,160.
+    #[arg(long, value_parser = super::parse_shape)]
+    pub input_shape: Option<Vec<usize>>,
+    /// Ignore the live state (predict for a quiet board).
+    #[arg(long)]
+    pub r#static: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads a profile, printing its warnings; a missing profile is an error naming the remedy.
+pub fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => super::default_profile_path()?,
+    };
+    if !path.exists() {
+        anyhow::bail!("{}: no device profile; run `augur calibrate --out {}` first", path.display(), path.display());
+    }
+    let (p, warnings) = Profile::load(&path, &crate::profile::tract_runtime())?;
+    for w in warnings {
+        eprintln!("augur: warning: {w}");
+    }
+    Ok(p)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let profile = load_profile(args.profile.as_deref())?;
+    let d = super::inspect::load(&args.model, args.input_shape.as_deref())?;
+    let predictor = Predictor::new(Some(profile), Roofline::default());
+    let base = predictor.base(&d);
+    let state = if args.r#static {
+        crate::sense::Snapshot::default()
+    } else {
+        crate::sense::read_once(&crate::sense::SenseConfig::default())
+    };
+    let p = predictor.predict(&d, &base, &state, args.threads, true);
+    if args.json {
+        let mut v = serde_json::to_value(&p)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("model".into(), args.model.display().to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {:.2} ms (interval {:.2}–{:.2} ms; quiet-board {:.2} ms × slowdown {:.2}), peak memory {:.1} MiB",
+        args.model.display(),
+        p.latency_ms,
+        p.interval_ms[0],
+        p.interval_ms[1],
+        p.base_ms,
+        p.slowdown,
+        p.peak_memory_bytes as f64 / 1048576.0
+    );
+    if p.fallback_kernels > 0 {
+        println!("{} kernels had no regressor and used the roofline fallback", p.fallback_kernels);
+    }
+    Ok(())
+}

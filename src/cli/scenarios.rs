@@ -1,0 +1,151 @@
+//! `augur eval --scenarios`: prediction under background load. Per scenario, the load runs in a child
+//! process; once the sensed state has settled, each model is predicted (runtime-aware and static) at
+//! that moment and then measured. An online run follows: predictions after k = 0, 1, 5 observations.
+use super::eval::Summary;
+use crate::calibrate::background::BackgroundLoad;
+use crate::calibrate::load_fit::settle;
+use crate::kernels::Decomposition;
+use crate::predict::{BasePrediction, Learner, Predictor};
+use crate::runtime::{Prepared, RunSpec};
+use crate::sense::load::LoadKind;
+use crate::sense::{Sampler, SenseConfig};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub struct Model {
+    pub name: String,
+    pub d: Decomposition,
+    pub base: BasePrediction,
+    pub prepared: Prepared,
+}
+
+#[derive(Serialize, Clone)]
+pub struct Row {
+    pub model: String,
+    pub scenario: String,
+    pub measured_ms: f64,
+    pub aware_ms: f64,
+    pub static_ms: f64,
+    pub aware_error_pct: f64,
+    pub static_error_pct: f64,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub struct Pair {
+    pub aware: Summary,
+    #[serde(rename = "static")]
+    pub static_: Summary,
+}
+
+/// The load of a named scenario.
+pub fn scenario_load(name: &str, llc: u64, cores: usize) -> Result<Option<LoadKind>, String> {
+    let llc = llc.max(8 << 20) as usize;
+    match name {
+        "quiet" => Ok(None),
+        // Every core busy with another job: the model's thread time-shares.
+        "cpu" => Ok(Some(LoadKind::Cpu { threads: cores.max(1) })),
+        "mem" => Ok(Some(LoadKind::Memory { threads: 1, bytes: llc * 8 })),
+        "cache" => Ok(Some(LoadKind::Cache { threads: 1, bytes: llc })),
+        other => Err(format!("unknown scenario `{other}` (quiet, cpu, mem, cache)")),
+    }
+}
+
+fn measure(m: &Model, runs: usize) -> anyhow::Result<f64> {
+    let spec = RunSpec { threads: 1, warmup: 1, runs, max_seconds: 20.0 };
+    Ok(m.prepared.time(&spec)?.median_ms)
+}
+
+fn err_pct(p: f64, m: f64) -> f64 {
+    (p - m) / m * 100.0
+}
+
+/// Runs the scenarios and the online run; returns the JSON report.
+pub fn run(
+    predictor: &Predictor,
+    models: &[Model],
+    scenarios: &[String],
+    online_scenario: &str,
+    runs: usize,
+    progress: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let device = crate::profile::DeviceInfo::detect(std::path::Path::new("/sys"), std::path::Path::new("/proc"));
+    let sampler = Sampler::start(SenseConfig::default());
+    let say = |s: String| {
+        if progress {
+            eprintln!("{s}");
+        }
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut per: BTreeMap<String, Pair> = BTreeMap::new();
+    let max = Duration::from_secs(1800);
+    for sc in scenarios {
+        let load = scenario_load(sc, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
+        let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
+        settle(&sampler, 2.0);
+        let mut pairs_a = Vec::new();
+        let mut pairs_s = Vec::new();
+        for m in models {
+            let snap = sampler.snapshot();
+            let aware = predictor.predict(&m.d, &m.base, &snap, 1, false).latency_ms;
+            let stat = m.base.latency_ms;
+            let measured = measure(m, runs)?;
+            pairs_a.push((aware, measured));
+            pairs_s.push((stat, measured));
+            rows.push(Row {
+                model: m.name.clone(),
+                scenario: sc.clone(),
+                measured_ms: measured,
+                aware_ms: aware,
+                static_ms: stat,
+                aware_error_pct: err_pct(aware, measured),
+                static_error_pct: err_pct(stat, measured),
+            });
+            say(format!(
+                "{sc:<6} {:<26} measured {:>9.2} ms  aware {:>9.2} ms ({:+6.1} %)  static {:>9.2} ms ({:+6.1} %)",
+                m.name,
+                measured,
+                aware,
+                err_pct(aware, measured),
+                stat,
+                err_pct(stat, measured)
+            ));
+        }
+        drop(guard);
+        per.insert(sc.clone(), Pair { aware: Summary::of(&pairs_a), static_: Summary::of(&pairs_s) });
+    }
+    // Online: one learner for all models, so each model also benefits from the others' observations.
+    let load = scenario_load(online_scenario, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
+    let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
+    settle(&sampler, 2.0);
+    let mut learner = Learner::new(4096);
+    let mut at: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
+    for m in models {
+        for k in 0..=5usize {
+            let snap = sampler.snapshot();
+            let p = predictor.predict_learned(&m.d, &m.base, &snap, 1, false, &learner, &m.name);
+            let plain = predictor.predict(&m.d, &m.base, &snap, 1, false);
+            let phi = predictor.phi(&m.base, &plain);
+            let measured = measure(m, runs)?;
+            if matches!(k, 0 | 1 | 5) {
+                at.entry(k).or_default().push((p.latency_ms, measured));
+            }
+            if let Err(e) = learner.observe(&m.name, &phi, plain.latency_ms, measured) {
+                say(format!("observation of {} rejected: {e}", m.name));
+            }
+        }
+        say(format!("online {:<26} k5 error {:+.1} %", m.name, {
+            let v = &at[&5];
+            let (p, me) = v[v.len() - 1];
+            err_pct(p, me)
+        }));
+    }
+    drop(guard);
+    let online: BTreeMap<String, Summary> = at.iter().map(|(k, v)| (format!("k{k}"), Summary::of(v))).collect();
+    Ok(serde_json::json!({
+        "scenarios": per,
+        "online": online,
+        "online_scenario": online_scenario,
+        "models": rows,
+    }))
+}
