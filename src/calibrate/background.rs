@@ -40,18 +40,28 @@ impl BackgroundLoad {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        Ok(BackgroundLoad { child: Some(child), kind })
+        Ok(BackgroundLoad {
+            child: Some(child),
+            kind,
+        })
     }
 
     /// Starts the load with an explicit `augur` binary (tests, where the current exe is the harness).
-    pub fn start_with(exe: &std::path::Path, kind: LoadKind, max: Duration) -> std::io::Result<BackgroundLoad> {
+    pub fn start_with(
+        exe: &std::path::Path,
+        kind: LoadKind,
+        max: Duration,
+    ) -> std::io::Result<BackgroundLoad> {
         let child = Command::new(exe)
             .args(load_args(kind, max))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        Ok(BackgroundLoad { child: Some(child), kind })
+        Ok(BackgroundLoad {
+            child: Some(child),
+            kind,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -81,6 +91,12 @@ pub fn die_with_parent() {
     // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on this process.
     #[cfg(target_os = "linux")]
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
 }

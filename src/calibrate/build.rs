@@ -5,7 +5,11 @@ use crate::model::builder::{BuildError, GraphBuilder};
 use crate::model::{Graph, TensorId};
 
 fn err(k: &Kernel, why: &str) -> BuildError {
-    BuildError::Invalid { node: k.name.clone(), op: k.ops.join("+"), detail: why.to_string() }
+    BuildError::Invalid {
+        node: k.name.clone(),
+        op: k.ops.join("+"),
+        detail: why.to_string(),
+    }
 }
 
 /// A graph whose only kernel is `k` (plus graph inputs).
@@ -19,11 +23,24 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
     let mut rest: &[String] = &k.ops;
     match k.kind {
         KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
-            y = b.conv(x, k.cout, k.kernel_size, k.stride, k.pads, k.dilation, k.groups, true)?;
+            y = b.conv(
+                x,
+                k.cout,
+                k.kernel_size,
+                k.stride,
+                k.pads,
+                k.dilation,
+                k.groups,
+                true,
+            )?;
             rest = &k.ops[1..];
         }
         KernelKind::MatMul => {
-            let flat = if first.len() == 2 { x } else { b.flatten(x, 1)? };
+            let flat = if first.len() == 2 {
+                x
+            } else {
+                b.flatten(x, 1)?
+            };
             y = b.gemm(flat, k.cout, true)?;
             rest = &k.ops[1..];
         }
@@ -56,7 +73,12 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
             match k.ops.first().map(String::as_str) {
                 Some("Transpose") if k.perm.len() == first.len() => y = b.transpose(x, &k.perm)?,
                 Some("Slice") | Some("Split") if first.len() >= 2 => {
-                    let out_c = k.output_shape.get(1).copied().unwrap_or(first[1] / 2).max(1);
+                    let out_c = k
+                        .output_shape
+                        .get(1)
+                        .copied()
+                        .unwrap_or(first[1] / 2)
+                        .max(1);
                     y = b.slice(x, &[1], &[0], &[out_c], &[1])?;
                 }
                 _ => return Err(err(k, "this data-movement op is not measured yet")),
@@ -87,9 +109,18 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
                         b.input(&s)
                     }
                 };
-                if op == "Add" || op == "Sub" { b.add(y, other)? } else { b.mul(y, other)? }
+                if op == "Add" || op == "Sub" {
+                    b.add(y, other)?
+                } else {
+                    b.mul(y, other)?
+                }
             }
-            other => return Err(err(k, &format!("op `{other}` in a kernel is not measured yet"))),
+            other => {
+                return Err(err(
+                    k,
+                    &format!("op `{other}` in a kernel is not measured yet"),
+                ));
+            }
         };
     }
     b.finish(&[y])

@@ -9,9 +9,26 @@ use std::collections::BTreeSet;
 
 /// Producers and consumers tried. Consumers are the elementwise classes that can follow any op.
 const PRODUCERS: &[&str] = &[
-    "conv", "pointwise", "depthwise", "relu", "add", "bias", "scale", "batchnorm", "sigmoid",
+    "conv",
+    "pointwise",
+    "depthwise",
+    "relu",
+    "add",
+    "bias",
+    "scale",
+    "batchnorm",
+    "sigmoid",
 ];
-const CONSUMERS: &[&str] = &["relu", "add", "bias", "scale", "batchnorm", "sigmoid", "mul", "mul_bcast"];
+const CONSUMERS: &[&str] = &[
+    "relu",
+    "add",
+    "bias",
+    "scale",
+    "batchnorm",
+    "sigmoid",
+    "mul",
+    "mul_bcast",
+];
 
 const C: usize = 16;
 const HW: usize = 16;
@@ -25,7 +42,12 @@ fn producer(b: &mut GraphBuilder, x: TensorId, class: &str) -> Result<TensorId, 
     }
 }
 
-fn consumer(b: &mut GraphBuilder, y: TensorId, x: TensorId, class: &str) -> Result<TensorId, BuildError> {
+fn consumer(
+    b: &mut GraphBuilder,
+    y: TensorId,
+    x: TensorId,
+    class: &str,
+) -> Result<TensorId, BuildError> {
     match class {
         "relu" => b.relu(y),
         "sigmoid" => b.sigmoid(y),
@@ -42,7 +64,11 @@ fn consumer(b: &mut GraphBuilder, y: TensorId, x: TensorId, class: &str) -> Resu
             let s = b.input(&[1, C, 1, 1]);
             b.mul(y, s)
         }
-        other => Err(BuildError::Invalid { node: other.into(), op: other.into(), detail: "unknown class".into() }),
+        other => Err(BuildError::Invalid {
+            node: other.into(),
+            op: other.into(),
+            detail: "unknown class".into(),
+        }),
     }
 }
 
@@ -65,8 +91,16 @@ pub fn pair_graphs(p: &str, c: &str) -> Result<(Graph, Graph, Graph), BuildError
 }
 
 /// tract nodes that are part of another kernel, not kernels of their own.
-const TRACT_GLUE: &[&str] =
-    &["Source", "Const", "IntoShape", "Pad", "LazyIm2col", "OptMatMulPack", "Downsample", "AxisOp"];
+const TRACT_GLUE: &[&str] = &[
+    "Source",
+    "Const",
+    "IntoShape",
+    "Pad",
+    "LazyIm2col",
+    "OptMatMulPack",
+    "Downsample",
+    "AxisOp",
+];
 
 fn tract_compute_nodes(g: &Graph) -> Result<usize, String> {
     use tract_onnx::prelude::*;
@@ -75,7 +109,11 @@ fn tract_compute_nodes(g: &Graph) -> Result<usize, String> {
         .model_for_read(&mut bytes.as_slice())
         .and_then(|m| m.into_optimized())
         .map_err(|e| format!("{e:#}"))?;
-    Ok(model.nodes().iter().filter(|n| !TRACT_GLUE.iter().any(|g| n.op.name().starts_with(g))).count())
+    Ok(model
+        .nodes()
+        .iter()
+        .filter(|n| !TRACT_GLUE.iter().any(|g| n.op.name().starts_with(g)))
+        .count())
 }
 
 /// Reads tract's fusion rules off its optimiser.
@@ -83,7 +121,9 @@ pub fn detect_tract() -> Result<FusionRules, String> {
     let mut pairs = BTreeSet::new();
     for p in PRODUCERS {
         for c in CONSUMERS {
-            let Ok((g1, _, g12)) = pair_graphs(p, c) else { continue };
+            let Ok((g1, _, g12)) = pair_graphs(p, c) else {
+                continue;
+            };
             let alone = tract_compute_nodes(&g1)?;
             let both = tract_compute_nodes(&g12)?;
             if both <= alone {
@@ -100,20 +140,34 @@ pub fn detect_tract() -> Result<FusionRules, String> {
 
 /// nn-Meter's timing test against any backend.
 pub fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, String> {
-    let spec = RunSpec { threads, warmup: 3, runs: 15, max_seconds: 2.0 };
+    let spec = RunSpec {
+        threads,
+        warmup: 3,
+        runs: 15,
+        max_seconds: 2.0,
+    };
     let time = |g: &Graph| -> Result<f64, String> {
         let bytes = crate::model::export::to_onnx_bytes(g).map_err(|e| e.to_string())?;
-        backend.time_onnx(&bytes, &spec).map(|t| t.median_ms).map_err(|e| e.to_string())
+        backend
+            .time_onnx(&bytes, &spec)
+            .map(|t| t.median_ms)
+            .map_err(|e| e.to_string())
     };
     let mut pairs = BTreeSet::new();
     for p in PRODUCERS {
         for c in CONSUMERS {
-            let Ok((g1, g2, g12)) = pair_graphs(p, c) else { continue };
+            let Ok((g1, g2, g12)) = pair_graphs(p, c) else {
+                continue;
+            };
             let (t1, t2, t12) = (time(&g1)?, time(&g2)?, time(&g12)?);
             if t1 + t2 - t12 > 0.5 * t1.min(t2) {
                 pairs.insert((p.to_string(), c.to_string()));
             }
         }
     }
-    Ok(FusionRules { runtime: backend.name(), note: "detected by nn-Meter's timing test".into(), pairs })
+    Ok(FusionRules {
+        runtime: backend.name(),
+        note: "detected by nn-Meter's timing test".into(),
+        pairs,
+    })
 }

@@ -41,7 +41,9 @@ impl Journal {
                     return Err(std::io::Error::other(format!(
                         "{} holds measurements taken under other conditions ({}); remove it or calibrate into another --out",
                         path.display(),
-                        found.map(|h| format!("{}, {} threads", h.runtime, h.threads)).unwrap_or_else(|| "unreadable header".into())
+                        found
+                            .map(|h| format!("{}, {} threads", h.runtime, h.threads))
+                            .unwrap_or_else(|| "unreadable header".into())
                     )));
                 }
             }
@@ -51,22 +53,38 @@ impl Journal {
                 }
             }
         }
-        let fresh = measured.is_empty() && std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
+        let fresh = measured.is_empty()
+            && std::fs::metadata(path)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        let torn = std::fs::read(path).map(|b| !b.is_empty() && b.last() != Some(&b'\n')).unwrap_or(false);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let torn = std::fs::read(path)
+            .map(|b| !b.is_empty() && b.last() != Some(&b'\n'))
+            .unwrap_or(false);
         if torn && !fresh {
             // End the torn line so the next entry starts on a line of its own.
             file.write_all(b"\n")?;
         }
         if fresh {
             file.set_len(0)?;
-            writeln!(file, "{}", serde_json::to_string(header).map_err(std::io::Error::other)?)?;
+            writeln!(
+                file,
+                "{}",
+                serde_json::to_string(header).map_err(std::io::Error::other)?
+            )?;
             file.sync_data()?;
         }
-        Ok(Journal { path: path.to_path_buf(), file, measured })
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            measured,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -75,7 +93,11 @@ impl Journal {
 
     /// Appends one measurement and flushes it to disk before returning.
     pub fn append(&mut self, key: String, m: Measurement) -> std::io::Result<()> {
-        let line = serde_json::to_string(&Entry { key: key.clone(), m: m.clone() }).map_err(std::io::Error::other)?;
+        let line = serde_json::to_string(&Entry {
+            key: key.clone(),
+            m: m.clone(),
+        })
+        .map_err(std::io::Error::other)?;
         // One write of a whole line: a kill mid-write leaves at most one torn line, dropped on resume.
         self.file.write_all(format!("{line}\n").as_bytes())?;
         self.file.sync_data()?;

@@ -16,10 +16,32 @@ pub fn calibration_loads(llc_bytes: u64, cores: usize) -> Vec<(&'static str, Opt
     vec![
         ("quiet", None),
         ("cpu1", Some(LoadKind::Cpu { threads: 1 })),
-        ("cpu_all", Some(LoadKind::Cpu { threads: cores.max(1) })),
-        ("cpu_over", Some(LoadKind::Cpu { threads: cores.max(1) * 2 })),
-        ("memory", Some(LoadKind::Memory { threads: 1, bytes: llc * 8 })),
-        ("cache", Some(LoadKind::Cache { threads: 1, bytes: llc })),
+        (
+            "cpu_all",
+            Some(LoadKind::Cpu {
+                threads: cores.max(1),
+            }),
+        ),
+        (
+            "cpu_over",
+            Some(LoadKind::Cpu {
+                threads: cores.max(1) * 2,
+            }),
+        ),
+        (
+            "memory",
+            Some(LoadKind::Memory {
+                threads: 1,
+                bytes: llc * 8,
+            }),
+        ),
+        (
+            "cache",
+            Some(LoadKind::Cache {
+                threads: 1,
+                bytes: llc,
+            }),
+        ),
     ]
 }
 
@@ -30,7 +52,8 @@ pub fn settle(sampler: &Sampler, seconds: f64) -> Snapshot {
     let mut s = sampler.snapshot();
     // Memory probes are rate-limited: give them up to 5 s more to run once under the new load.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while s.probe.memory_runs <= start.probe.memory_runs + 1 && std::time::Instant::now() < deadline {
+    while s.probe.memory_runs <= start.probe.memory_runs + 1 && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(200));
         s = sampler.snapshot();
     }
@@ -58,19 +81,40 @@ pub fn fit(
         let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
         let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
         let prepared = backend.prepare(&bytes).map_err(|e| e.to_string())?;
-        let mem = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64 / roofline.bytes_per_second;
+        let mem = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64
+            / roofline.bytes_per_second;
         let comp = k.flops as f64 / roofline.flops_per_second;
-        probes.push(Probe { prepared, memory_share: mem / (mem + comp).max(1e-12) });
+        probes.push(Probe {
+            prepared,
+            memory_share: mem / (mem + comp).max(1e-12),
+        });
     }
-    let spec = RunSpec { threads: 1, warmup: 2, runs: 9, max_seconds: 2.0 };
+    let spec = RunSpec {
+        threads: 1,
+        warmup: 2,
+        runs: 9,
+        max_seconds: 2.0,
+    };
     let time_all = |probes: &[Probe]| -> Result<Vec<f64>, String> {
-        probes.iter().map(|p| p.prepared.time(&spec).map(|t| t.median_ms).map_err(|e| e.to_string())).collect()
+        probes
+            .iter()
+            .map(|p| {
+                p.prepared
+                    .time(&spec)
+                    .map(|t| t.median_ms)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     };
     let cores = base.cores.round().max(1.0) as usize;
     let mut rows: Vec<(f64, f64, f64)> = Vec::new(); // (cpu_raw − 1, share·(mem_raw − 1), observed − 1)
     let mut quiet: Option<Vec<f64>> = None;
     let mut reference_bw = base.reference_bandwidth;
-    let unit = Slowdown { cpu_weight: 1.0, memory_weight: 1.0, ..base.clone() };
+    let unit = Slowdown {
+        cpu_weight: 1.0,
+        memory_weight: 1.0,
+        ..base.clone()
+    };
     for (name, load) in calibration_loads(llc_bytes, cores) {
         let guard = match load {
             None => None,
@@ -91,17 +135,27 @@ pub fn fit(
                 reference_bw = bw;
             }
             quiet = Some(times.clone());
-            log(format!("slowdown fit: quiet reference taken ({} kernels)", times.len()));
+            log(format!(
+                "slowdown fit: quiet reference taken ({} kernels)",
+                times.len()
+            ));
             continue;
         }
         let Some(q) = quiet.as_ref() else { continue };
-        let unit = Slowdown { reference_bandwidth: reference_bw, ..unit.clone() };
+        let unit = Slowdown {
+            reference_bandwidth: reference_bw,
+            ..unit.clone()
+        };
         let f = unit.factors(&snap, 1);
         let mut seen = Vec::new();
         for ((p, t), t0) in probes.iter().zip(&times).zip(q) {
             let observed = t / t0;
             seen.push(observed);
-            rows.push((f.cpu - 1.0, p.memory_share * (f.memory - 1.0), observed - 1.0));
+            rows.push((
+                f.cpu - 1.0,
+                p.memory_share * (f.memory - 1.0),
+                observed - 1.0,
+            ));
         }
         log(format!(
             "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, observed median slowdown {:.2}",
@@ -137,23 +191,39 @@ pub fn fit(
     // Interval: the 90th percentile of the relative residuals under load.
     let mut res: Vec<f64> = rows
         .iter()
-        .map(|(x1, x2, y)| ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05)).ln().abs())
+        .map(|(x1, x2, y)| {
+            ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05))
+                .ln()
+                .abs()
+        })
         .collect();
     res.sort_by(f64::total_cmp);
-    let q = res.get(((res.len() as f64 - 1.0) * 0.9).round().max(0.0) as usize).copied().unwrap_or(0.1).max(0.05);
+    let q = res
+        .get(((res.len() as f64 - 1.0) * 0.9).round().max(0.0) as usize)
+        .copied()
+        .unwrap_or(0.1)
+        .max(0.05);
     log(format!(
         "slowdown fit: cpu weight {:.2}, memory weight {:.2}, interval ±{:.0} %",
         fitted.cpu_weight,
         fitted.memory_weight,
         q * 100.0
     ));
-    Ok(Slowdown { interval_calibrated: [(-q).exp(), q.exp()], ..fitted })
+    Ok(Slowdown {
+        interval_calibrated: [(-q).exp(), q.exp()],
+        ..fitted
+    })
 }
 
 /// Representative kernels for the fit: a few of each kind that dominates CNN time.
 pub fn representative(prior: &[Kernel]) -> Vec<Kernel> {
     let mut out = Vec::new();
-    for kind in [KernelKind::Conv, KernelKind::Pointwise, KernelKind::Depthwise, KernelKind::Elementwise] {
+    for kind in [
+        KernelKind::Conv,
+        KernelKind::Pointwise,
+        KernelKind::Depthwise,
+        KernelKind::Elementwise,
+    ] {
         let mut of: Vec<&Kernel> = prior.iter().filter(|k| k.kind == kind).collect();
         of.sort_by_key(|k| k.flops);
         // Small, middle and large of the kind.

@@ -47,7 +47,10 @@ impl Prior {
                 out.push(k);
             }
         }
-        Prior { note: note.to_string(), kernels: out }
+        Prior {
+            note: note.to_string(),
+            kernels: out,
+        }
     }
 
     pub fn of_kind(&self, kind: KernelKind) -> Vec<&Kernel> {

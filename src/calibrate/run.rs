@@ -61,7 +61,9 @@ pub struct Options {
 pub enum CalibrateError {
     #[error("measurement journal: {0}")]
     Journal(std::io::Error),
-    #[error("calibration interrupted after {measured} measurements; run the same command again to resume")]
+    #[error(
+        "calibration interrupted after {measured} measurements; run the same command again to resume"
+    )]
     Interrupted { measured: usize },
     #[error("no kernel could be measured: {0}")]
     Nothing(String),
@@ -88,9 +90,21 @@ pub fn measure(backend: &dyn Backend, cfg: &Kernel, threads: usize) -> Result<Me
         .cloned()
         .ok_or_else(|| "the built graph has no kernel".to_string())?;
     let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
-    let spec = RunSpec { threads, warmup: 2, runs: 7, max_seconds: 1.0 };
-    let t = backend.time_onnx(&bytes, &spec).map_err(|e| e.to_string())?;
-    Ok(Measurement { kernel, median_ms: t.median_ms, p10_ms: t.p10_ms, p90_ms: t.p90_ms })
+    let spec = RunSpec {
+        threads,
+        warmup: 2,
+        runs: 7,
+        max_seconds: 1.0,
+    };
+    let t = backend
+        .time_onnx(&bytes, &spec)
+        .map_err(|e| e.to_string())?;
+    Ok(Measurement {
+        kernel,
+        median_ms: t.median_ms,
+        p10_ms: t.p10_ms,
+        p90_ms: t.p90_ms,
+    })
 }
 
 /// Roofline constants from measurements: the best compute rate of compute-bound kinds, the best
@@ -99,20 +113,32 @@ pub fn fit_roofline(ms: &[Measurement]) -> Roofline {
     let pct = |mut v: Vec<f64>, q: f64| {
         v.retain(|x| x.is_finite() && *x > 0.0);
         v.sort_by(f64::total_cmp);
-        v.get(((v.len() as f64 - 1.0) * q).round().max(0.0) as usize).copied()
+        v.get(((v.len() as f64 - 1.0) * q).round().max(0.0) as usize)
+            .copied()
     };
     let compute: Vec<f64> = ms
         .iter()
-        .filter(|m| matches!(m.kernel.kind, KernelKind::Conv | KernelKind::Pointwise | KernelKind::MatMul))
+        .filter(|m| {
+            matches!(
+                m.kernel.kind,
+                KernelKind::Conv | KernelKind::Pointwise | KernelKind::MatMul
+            )
+        })
         .map(|m| m.kernel.flops as f64 / (m.median_ms / 1e3))
         .collect();
     let memory: Vec<f64> = ms
         .iter()
-        .filter(|m| matches!(m.kernel.kind, KernelKind::Elementwise | KernelKind::Concat | KernelKind::DataMovement))
+        .filter(|m| {
+            matches!(
+                m.kernel.kind,
+                KernelKind::Elementwise | KernelKind::Concat | KernelKind::DataMovement
+            )
+        })
         .map(|m| (m.kernel.input_bytes + m.kernel.output_bytes) as f64 / (m.median_ms / 1e3))
         .collect();
     let d = Roofline::default();
-    let overhead = pct(ms.iter().map(|m| m.median_ms / 1e3).collect(), 0.0).unwrap_or(d.overhead_seconds);
+    let overhead =
+        pct(ms.iter().map(|m| m.median_ms / 1e3).collect(), 0.0).unwrap_or(d.overhead_seconds);
     Roofline {
         flops_per_second: pct(compute, 0.95).unwrap_or(d.flops_per_second),
         bytes_per_second: pct(memory, 0.95).unwrap_or(d.bytes_per_second),
@@ -121,58 +147,98 @@ pub fn fit_roofline(ms: &[Measurement]) -> Roofline {
 }
 
 /// Fits one regressor per kind that has enough measurements.
-pub fn fit_all(roofline: &Roofline, ms: &[Measurement], seed: u64) -> BTreeMap<KernelKind, Regressor> {
+pub fn fit_all(
+    roofline: &Roofline,
+    ms: &[Measurement],
+    seed: u64,
+) -> BTreeMap<KernelKind, Regressor> {
     let mut by_kind: BTreeMap<KernelKind, Vec<(Kernel, f64)>> = BTreeMap::new();
     for m in ms {
-        by_kind.entry(m.kernel.kind).or_default().push((m.kernel.clone(), m.median_ms));
+        by_kind
+            .entry(m.kernel.kind)
+            .or_default()
+            .push((m.kernel.clone(), m.median_ms));
     }
-    by_kind.into_iter().filter_map(|(k, data)| Regressor::fit(roofline, &data, seed).ok().map(|r| (k, r))).collect()
+    by_kind
+        .into_iter()
+        .filter_map(|(k, data)| Regressor::fit(roofline, &data, seed).ok().map(|r| (k, r)))
+        .collect()
 }
 
 /// Runs calibration and writes the profile to `opts.out`.
-pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> Result<Profile, CalibrateError> {
+pub fn calibrate(
+    backend: &dyn Backend,
+    fusion: FusionRules,
+    opts: &Options,
+) -> Result<Profile, CalibrateError> {
     let device = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
     let runtime = backend.version();
-    let header = Header { journal: 1, runtime: runtime.clone(), threads: opts.threads, cpu_model: device.cpu_model.clone() };
-    let mut journal = Journal::open(&journal_path(&opts.out), &header).map_err(CalibrateError::Journal)?;
+    let header = Header {
+        journal: 1,
+        runtime: runtime.clone(),
+        threads: opts.threads,
+        cpu_model: device.cpu_model.clone(),
+    };
+    let mut journal =
+        Journal::open(&journal_path(&opts.out), &header).map_err(CalibrateError::Journal)?;
     let resumed = journal.measured.len();
     let prior = Prior::shipped();
-    let all: Vec<&Kernel> = prior.kernels.iter().filter(|k| k.kind != KernelKind::Other).collect();
+    let all: Vec<&Kernel> = prior
+        .kernels
+        .iter()
+        .filter(|k| k.kind != KernelKind::Other)
+        .collect();
     let mut rng = StdRng::seed_from_u64(opts.seed);
     // A fixed, seeded plan: a resumed run walks the same plan and skips what the journal has.
     let plan = sample::draw(&all, 20_000, &mut rng, 0.2);
-    let budget = Duration::from_secs_f64(opts.budget_seconds.unwrap_or(opts.budget.seconds()).max(1.0));
+    let budget = Duration::from_secs_f64(
+        opts.budget_seconds
+            .unwrap_or(opts.budget.seconds())
+            .max(1.0),
+    );
     let explore = budget.mul_f64(0.7);
     let start = Instant::now();
-    let bar = if opts.progress { ProgressBar::new(budget.as_secs()) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(budget.as_secs())
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} calibrating [{elapsed_precise}] {wide_bar} ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} calibrating [{elapsed_precise}] {wide_bar} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     if resumed > 0 {
-        bar.println(format!("resuming: {resumed} measurements already in {}", journal.path().display()));
+        bar.println(format!(
+            "resuming: {resumed} measurements already in {}",
+            journal.path().display()
+        ));
     }
     let mut failures = 0usize;
     let mut last_error = String::new();
-    let mut step = |journal: &mut Journal, cfg: &Kernel, bar: &ProgressBar| -> Result<(), CalibrateError> {
-        if opts.stop.load(Ordering::Relaxed) {
-            return Err(CalibrateError::Interrupted { measured: journal.measured.len() });
-        }
-        let key = config_key(cfg);
-        if journal.measured.contains_key(&key) {
-            return Ok(());
-        }
-        match measure(backend, cfg, opts.threads) {
-            Ok(m) => journal.append(key, m).map_err(CalibrateError::Journal)?,
-            Err(e) => {
-                failures += 1;
-                last_error = e;
+    let mut step =
+        |journal: &mut Journal, cfg: &Kernel, bar: &ProgressBar| -> Result<(), CalibrateError> {
+            if opts.stop.load(Ordering::Relaxed) {
+                return Err(CalibrateError::Interrupted {
+                    measured: journal.measured.len(),
+                });
             }
-        }
-        bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
-        bar.set_message(format!("{} measured", journal.measured.len()));
-        Ok(())
-    };
+            let key = config_key(cfg);
+            if journal.measured.contains_key(&key) {
+                return Ok(());
+            }
+            match measure(backend, cfg, opts.threads) {
+                Ok(m) => journal.append(key, m).map_err(CalibrateError::Journal)?,
+                Err(e) => {
+                    failures += 1;
+                    last_error = e;
+                }
+            }
+            bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
+            bar.set_message(format!("{} measured", journal.measured.len()));
+            Ok(())
+        };
     // Resumed measurements count against the time budget at the rate they were taken, roughly.
     let mut i = 0;
     while start.elapsed() < explore && i < plan.len() {
@@ -192,7 +258,10 @@ pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> 
             .iter()
             .filter(|m| {
                 regs.get(&m.kernel.kind)
-                    .map(|r| ((r.predict_ms(&roofline, &m.kernel) - m.median_ms) / m.median_ms).abs() > 0.10)
+                    .map(|r| {
+                        ((r.predict_ms(&roofline, &m.kernel) - m.median_ms) / m.median_ms).abs()
+                            > 0.10
+                    })
                     .unwrap_or(false)
             })
             .collect();
@@ -200,9 +269,14 @@ pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> 
         let mut rrng = StdRng::seed_from_u64(opts.seed ^ (round + 1) * 0x9e37_79b9);
         let around: Vec<Kernel> = bad
             .iter()
-            .flat_map(|m| (0..2).map(|_| sample::perturb(&m.kernel, &mut rrng, 0.8, 1.25)).collect::<Vec<_>>())
+            .flat_map(|m| {
+                (0..2)
+                    .map(|_| sample::perturb(&m.kernel, &mut rrng, 0.8, 1.25))
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        let round_end = start.elapsed() + (budget.saturating_sub(start.elapsed())) / (3 - round as u32);
+        let round_end =
+            start.elapsed() + (budget.saturating_sub(start.elapsed())) / (3 - round as u32);
         for cfg in &around {
             if start.elapsed() >= round_end {
                 break;
@@ -250,7 +324,9 @@ pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> 
         ) {
             Ok(s) => serde_json::to_value(s).ok(),
             Err(e) => {
-                eprintln!("augur: warning: the slowdown model could not be fitted ({e}); predictions will use its defaults");
+                eprintln!(
+                    "augur: warning: the slowdown model could not be fitted ({e}); predictions will use its defaults"
+                );
                 None
             }
         }
@@ -275,6 +351,7 @@ pub fn calibrate(backend: &dyn Backend, fusion: FusionRules, opts: &Options) -> 
         reference,
         regressors,
         measurements: ms,
+        cache_model: true,
         slowdown,
     };
     profile.save(&opts.out)?;

@@ -22,7 +22,11 @@ pub fn kind_weight(kind: KernelKind) -> f64 {
 
 fn scale(v: usize, f: f64, multiple: usize) -> usize {
     let x = (v as f64 * f).round().max(1.0) as usize;
-    if multiple > 1 && v % multiple == 0 { (x.div_ceil(multiple) * multiple).max(multiple) } else { x.max(1) }
+    if multiple > 1 && v % multiple == 0 {
+        (x.div_ceil(multiple) * multiple).max(multiple)
+    } else {
+        x.max(1)
+    }
 }
 
 fn log_uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
@@ -58,10 +62,23 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
     };
     match k.kind {
         KernelKind::Conv | KernelKind::Pointwise => {
-            let cin = k.input_shapes.first().and_then(|s| s.get(1)).copied().unwrap_or(k.cin);
+            let cin = k
+                .input_shapes
+                .first()
+                .and_then(|s| s.get(1))
+                .copied()
+                .unwrap_or(k.cin);
             let g = k.groups.max(1);
-            let new_cin = if g > 1 { scale(cin / g, fc, 1) * g } else { scale(cin, fc, 8) };
-            let new_cout = if g > 1 { scale(k.cout / g, log_uniform(rng, lo, hi), 1) * g } else { scale(k.cout, log_uniform(rng, lo, hi), 8) };
+            let new_cin = if g > 1 {
+                scale(cin / g, fc, 1) * g
+            } else {
+                scale(cin, fc, 8)
+            };
+            let new_cout = if g > 1 {
+                scale(k.cout / g, log_uniform(rng, lo, hi), 1) * g
+            } else {
+                scale(k.cout, log_uniform(rng, lo, hi), 8)
+            };
             k.cout = new_cout;
             if let Some(s) = k.input_shapes.first_mut() {
                 resize(s, Some(new_cin), fs);
@@ -88,7 +105,10 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
         }
         KernelKind::Concat => {
             for s in &mut k.input_shapes {
-                let c = s.get(1).copied().map(|c| scale(c, log_uniform(rng, lo, hi), 8));
+                let c = s
+                    .get(1)
+                    .copied()
+                    .map(|c| scale(c, log_uniform(rng, lo, hi), 8));
                 resize(s, c, 1.0);
             }
             let fs2 = fs;
@@ -96,7 +116,12 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
                 .input_shapes
                 .first()
                 .filter(|s| s.len() == 4)
-                .map(|s| ((s[2] as f64 * fs2).round() as usize, (s[3] as f64 * fs2).round() as usize))
+                .map(|s| {
+                    (
+                        (s[2] as f64 * fs2).round() as usize,
+                        (s[3] as f64 * fs2).round() as usize,
+                    )
+                })
                 .unwrap_or((0, 0));
             if spatial_ok(h) && spatial_ok(w) {
                 for s in &mut k.input_shapes {
@@ -122,7 +147,11 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
             let (h, w) = if first.len() == 4 {
                 let h = (first[2] as f64 * fs).round() as usize;
                 let w = (first[3] as f64 * fs).round() as usize;
-                if spatial_ok(h) && spatial_ok(w) && first[2] > 1 { (h, w) } else { (first[2], first[3]) }
+                if spatial_ok(h) && spatial_ok(w) && first[2] > 1 {
+                    (h, w)
+                } else {
+                    (first[2], first[3])
+                }
             } else {
                 (0, 0)
             };

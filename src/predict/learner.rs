@@ -45,12 +45,17 @@ mod residuals_serde {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::num::NonZeroUsize;
 
-    pub fn serialize<S: Serializer>(c: &LruCache<String, Residual>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        c: &LruCache<String, Residual>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         // Oldest first, so restoring by pushing in order rebuilds the same recency.
         let v: Vec<(&String, &Residual)> = c.iter().rev().collect();
         (c.cap().get(), v).serialize(s)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LruCache<String, Residual>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<LruCache<String, Residual>, D::Error> {
         let (cap, v): (usize, Vec<(String, Residual)>) = Deserialize::deserialize(d)?;
         let mut c = LruCache::new(NonZeroUsize::new(cap.max(1)).unwrap_or(NonZeroUsize::MIN));
         for (k, r) in v {
@@ -67,8 +72,14 @@ pub enum Rejected {
     NotPositive(f64),
     #[error("predicted latency {0} is not a positive finite number")]
     BadPrediction(f64),
-    #[error("observed {observed_ms:.3} ms is {ratio:.1}× the prediction, beyond the robust bound {bound:.1}×")]
-    Outlier { observed_ms: f64, ratio: f64, bound: f64 },
+    #[error(
+        "observed {observed_ms:.3} ms is {ratio:.1}× the prediction, beyond the robust bound {bound:.1}×"
+    )]
+    Outlier {
+        observed_ms: f64,
+        ratio: f64,
+        bound: f64,
+    },
 }
 
 impl Default for Learner {
@@ -90,7 +101,9 @@ impl Learner {
             residual_alpha: 0.5,
             observations: 0,
             rejected: 0,
-            residuals: LruCache::new(NonZeroUsize::new(max_models.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            residuals: LruCache::new(
+                NonZeroUsize::new(max_models.max(1)).unwrap_or(NonZeroUsize::MIN),
+            ),
         }
     }
 
@@ -115,7 +128,13 @@ impl Learner {
 
     /// Learns from one observation. `predicted_ms` is the prediction *before* this learner's
     /// correction (base × slowdown), so the learner's own state never feeds back into its target.
-    pub fn observe(&mut self, model: &str, phi: &Phi, predicted_ms: f64, observed_ms: f64) -> Result<(), Rejected> {
+    pub fn observe(
+        &mut self,
+        model: &str,
+        phi: &Phi,
+        predicted_ms: f64,
+        observed_ms: f64,
+    ) -> Result<(), Rejected> {
         if !(observed_ms.is_finite() && observed_ms > 0.0) {
             self.rejected += 1;
             return Err(Rejected::NotPositive(observed_ms));
@@ -125,7 +144,9 @@ impl Learner {
             return Err(Rejected::BadPrediction(predicted_ms));
         }
         let y = (observed_ms / predicted_ms).ln();
-        let corrected = y - self.correction_shared(phi) - self.residuals.peek(model).map(|r| r.mean).unwrap_or(0.0);
+        let corrected = y
+            - self.correction_shared(phi)
+            - self.residuals.peek(model).map(|r| r.mean).unwrap_or(0.0);
         // Robust bound: 6 median absolute residuals of this model, never tighter than 1.5×, and
         // never looser than 5× for a model seen for the first time.
         let bound = match self.residuals.peek(model) {
@@ -138,14 +159,24 @@ impl Learner {
         };
         if corrected.abs() > bound {
             self.rejected += 1;
-            return Err(Rejected::Outlier { observed_ms, ratio: corrected.exp(), bound: bound.exp() });
+            return Err(Rejected::Outlier {
+                observed_ms,
+                ratio: corrected.exp(),
+                bound: bound.exp(),
+            });
         }
         // Shared part first (RLS on y − own residual), then the model's residual on what is left.
         let own = self.residuals.peek(model).map(|r| r.mean).unwrap_or(0.0);
         self.rls_update(phi, y - own);
         let left = y - self.correction_shared(phi);
-        let r = self.residuals.get_or_insert_mut(model.to_string(), Residual::default);
-        r.mean = if r.count == 0 { left } else { r.mean + self.residual_alpha * (left - r.mean) };
+        let r = self
+            .residuals
+            .get_or_insert_mut(model.to_string(), Residual::default);
+        r.mean = if r.count == 0 {
+            left
+        } else {
+            r.mean + self.residual_alpha * (left - r.mean)
+        };
         r.count += 1;
         r.recent.push(corrected.abs());
         if r.recent.len() > RECENT {
@@ -196,7 +227,8 @@ impl Learner {
     /// Restores the learned state; a missing file is a fresh learner, a corrupt one an error.
     pub fn load(path: &std::path::Path, max_models: usize) -> std::io::Result<Learner> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Learner::new(max_models)),
             Err(e) => Err(e),
         }
@@ -213,7 +245,9 @@ mod tests {
         let mut l = Learner::new(16);
         let mut seed = 7u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as f64 / (1u64 << 31) as f64
         };
         for i in 0..400 {
@@ -235,10 +269,22 @@ mod tests {
     fn rejects_bad_observations() {
         let mut l = Learner::new(4);
         let phi = [1.0, 0.0, 0.0, 0.0];
-        assert!(matches!(l.observe("m", &phi, 10.0, f64::NAN), Err(Rejected::NotPositive(_))));
-        assert!(matches!(l.observe("m", &phi, 10.0, 0.0), Err(Rejected::NotPositive(_))));
-        assert!(matches!(l.observe("m", &phi, 10.0, -3.0), Err(Rejected::NotPositive(_))));
-        assert!(matches!(l.observe("m", &phi, 10.0, 1000.0), Err(Rejected::Outlier { .. })));
+        assert!(matches!(
+            l.observe("m", &phi, 10.0, f64::NAN),
+            Err(Rejected::NotPositive(_))
+        ));
+        assert!(matches!(
+            l.observe("m", &phi, 10.0, 0.0),
+            Err(Rejected::NotPositive(_))
+        ));
+        assert!(matches!(
+            l.observe("m", &phi, 10.0, -3.0),
+            Err(Rejected::NotPositive(_))
+        ));
+        assert!(matches!(
+            l.observe("m", &phi, 10.0, 1000.0),
+            Err(Rejected::Outlier { .. })
+        ));
         assert_eq!(l.observations, 0);
         assert_eq!(l.rejected, 4);
         assert!(l.observe("m", &phi, 10.0, 11.0).is_ok());

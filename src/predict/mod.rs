@@ -88,6 +88,24 @@ impl Predictor {
         }
     }
 
+    /// Extra seconds per weight byte because the model's weights are not in the last-level cache when
+    /// a layer runs again: calibration times each kernel alone, with its weights cached, but a model
+    /// whose weights and activations exceed the LLC streams a share of its weights from DRAM on every
+    /// inference. Hit share ≈ LLC / footprint (cyclic reuse), the rest at the probe's DRAM bandwidth.
+    pub fn cold_weight_seconds_per_byte(&self, d: &Decomposition) -> f64 {
+        let Some(p) = &self.profile else { return 0.0 };
+        if !p.cache_model {
+            return 0.0;
+        }
+        let llc = p.device.llc_bytes() as f64;
+        let bw = p.reference.probe_bytes_per_second;
+        let footprint = (d.weights_bytes + d.peak_activation_bytes) as f64;
+        if llc <= 0.0 || bw <= 0.0 || footprint <= llc {
+            return 0.0;
+        }
+        (1.0 - llc / footprint) / bw
+    }
+
     pub fn calibrated(&self) -> bool {
         self.profile.is_some()
     }
@@ -96,11 +114,13 @@ impl Predictor {
     pub fn base(&self, d: &Decomposition) -> BasePrediction {
         let mut kernels = Vec::with_capacity(d.kernels.len());
         let mut memory_share = Vec::with_capacity(d.kernels.len());
+        let cold = self.cold_weight_seconds_per_byte(d);
         for k in &d.kernels {
             let (ms, fb) = match &self.profile {
                 Some(p) => p.kernel_ms(k),
                 None => (self.roofline.kernel_ms(k), true),
             };
+            let ms = ms + k.weight_bytes as f64 * cold * 1e3;
             kernels.push((ms, fb));
             let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
             let mem = bytes / self.roofline.bytes_per_second.max(1.0);
@@ -176,7 +196,12 @@ impl Predictor {
     /// The features the online learner sees for this prediction.
     pub fn phi(&self, base: &BasePrediction, p: &Prediction) -> learner::Phi {
         let mem_share = if base.latency_ms > 0.0 {
-            base.kernels.iter().zip(&base.memory_share).map(|(k, m)| k.0 * m).sum::<f64>() / base.latency_ms
+            base.kernels
+                .iter()
+                .zip(&base.memory_share)
+                .map(|(k, m)| k.0 * m)
+                .sum::<f64>()
+                / base.latency_ms
         } else {
             0.0
         };
@@ -206,7 +231,9 @@ impl Predictor {
         p.latency_ms *= c;
         p.slowdown *= c;
         p.state.learned_factor = c;
-        let (lo, hi) = learner.interval(model).unwrap_or(self.slowdown.interval(base.calibrated));
+        let (lo, hi) = learner
+            .interval(model)
+            .unwrap_or(self.slowdown.interval(base.calibrated));
         p.interval_ms = [p.latency_ms * lo, p.latency_ms * hi];
         if let Some(ks) = p.kernels.as_mut() {
             for k in ks {

@@ -52,6 +52,9 @@ pub struct Profile {
     pub reference: Reference,
     pub regressors: BTreeMap<KernelKind, Regressor>,
     pub measurements: Vec<Measurement>,
+    /// Whether predictions add the cost of streaming weights that do not stay in the last-level cache.
+    #[serde(default)]
+    pub cache_model: bool,
     /// Coefficients of the slowdown model, fitted under controlled load (absent until fitted).
     #[serde(default)]
     pub slowdown: Option<serde_json::Value>,

@@ -1,0 +1,282 @@
+//! Calibration, profile, predict and eval, end to end through the real binary.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn augur() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_augur"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn zoo(name: &str) -> PathBuf {
+    let dir = root().join("target/zoo-dev");
+    let p = dir.join(format!("{name}.onnx"));
+    if !p.exists() {
+        let status = Command::new("bash")
+            .arg(root().join("../shared/models/unpack.sh"))
+            .arg(&dir)
+            .status()
+            .expect("unpack the zoo");
+        assert!(status.success());
+    }
+    p
+}
+
+/// One small calibration shared by the tests (a few seconds of measuring, no load fit).
+fn profile() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = root().join("target/test-calibrate");
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.join("profile.json");
+        let o = augur()
+            .args([
+                "calibrate",
+                "--budget",
+                "quick",
+                "--budget-seconds",
+                "10",
+                "--no-load-fit",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "calibrate failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn profile_is_small_self_describing_and_round_trips() {
+    let p = profile();
+    let size = std::fs::metadata(p).unwrap().len();
+    assert!(size < 10_000_000, "profile is {size} bytes");
+    let (prof, warnings) =
+        augur::profile::Profile::load(p, &augur::profile::tract_runtime()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(prof.format_version, augur::profile::FORMAT_VERSION);
+    assert!(prof.runtime.starts_with("tract "));
+    assert!(!prof.measurements.is_empty());
+    assert!(!prof.regressors.is_empty());
+    assert!(
+        prof.fusion
+            .pairs
+            .contains(&("pointwise".to_string(), "relu".to_string()))
+    );
+    // Save and load again: identical predictions.
+    let copy = p.with_file_name("copy.json");
+    prof.save(&copy).unwrap();
+    let (again, _) =
+        augur::profile::Profile::load(&copy, &augur::profile::tract_runtime()).unwrap();
+    for m in prof.measurements.iter().take(50) {
+        assert_eq!(prof.kernel_ms(&m.kernel), again.kernel_ms(&m.kernel));
+    }
+}
+
+#[test]
+fn version_and_device_checks() {
+    let p = profile();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    let dir = p.parent().unwrap();
+    v["format_version"] = 999.into();
+    let bad = dir.join("future.json");
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = augur::profile::Profile::load(&bad, &augur::profile::tract_runtime())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("format 999"), "{e}");
+    v["format_version"] = augur::profile::FORMAT_VERSION.into();
+    v["device"]["cpu_model"] = "Some Other SoC".into();
+    v["runtime"] = "tract 0.0.1".into();
+    let other = dir.join("other.json");
+    std::fs::write(&other, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (_, warnings) =
+        augur::profile::Profile::load(&other, &augur::profile::tract_runtime()).unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // The CLI prints them and still predicts.
+    let o = augur()
+        .args(["predict", "--static", "--profile"])
+        .arg(&other)
+        .arg(zoo("mobilenet_v3_small_224"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another board") && err.contains("tract 0.0.1"),
+        "{err}"
+    );
+    std::fs::write(dir.join("torn.json"), b"{\"format_version\": 1, \"dev").unwrap();
+    let o = augur()
+        .args(["predict", "--profile"])
+        .arg(dir.join("torn.json"))
+        .arg(zoo("mobilenet_v3_small_224"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+}
+
+#[test]
+fn predict_json_and_fallback_flag() {
+    let p = profile();
+    let o = augur()
+        .args(["predict", "--static", "--json", "--profile"])
+        .arg(p)
+        .arg(zoo("resnet18_128"))
+        .output()
+        .unwrap();
+    let v = json(&o);
+    let lat = v["latency_ms"].as_f64().unwrap();
+    assert!(lat > 0.0);
+    let iv = v["interval_ms"].as_array().unwrap();
+    assert!(iv[0].as_f64().unwrap() <= lat && lat <= iv[1].as_f64().unwrap());
+    assert!(v["peak_memory_bytes"].as_u64().unwrap() > 46_000_000);
+    let ks = v["kernels"].as_array().unwrap();
+    assert!(
+        ks.iter()
+            .all(|k| k["latency_ms"].as_f64().unwrap() > 0.0 && k["kind"].is_string())
+    );
+    let sum: f64 = ks.iter().map(|k| k["latency_ms"].as_f64().unwrap()).sum();
+    assert!((sum - lat).abs() / lat < 1e-6);
+
+    // Drop the conv regressor: those kernels fall back to the roofline, flagged, and never 0 ms.
+    let mut prof: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    prof["regressors"].as_object_mut().unwrap().remove("conv");
+    let q = p.with_file_name("noconv.json");
+    std::fs::write(&q, serde_json::to_vec(&prof).unwrap()).unwrap();
+    let v = json(
+        &augur()
+            .args(["predict", "--static", "--json", "--profile"])
+            .arg(&q)
+            .arg(zoo("resnet18_128"))
+            .output()
+            .unwrap(),
+    );
+    let convs: Vec<&serde_json::Value> = v["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kind"] == "conv")
+        .collect();
+    assert!(!convs.is_empty());
+    assert!(
+        convs
+            .iter()
+            .all(|k| k["fallback"] == true && k["latency_ms"].as_f64().unwrap() > 0.0)
+    );
+    assert!(v["fallback_kernels"].as_u64().unwrap() as usize >= convs.len());
+}
+
+#[test]
+fn eval_reports_errors_and_the_flops_baseline() {
+    let p = profile();
+    let o = augur()
+        .args(["eval", "--json", "--runs", "3", "--profile"])
+        .arg(p)
+        .arg(zoo("mobilenet_v3_small_224"))
+        .arg(zoo("squeezenet1_1_224"))
+        .output()
+        .unwrap();
+    let v = json(&o);
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    for m in models {
+        let (p, me, e) = (
+            m["predicted_ms"].as_f64().unwrap(),
+            m["measured_ms"].as_f64().unwrap(),
+            m["error_pct"].as_f64().unwrap(),
+        );
+        assert!(p > 0.0 && me > 0.0);
+        assert!((e - (p - me) / me * 100.0).abs() < 1e-6);
+    }
+    for key in ["summary", "baseline_flops"] {
+        let s = &v[key];
+        let w10 = s["within_10_pct"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&w10));
+        assert!(s["within_5_pct"].as_f64().unwrap() <= w10);
+        assert!(s["mape_pct"].as_f64().unwrap() >= 0.0 && s["rmse_ms"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn interrupted_calibration_resumes_without_remeasuring() {
+    let dir = root().join("target/test-resume");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("profile.json");
+    let journal = dir.join("profile.json.measurements.jsonl");
+    let args = [
+        "calibrate",
+        "--budget",
+        "quick",
+        "--budget-seconds",
+        "60",
+        "--no-load-fit",
+        "--quiet",
+        "--out",
+    ];
+    // Kill -9 in the middle of measuring.
+    let mut child = augur().args(args).arg(&out).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let keys = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = keys(&journal);
+    assert!(!before.is_empty(), "nothing was journalled before the kill");
+    assert!(!out.exists());
+    // Resume with a short budget: the journalled measurements are reused, none taken again.
+    let o = augur()
+        .args([
+            "calibrate",
+            "--budget",
+            "quick",
+            "--budget-seconds",
+            "3",
+            "--no-load-fit",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = keys(&journal);
+    let mut uniq = after.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(
+        uniq.len(),
+        after.len(),
+        "a configuration was measured twice"
+    );
+    assert!(after.len() >= before.len());
+    assert_eq!(&after[..before.len()], &before[..]);
+    let (prof, _) = augur::profile::Profile::load(&out, &augur::profile::tract_runtime()).unwrap();
+    assert_eq!(prof.measurements.len(), after.len());
+}
