@@ -47,7 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = ctrlc_hook(move || stop.store(true, Ordering::Relaxed));
     }
     let fusion = if args.backend == "tract" {
-        fusion::detect_tract().map_err(|e| anyhow::anyhow!("detecting tract's fusion rules: {e}"))?
+        fusion::detect_tract()
+            .map_err(|e| anyhow::anyhow!("detecting tract's fusion rules: {e}"))?
     } else {
         eprintln!("detecting fusion rules by timing op pairs …");
         fusion::detect_by_timing(backend.as_ref(), args.threads)
@@ -57,9 +58,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.backend == "tract" && fusion.pairs != default.pairs {
         let added: Vec<_> = fusion.pairs.difference(&default.pairs).collect();
         let missing: Vec<_> = default.pairs.difference(&fusion.pairs).collect();
-        tracing::info!(?added, ?missing, "detected fusion rules differ from the shipped ones");
+        tracing::info!(
+            ?added,
+            ?missing,
+            "detected fusion rules differ from the shipped ones"
+        );
     }
-    let opts = Options { out: out.clone(), budget: args.budget, budget_seconds: args.budget_seconds, threads: args.threads, seed: args.seed, progress: !args.quiet, fit_slowdown: !args.no_load_fit, stop };
+    let opts = Options {
+        out: out.clone(),
+        budget: args.budget,
+        budget_seconds: args.budget_seconds,
+        threads: args.threads,
+        seed: args.seed,
+        progress: !args.quiet,
+        fit_slowdown: !args.no_load_fit,
+        stop,
+    };
     let started = std::time::Instant::now();
     let profile = calibrate(backend.as_ref(), fusion, &opts)?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -73,19 +87,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         journal_path(&out).display()
     );
     for (kind, r) in &profile.regressors {
-        let err = r.holdout_error.map(|e| format!("{:.1} %", e * 100.0)).unwrap_or_else(|| "n/a (too few)".into());
-        eprintln!("  {:<14} {:>5} samples, held-out median error {err}", kind.name(), r.samples);
+        let err = r
+            .holdout_error
+            .map(|e| format!("{:.1} %", e * 100.0))
+            .unwrap_or_else(|| "n/a (too few)".into());
+        eprintln!(
+            "  {:<14} {:>5} samples, held-out median error {err}",
+            kind.name(),
+            r.samples
+        );
     }
     Ok(())
 }
 
 /// Installs a SIGINT handler that runs `f` once (a second Ctrl-C kills as usual).
 fn ctrlc_hook(f: impl Fn() + Send + 'static) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::spawn(move || {
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: finishing the measurement in flight (Ctrl-C again to kill)");
+                eprintln!(
+                    "\ninterrupted: finishing the measurement in flight (Ctrl-C again to kill)"
+                );
                 f();
                 let _ = tokio::signal::ctrl_c().await;
                 std::process::exit(130);

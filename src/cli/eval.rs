@@ -67,7 +67,11 @@ impl Summary {
 
 /// a·MACs + b per kernel, least squares over the profile's measurements.
 pub fn flops_baseline(p: &Profile) -> (f64, f64) {
-    let pts: Vec<(f64, f64)> = p.measurements.iter().map(|m| (m.kernel.macs as f64, m.median_ms)).collect();
+    let pts: Vec<(f64, f64)> = p
+        .measurements
+        .iter()
+        .map(|m| (m.kernel.macs as f64, m.median_ms))
+        .collect();
     let n = pts.len() as f64;
     if n < 2.0 {
         return (0.0, 0.0);
@@ -88,19 +92,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (a, b) = flops_baseline(&profile);
     let predictor = Predictor::new(Some(profile), Roofline::default());
     let backend = crate::runtime::TractBackend::default();
-    let bar = if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(args.models.len() as u64) };
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.models.len() as u64)
+    };
     let mut results = Vec::new();
     for m in &args.models {
         bar.set_message(m.display().to_string());
         let d = super::inspect::load(m, None)?;
         let base = predictor.base(&d);
         // Quiet-board prediction: this command checks the profile; `--scenarios` checks the live model.
-        let p = predictor.predict(&d, &base, &crate::sense::Snapshot::default(), args.threads, false);
+        let p = predictor.predict(
+            &d,
+            &base,
+            &crate::sense::Snapshot::default(),
+            args.threads,
+            false,
+        );
         let bytes = std::fs::read(m)?;
-        let spec = RunSpec { threads: args.threads, warmup: 2, runs: args.runs, max_seconds: 60.0 };
+        let spec = RunSpec {
+            threads: args.threads,
+            warmup: 2,
+            runs: args.runs,
+            max_seconds: 60.0,
+        };
         let t = crate::runtime::Backend::time_onnx(&backend, &bytes, &spec)?;
         let baseline = a * d.macs as f64 + b * d.kernels.len() as f64;
-        let name = m.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = m
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         results.push(ModelResult {
             model: name,
             predicted_ms: p.latency_ms,
@@ -112,18 +134,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let summary = Summary::of(&results.iter().map(|r| (r.predicted_ms, r.measured_ms)).collect::<Vec<_>>());
-    let baseline = Summary::of(&results.iter().map(|r| (r.baseline_ms, r.measured_ms)).collect::<Vec<_>>());
+    let summary = Summary::of(
+        &results
+            .iter()
+            .map(|r| (r.predicted_ms, r.measured_ms))
+            .collect::<Vec<_>>(),
+    );
+    let baseline = Summary::of(
+        &results
+            .iter()
+            .map(|r| (r.baseline_ms, r.measured_ms))
+            .collect::<Vec<_>>(),
+    );
     if args.json {
-        let v = serde_json::json!({"models": results, "summary": summary, "baseline_flops": baseline});
+        let v =
+            serde_json::json!({"models": results, "summary": summary, "baseline_flops": baseline});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<26} {:>12} {:>12} {:>9} {:>12} {:>9}", "model", "predicted", "measured", "error", "FLOPs-proxy", "error");
+    println!(
+        "{:<26} {:>12} {:>12} {:>9} {:>12} {:>9}",
+        "model", "predicted", "measured", "error", "FLOPs-proxy", "error"
+    );
     for r in &results {
         println!(
             "{:<26} {:>9.2} ms {:>9.2} ms {:>+8.1}% {:>9.2} ms {:>+8.1}%",
-            r.model, r.predicted_ms, r.measured_ms, r.error_pct, r.baseline_ms, r.baseline_error_pct
+            r.model,
+            r.predicted_ms,
+            r.measured_ms,
+            r.error_pct,
+            r.baseline_ms,
+            r.baseline_error_pct
         );
     }
     for (name, s) in [("augur", summary), ("FLOPs-proxy", baseline)] {
@@ -148,18 +189,41 @@ fn run_scenarios(args: Args) -> anyhow::Result<()> {
         let d = super::inspect::load(m, None)?;
         let base = predictor.base(&d);
         let prepared = backend.prepare(&std::fs::read(m)?)?;
-        let name = m.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        models.push(super::scenarios::Model { name, d, base, prepared });
+        let name = m
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        models.push(super::scenarios::Model {
+            name,
+            d,
+            base,
+            prepared,
+        });
     }
-    let report = super::scenarios::run(&predictor, &models, &args.scenarios, &args.online_scenario, args.runs, !args.json)?;
+    let report = super::scenarios::run(
+        &predictor,
+        &models,
+        &args.scenarios,
+        &args.online_scenario,
+        args.runs,
+        !args.json,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{:<8} {:>16} {:>10} {:>16} {:>10}", "scenario", "aware ±10 %", "MAPE", "static ±10 %", "MAPE");
+    println!(
+        "{:<8} {:>16} {:>10} {:>16} {:>10}",
+        "scenario", "aware ±10 %", "MAPE", "static ±10 %", "MAPE"
+    );
     if let Some(sc) = report.get("scenarios").and_then(|v| v.as_object()) {
         for (name, v) in sc {
-            let f = |k: &str, f: &str| v.get(k).and_then(|x| x.get(f)).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+            let f = |k: &str, f: &str| {
+                v.get(k)
+                    .and_then(|x| x.get(f))
+                    .and_then(|x| x.as_f64())
+                    .unwrap_or(f64::NAN)
+            };
             println!(
                 "{:<8} {:>15.1}% {:>9.2}% {:>15.1}% {:>9.2}%",
                 name,

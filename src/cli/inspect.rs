@@ -8,7 +8,7 @@ pub struct Args {
     pub model: PathBuf,
     /// Fix the input shape, e.g. 1,3,160,160.
     #[arg(long, value_parser = super::parse_shape)]
-    pub input_shape: Option<Vec<usize>>,
+    pub input_shape: Option<super::Shape>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -21,9 +21,17 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::calibrate::background::die_with_parent();
     let kind = match args.kind.as_str() {
-        "cpu" => LoadKind::Cpu { threads: args.threads },
-        "memory" => LoadKind::Memory { threads: args.threads, bytes: args.bytes.max(1 << 20) },
-        "cache" => LoadKind::Cache { threads: args.threads, bytes: args.bytes.max(1 << 20) },
+        "cpu" => LoadKind::Cpu {
+            threads: args.threads,
+        },
+        "memory" => LoadKind::Memory {
+            threads: args.threads,
+            bytes: args.bytes.max(1 << 20),
+        },
+        "cache" => LoadKind::Cache {
+            threads: args.threads,
+            bytes: args.bytes.max(1 << 20),
+        },
         other => anyhow::bail!("unknown load kind `{other}` (cpu, memory, cache)"),
     };
     let max = Duration::from_secs_f64(args.seconds.clamp(0.1, 3600.0));

@@ -1,5 +1,18 @@
 //! The `augur` command line: one module per subcommand, each with its clap `Args` and a `run`.
+pub mod bench;
+pub mod calibrate;
+pub mod eval;
 pub mod inspect;
+pub mod load;
+pub mod predict;
+pub mod prior;
+pub mod scenarios;
+pub mod serve;
+pub mod state;
+
+/// A tensor shape on the command line. An alias, not `Vec<usize>` spelled out: clap's derive reads
+/// `Option<Vec<T>>` as a list of `T` values and panics handing `parse_shape`'s `Vec` to that type.
+pub type Shape = Vec<usize>;
 
 /// Parses `1,3,224,224` (also `1x3x224x224`) into dimensions.
 pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
@@ -10,4 +23,11 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
                 .map_err(|_| format!("`{s}` is not a shape like 1,3,224,224"))
         })
         .collect()
+}
+
+/// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`).
+pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
+    let file = crate::config::find_file(None);
+    let cfg = crate::config::Config::load(file.as_deref(), std::env::vars(), &[])?;
+    Ok(cfg.profile)
 }

@@ -15,7 +15,7 @@ pub struct Args {
     pub threads: usize,
     /// Fix the input shape, e.g. 1,3,160,160.
     #[arg(long, value_parser = super::parse_shape)]
-    pub input_shape: Option<Vec<usize>>,
+    pub input_shape: Option<super::Shape>,
     /// Ignore the live state (predict for a quiet board).
     #[arg(long)]
     pub r#static: bool,
@@ -30,7 +30,11 @@ pub fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
         None => super::default_profile_path()?,
     };
     if !path.exists() {
-        anyhow::bail!("{}: no device profile; run `augur calibrate --out {}` first", path.display(), path.display());
+        anyhow::bail!(
+            "{}: no device profile; run `augur calibrate --out {}` first",
+            path.display(),
+            path.display()
+        );
     }
     let (p, warnings) = Profile::load(&path, &crate::profile::tract_runtime())?;
     for w in warnings {
@@ -69,7 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.peak_memory_bytes as f64 / 1048576.0
     );
     if p.fallback_kernels > 0 {
-        println!("{} kernels had no regressor and used the roofline fallback", p.fallback_kernels);
+        println!(
+            "{} kernels had no regressor and used the roofline fallback",
+            p.fallback_kernels
+        );
     }
     Ok(())
 }

@@ -19,10 +19,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let d = super::inspect::load(m, None)?;
         all.extend(d.kernels);
     }
-    let names: Vec<String> =
-        args.models.iter().filter_map(|m| m.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
-    let prior = Prior::from_kernels(all.iter(), &format!("layer configurations of: {}", names.join(", ")));
+    let names: Vec<String> = args
+        .models
+        .iter()
+        .filter_map(|m| m.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let prior = Prior::from_kernels(
+        all.iter(),
+        &format!("layer configurations of: {}", names.join(", ")),
+    );
     crate::util::write_atomic(&args.out, serde_json::to_string_pretty(&prior)?.as_bytes())?;
-    eprintln!("{} configurations from {} models → {}", prior.kernels.len(), args.models.len(), args.out.display());
+    eprintln!(
+        "{} configurations from {} models → {}",
+        prior.kernels.len(),
+        args.models.len(),
+        args.out.display()
+    );
     Ok(())
 }

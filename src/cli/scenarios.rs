@@ -44,15 +44,30 @@ pub fn scenario_load(name: &str, llc: u64, cores: usize) -> Result<Option<LoadKi
     match name {
         "quiet" => Ok(None),
         // Every core busy with another job: the model's thread time-shares.
-        "cpu" => Ok(Some(LoadKind::Cpu { threads: cores.max(1) })),
-        "mem" => Ok(Some(LoadKind::Memory { threads: 1, bytes: llc * 8 })),
-        "cache" => Ok(Some(LoadKind::Cache { threads: 1, bytes: llc })),
-        other => Err(format!("unknown scenario `{other}` (quiet, cpu, mem, cache)")),
+        "cpu" => Ok(Some(LoadKind::Cpu {
+            threads: cores.max(1),
+        })),
+        "mem" => Ok(Some(LoadKind::Memory {
+            threads: 1,
+            bytes: llc * 8,
+        })),
+        "cache" => Ok(Some(LoadKind::Cache {
+            threads: 1,
+            bytes: llc,
+        })),
+        other => Err(format!(
+            "unknown scenario `{other}` (quiet, cpu, mem, cache)"
+        )),
     }
 }
 
 fn measure(m: &Model, runs: usize) -> anyhow::Result<f64> {
-    let spec = RunSpec { threads: 1, warmup: 1, runs, max_seconds: 20.0 };
+    let spec = RunSpec {
+        threads: 1,
+        warmup: 1,
+        runs,
+        max_seconds: 20.0,
+    };
     Ok(m.prepared.time(&spec)?.median_ms)
 }
 
@@ -69,7 +84,10 @@ pub fn run(
     runs: usize,
     progress: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    let device = crate::profile::DeviceInfo::detect(std::path::Path::new("/sys"), std::path::Path::new("/proc"));
+    let device = crate::profile::DeviceInfo::detect(
+        std::path::Path::new("/sys"),
+        std::path::Path::new("/proc"),
+    );
     let sampler = Sampler::start(SenseConfig::default());
     let say = |s: String| {
         if progress {
@@ -80,7 +98,8 @@ pub fn run(
     let mut per: BTreeMap<String, Pair> = BTreeMap::new();
     let max = Duration::from_secs(1800);
     for sc in scenarios {
-        let load = scenario_load(sc, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
+        let load =
+            scenario_load(sc, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
         let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
         settle(&sampler, 2.0);
         let mut pairs_a = Vec::new();
@@ -112,10 +131,17 @@ pub fn run(
             ));
         }
         drop(guard);
-        per.insert(sc.clone(), Pair { aware: Summary::of(&pairs_a), static_: Summary::of(&pairs_s) });
+        per.insert(
+            sc.clone(),
+            Pair {
+                aware: Summary::of(&pairs_a),
+                static_: Summary::of(&pairs_s),
+            },
+        );
     }
     // Online: one learner for all models, so each model also benefits from the others' observations.
-    let load = scenario_load(online_scenario, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
+    let load = scenario_load(online_scenario, device.llc_bytes(), device.cores)
+        .map_err(anyhow::Error::msg)?;
     let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
     settle(&sampler, 2.0);
     let mut learner = Learner::new(4096);
@@ -141,7 +167,10 @@ pub fn run(
         }));
     }
     drop(guard);
-    let online: BTreeMap<String, Summary> = at.iter().map(|(k, v)| (format!("k{k}"), Summary::of(v))).collect();
+    let online: BTreeMap<String, Summary> = at
+        .iter()
+        .map(|(k, v)| (format!("k{k}"), Summary::of(v)))
+        .collect();
     Ok(serde_json::json!({
         "scenarios": per,
         "online": online,

@@ -19,6 +19,8 @@ pub fn class_of(g: &Graph, n: &Node) -> &'static str {
         "GlobalAveragePool" | "GlobalMaxPool" | "ReduceMean" | "ReduceSum" | "ReduceMax" => {
             "reduce"
         }
+        // A one-input concat copies nothing: tract drops it (densenet121's four `torch.cat([x])`).
+        "Concat" if n.inputs.len() == 1 => "alias",
         "Concat" => "concat",
         "Softmax" | "LogSoftmax" => "softmax",
         "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout" | "Cast" => {

@@ -138,6 +138,20 @@ pub struct Decomposition {
     pub peak_memory_bytes: u64,
     pub input_shapes: Vec<Vec<usize>>,
     pub kernels: Vec<Kernel>,
+    /// Regressor features of each kernel, computed once with the decomposition (see [`Decomposition::features`]).
+    #[serde(skip)]
+    pub feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+}
+
+impl Decomposition {
+    /// Features of kernel `i`, from the cache when it was filled.
+    pub fn features(&self, i: usize) -> [f64; crate::profile::regressor::N_FEATURES] {
+        match (self.feature_cache.get(i), self.kernels.get(i)) {
+            (Some(f), _) => *f,
+            (None, Some(k)) => crate::profile::regressor::features(k),
+            (None, None) => [0.0; crate::profile::regressor::N_FEATURES],
+        }
+    }
 }
 
 /// Why a graph could not be decomposed.
@@ -221,7 +235,13 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
             Some(k) => {
                 let b = &mut building[k];
                 b.nodes.push(ix);
-                b.last_class = class;
+                // tract folds a batchnorm, bias or scale that follows a conv or matmul into its weights
+                // and epilogue: what fuses next is decided by the conv, not by the folded affine.
+                let folded = matches!(class, "batchnorm" | "bias" | "scale")
+                    && matches!(b.last_class, "conv" | "pointwise" | "depthwise" | "matmul");
+                if !folded {
+                    b.last_class = class;
+                }
                 b.output = out;
                 producer_kernel[out] = Some(k);
             }
@@ -257,6 +277,10 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
             .inputs
             .iter()
             .map(|&t| g.tensor(t).shape.clone())
+            .collect(),
+        feature_cache: kernels
+            .iter()
+            .map(crate::profile::regressor::features)
             .collect(),
         kernels,
     })
@@ -450,7 +474,10 @@ fn kernel_of(
             k.pads = pads4(anchor.ints("pads"));
         }
         KernelKind::DataMovement if anchor.op == "Transpose" => {
-            k.perm = anchor.ints("perm").map(|p| p.iter().map(|&v| v.max(0) as usize).collect()).unwrap_or_default();
+            k.perm = anchor
+                .ints("perm")
+                .map(|p| p.iter().map(|&v| v.max(0) as usize).collect())
+                .unwrap_or_default();
         }
         KernelKind::MatMul => {
             // As a matmul: M rows of K into N columns; kept in the conv fields (hin = M, cin = K, cout = N).

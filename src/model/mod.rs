@@ -1,5 +1,8 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
+pub mod builder;
+pub mod export;
 pub mod graph;
+pub mod nnmeter;
 pub mod onnx;
 
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
@@ -57,10 +60,7 @@ pub fn import_bytes(
 ) -> Result<Graph, ImportError> {
     match sniff(bytes) {
         Format::Onnx => onnx::import(bytes, source, input_shape),
-        Format::NnMeterIr => Err(ImportError::Malformed {
-            file: source.to_string(),
-            detail: "nn-Meter IR import is not there yet".into(),
-        }),
+        Format::NnMeterIr => nnmeter::import(bytes, source, input_shape),
     }
 }
 

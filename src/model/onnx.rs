@@ -93,7 +93,24 @@ pub fn import(
         file: file.clone(),
         node,
     })?;
-    let facts = infer_shapes(&onnx, &proto, &file, input_shape)?;
+    check_references(gp, &file)?;
+    // tract's parser and shape rules index and unwrap freely on malformed models (fuzzing hit a dozen
+    // sites: Conv, pooling, padding, Flatten, Transpose, Resize, unknown names, exotic dtypes). A panic
+    // there is a malformed model, not a crash of augur.
+    let facts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        infer_shapes(&onnx, &proto, &file, input_shape)
+    }))
+    .unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ImportError::Malformed {
+            file: file.clone(),
+            detail: format!("tract cannot analyse this model (it failed with: {msg})"),
+        })
+    })?;
 
     let mut g = Graph {
         name: gp.name.clone(),
@@ -222,6 +239,54 @@ fn node_name(n: &pb::NodeProto) -> String {
     }
 }
 
+/// Every tensor a node or the graph output names must exist, and every initializer must have a type
+/// tract can load, before tract sees the model (its parser panics on both).
+fn check_references(gp: &pb::GraphProto, file: &str) -> Result<(), ImportError> {
+    let malformed = |detail: String| ImportError::Malformed {
+        file: file.to_string(),
+        detail,
+    };
+    let mut known: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    known.extend(gp.initializer.iter().map(|t| t.name.as_str()));
+    known.extend(gp.input.iter().map(|v| v.name.as_str()));
+    known.extend(
+        gp.node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str)),
+    );
+    for n in &gp.node {
+        if let Some(i) = n
+            .input
+            .iter()
+            .find(|i| !i.is_empty() && !known.contains(i.as_str()))
+        {
+            return Err(malformed(format!(
+                "node `{}` reads `{i}`, which nothing produces",
+                node_name(n)
+            )));
+        }
+    }
+    if let Some(o) = gp.output.iter().find(|o| !known.contains(o.name.as_str())) {
+        return Err(malformed(format!(
+            "graph output `{}` is produced by no node",
+            o.name
+        )));
+    }
+    // FLOAT, UINT8, INT8, UINT16, INT16, INT32, INT64, BOOL, FLOAT16, DOUBLE, UINT32, UINT64.
+    const LOADABLE: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13];
+    if let Some(t) = gp
+        .initializer
+        .iter()
+        .find(|t| !LOADABLE.contains(&t.data_type))
+    {
+        return Err(malformed(format!(
+            "initializer `{}` has data type {}, which cannot be loaded",
+            t.name, t.data_type
+        )));
+    }
+    Ok(())
+}
+
 /// Kahn's algorithm over tensor names; on a cycle, returns the name of a node in it.
 fn topo_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
@@ -272,16 +337,23 @@ fn infer_shapes(
     let shape_err = |node: String, e: TractError| ImportError::Shape {
         file: file.to_string(),
         node,
-        detail: format!("{e:#}").replace('\n', " "),
+        detail: brief(&format!("{e:#}")),
     };
     let parsed = onnx
         .parse(proto, None)
         .map_err(|e| ImportError::Malformed {
             file: file.to_string(),
-            detail: format!("{e:#}"),
+            detail: brief(&format!("{e:#}")),
         })?;
     let mut model = parsed.model;
     if let Some(shape) = input_shape {
+        if model.inputs.is_empty() {
+            return Err(ImportError::Shape {
+                file: file.to_string(),
+                node: "input".into(),
+                detail: "the model has no graph input to give --input-shape to".into(),
+            });
+        }
         let fact = InferenceFact::dt_shape(f32::datum_type(), shape);
         model = model
             .with_input_fact(0, fact)
@@ -313,7 +385,7 @@ fn infer_shapes(
         ImportError::Shape {
             file: file.to_string(),
             node: culprit(&msg).unwrap_or_else(|| "?".into()),
-            detail: msg.replace('\n', " "),
+            detail: brief(&msg),
         }
     })?;
     let mut facts = Facts::new();
@@ -335,6 +407,16 @@ fn infer_shapes(
         }
     }
     Ok(facts)
+}
+
+/// A tract error on one line and of readable length (fuzzed models made it print reshape targets of
+/// thousands of dimensions).
+fn brief(msg: &str) -> String {
+    let line = msg.replace('\n', " ");
+    match line.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
 }
 
 /// Pulls the first node name out of a tract error chain ("… node #12 \"name\" …").

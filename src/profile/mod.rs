@@ -83,8 +83,13 @@ pub enum ProfileError {
 impl Profile {
     /// Predicted latency of one kernel, and whether the roofline fallback gave it (no regressor).
     pub fn kernel_ms(&self, k: &Kernel) -> (f64, bool) {
+        self.kernel_ms_with(k, &regressor::features(k))
+    }
+
+    /// As [`Profile::kernel_ms`], with the kernel's features already computed.
+    pub fn kernel_ms_with(&self, k: &Kernel, x: &[f64; regressor::N_FEATURES]) -> (f64, bool) {
         match self.regressors.get(&k.kind) {
-            Some(r) => (r.predict_ms(&self.roofline, k), false),
+            Some(r) => (r.predict_with(&self.roofline, k, x), false),
             None => (self.roofline.kernel_ms(k), true),
         }
     }

@@ -4,6 +4,9 @@
 use crate::kernels::Kernel;
 use serde::{Deserialize, Serialize};
 
+/// Depth of the trees.
+const DEPTH: usize = 5;
+
 /// Number of features in [`features`].
 pub const N_FEATURES: usize = 16;
 
@@ -62,39 +65,70 @@ impl Roofline {
     }
 }
 
-/// One regression tree, flattened for fast evaluation (forust's own nodes carry training statistics
-/// and evaluate through a generic matrix API; a prediction here must cost nanoseconds).
+/// One regression tree as a complete binary tree of fixed depth, stored level by level: evaluation
+/// is `depth` branch-free steps (`i = 2i + 1 + (x ≥ t)`), so the CPU overlaps many trees instead of
+/// stalling on mispredicted branches. forust's own nodes carry training statistics and evaluate
+/// through a generic matrix API; a prediction here must cost nanoseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlatTree {
-    /// Per node: split feature, or `u16::MAX` for a leaf.
+    pub depth: u8,
+    /// Per internal node (2^depth − 1 of them): split feature and threshold (right when x ≥ t).
     pub feature: Vec<u16>,
-    /// Per node: split threshold (go left when below), or the leaf value.
-    pub value: Vec<f64>,
-    pub left: Vec<u32>,
-    pub right: Vec<u32>,
+    pub threshold: Vec<f64>,
+    /// 2^depth leaf values.
+    pub leaves: Vec<f64>,
 }
 
 impl FlatTree {
     fn eval(&self, x: &[f64; N_FEATURES]) -> f64 {
         let mut i = 0usize;
-        // Bounded by the node count, so a malformed profile cannot loop forever.
-        for _ in 0..self.feature.len() {
-            let f = self.feature[i];
-            if f == u16::MAX {
-                return self.value[i];
-            }
-            let xv = x.get(f as usize).copied().unwrap_or(0.0);
-            let next = if xv < self.value[i] {
-                self.left[i]
-            } else {
-                self.right[i]
-            } as usize;
-            if next >= self.feature.len() {
-                return 0.0;
-            }
-            i = next;
+        for _ in 0..self.depth {
+            let f = self.feature.get(i).copied().unwrap_or(0) as usize;
+            let t = self.threshold.get(i).copied().unwrap_or(f64::MAX);
+            let xv = x.get(f).copied().unwrap_or(0.0);
+            i = 2 * i + 1 + usize::from(xv >= t);
         }
-        0.0
+        self.leaves
+            .get(i - self.feature.len())
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Lays out a forust tree; a leaf above the full depth becomes splits that always go left (threshold f64::MAX: JSON has no infinity).
+    fn from_forust(t: &forust_ml::tree::Tree, depth: u8) -> FlatTree {
+        let internal = (1usize << depth) - 1;
+        let mut ft = FlatTree {
+            depth,
+            feature: vec![0; internal],
+            threshold: vec![f64::MAX; internal],
+            leaves: vec![0.0; 1 << depth],
+        };
+        let by_num: std::collections::HashMap<usize, _> =
+            t.nodes.iter().map(|n| (n.num, n)).collect();
+        // (forust node, slot in the complete tree, level)
+        let mut stack = vec![(0usize, 0usize, 0u8)];
+        while let Some((num, slot, level)) = stack.pop() {
+            let Some(n) = by_num.get(&num) else { continue };
+            if level == depth || n.is_leaf {
+                // Fill every leaf under this slot with the value.
+                let (mut lo, mut hi) = (slot, slot);
+                for _ in level..depth {
+                    lo = 2 * lo + 1;
+                    hi = 2 * hi + 2;
+                }
+                for leaf in lo..=hi {
+                    if let Some(v) = ft.leaves.get_mut(leaf - internal) {
+                        *v = n.weight_value as f64;
+                    }
+                }
+                continue;
+            }
+            ft.feature[slot] = n.split_feature as u16;
+            ft.threshold[slot] = n.split_value;
+            stack.push((n.left_child, 2 * slot + 1, level + 1));
+            stack.push((n.right_child, 2 * slot + 2, level + 1));
+        }
+        ft
     }
 }
 
@@ -112,8 +146,12 @@ pub struct Regressor {
 
 impl Regressor {
     pub fn predict_ms(&self, roofline: &Roofline, k: &Kernel) -> f64 {
-        let x = features(k);
-        let log_ratio = self.base + self.trees.iter().map(|t| t.eval(&x)).sum::<f64>();
+        self.predict_with(roofline, k, &features(k))
+    }
+
+    /// As [`Regressor::predict_ms`], with the kernel's features already computed.
+    pub fn predict_with(&self, roofline: &Roofline, k: &Kernel, x: &[f64; N_FEATURES]) -> f64 {
+        let log_ratio = self.base + self.trees.iter().map(|t| t.eval(x)).sum::<f64>();
         roofline.kernel_ms(k) * log_ratio.clamp(-20.0, 20.0).exp()
     }
 
@@ -153,12 +191,12 @@ fn train(rows: &[[f64; N_FEATURES]], y: &[f64], seed: u64) -> Result<(f64, Vec<F
         cols.extend(rows.iter().map(|r| r[f]));
     }
     let m = forust_ml::Matrix::new(&cols, n, N_FEATURES);
-    let iterations = if n < 60 { 60 } else { 150 };
+    let iterations = if n < 60 { 40 } else { 80 };
     let mut gb = GradientBooster::default()
         .set_objective_type(ObjectiveType::SquaredLoss)
         .set_iterations(iterations)
-        .set_learning_rate(0.1)
-        .set_max_depth(4)
+        .set_learning_rate(0.15)
+        .set_max_depth(DEPTH)
         .set_min_leaf_weight(2.0)
         .set_parallel(false)
         .set_seed(seed)
@@ -169,31 +207,7 @@ fn train(rows: &[[f64; N_FEATURES]], y: &[f64], seed: u64) -> Result<(f64, Vec<F
     let trees = gb
         .trees
         .iter()
-        .map(|t| {
-            let len = t.nodes.len();
-            let mut ft = FlatTree {
-                feature: vec![u16::MAX; len],
-                value: vec![0.0; len],
-                left: vec![0; len],
-                right: vec![0; len],
-            };
-            // forust numbers nodes by `num`; keep its indices so children resolve.
-            for node in &t.nodes {
-                let i = node.num;
-                if i >= len {
-                    continue;
-                }
-                if node.is_leaf {
-                    ft.value[i] = node.weight_value as f64;
-                } else {
-                    ft.feature[i] = node.split_feature as u16;
-                    ft.value[i] = node.split_value;
-                    ft.left[i] = node.left_child as u32;
-                    ft.right[i] = node.right_child as u32;
-                }
-            }
-            ft
-        })
+        .map(|t| FlatTree::from_forust(t, DEPTH as u8))
         .collect();
     Ok((gb.base_score, trees))
 }

@@ -22,17 +22,20 @@ pub struct SenseConfig {
     pub window_seconds: f64,
     /// Weight of the newest value in the EWMAs (0 < alpha ≤ 1), per sample (per run for probes).
     pub ewma_alpha: f64,
-    /// A sensor whose sample takes longer than this is dropped and reported as timed out.
+    /// A passive sensor whose sample takes longer than this is dropped and reported as timed out
+    /// (probes, whose runs stretch with contention, get 10 s).
     pub sample_timeout_ms: u64,
     /// CPU share of one core that the sampler as a whole (passive sensors and probes) may use; the
-    /// probes are spaced out so that the total stays under it.
+    /// probes are spaced out (aiming at 90 % of it) so that the total stays under it.
     pub probe_budget: f64,
-    /// Wall time one compute probe runs for; longer than a scheduler slice so that it sees contention.
+    /// CPU time one compute-probe run is sized for (once, at start); its wall time stretches with
+    /// contention, which is what it measures. Must exceed the head start the scheduler gives a
+    /// task waking from sleep (a few slices, ~10 ms), or the probe never sees contention.
     pub probe_compute_seconds: f64,
-    /// Bytes one memory probe streams.
-    pub probe_memory_chunk_bytes: u64,
-    /// Size of the buffer the memory probe walks through; `None`: twice the last-level cache, at least
-    /// two chunks, so that what a probe reads was evicted since its last visit.
+    /// CPU time one memory-probe run is sized for (once, at start, from a warm-up pass).
+    pub probe_memory_seconds: f64,
+    /// Size of the buffer the memory probe streams through; `None`: twice the last-level cache
+    /// (8 MiB if unknown), so that each run reads from DRAM.
     pub probe_memory_buffer_bytes: Option<u64>,
     /// Sensors not to start, by name (`cpufreq`, `cpu_time`, `loadavg`, `pressure`, `perf`,
     /// `memory_pmu`, `probe_compute`, `probe_memory`, `thermal`, `power`).
@@ -51,8 +54,8 @@ impl Default for SenseConfig {
             ewma_alpha: 0.2,
             sample_timeout_ms: 500,
             probe_budget: 0.01,
-            probe_compute_seconds: 0.005,
-            probe_memory_chunk_bytes: 16 << 20,
+            probe_compute_seconds: 0.02,
+            probe_memory_seconds: 0.02,
             probe_memory_buffer_bytes: None,
             disable: Vec::new(),
         }

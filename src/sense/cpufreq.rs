@@ -228,7 +228,7 @@ impl Sensor for CpuFreqSensor {
         let mut policy_of: BTreeMap<usize, usize> = BTreeMap::new();
         match self.source {
             Source::Cpufreq => {
-                let refresh_gov = self.samples % GOVERNOR_EVERY == 0;
+                let refresh_gov = self.samples.is_multiple_of(GOVERNOR_EVERY);
                 for (pi, p) in self.policies.iter_mut().enumerate() {
                     let hz = read_u64(&p.dir.join("scaling_cur_freq"))
                         .or_else(|_| read_u64(&p.dir.join("cpuinfo_cur_freq")))

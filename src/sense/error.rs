@@ -75,9 +75,4 @@ impl SenseError {
             text,
         }
     }
-
-    /// True when the error only means "the file is not there", which is a property of the board.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, SenseError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-    }
 }

@@ -15,13 +15,16 @@
 //!
 //! - [`SenseConfig`] (`[sense]` in the config; serde, every field defaulted): `sysfs_root`,
 //!   `procfs_root`, `sample_hz` (10), `slow_sample_hz` (1), `ring_len`, `window_seconds`,
-//!   `ewma_alpha`, `sample_timeout_ms`, `probe_budget` (0.01 of one core, for the sampler as a
-//!   whole), probe sizes, `disable`.
+//!   `ewma_alpha`, `sample_timeout_ms` (passive sensors; probes get 10 s), `probe_budget` (0.01
+//!   of one core, for the sampler as a whole, probes included), `probe_compute_seconds` and
+//!   `probe_memory_seconds` (CPU time of one probe run, 0.02), `probe_memory_buffer_bytes`
+//!   (default 2 × LLC), `disable` (sensor names).
 //! - [`Sampler::start`]`(cfg) -> Sampler` and [`Sampler::start_with`]`(cfg, Box<dyn Fn(&Snapshot) + Send>)`
 //!   (the hook runs on the sampling thread after each sample); [`Sampler::snapshot`] /
 //!   [`Sampler::snapshot_arc`] (a short lock around an `Arc` swap, never held during sampling),
 //!   [`Sampler::sensors`], [`Sampler::wait_for`], [`Sampler::stop`] (also on drop; joins).
-//! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand.
+//! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
+//!   `README-section.md` beside this file for the JSON schema).
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
 //! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
 //! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`
@@ -67,10 +70,16 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
     let slow = cfg.slow_period();
     let fast = cfg.period();
     let llc = probe::llc_bytes(&roots);
-    let chunk = cfg.probe_memory_chunk_bytes.max(64 << 10);
     let buffer = cfg
         .probe_memory_buffer_bytes
-        .unwrap_or_else(|| probe::memory_buffer_bytes(llc, chunk));
+        .unwrap_or_else(|| probe::memory_buffer_bytes(llc));
+    let seconds = |s: f64| {
+        Duration::from_secs_f64(if s.is_finite() {
+            s.clamp(1e-4, 1.0)
+        } else {
+            0.02
+        })
+    };
     let all: Vec<Box<dyn Sensor>> = vec![
         Box::new(cpufreq::CpuFreqSensor::new(roots.clone(), slow)),
         Box::new(cputime::CpuTimeSensor::new(roots.clone())),
@@ -79,10 +88,14 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
         Box::new(perf::PerfSensor::new(roots.clone())),
         Box::new(pmu::MemoryPmuSensor::new(roots.clone())),
         Box::new(probe::ProbeSensor::compute(
-            Duration::from_secs_f64(cfg.probe_compute_seconds.clamp(1e-4, 1.0)),
+            seconds(cfg.probe_compute_seconds),
             fast,
         )),
-        Box::new(probe::ProbeSensor::memory(buffer, chunk, fast)),
+        Box::new(probe::ProbeSensor::memory(
+            buffer,
+            seconds(cfg.probe_memory_seconds),
+            fast,
+        )),
         Box::new(thermal::ThermalSensor::new(roots.clone(), slow)),
         Box::new(power::PowerSensor::new(roots, slow)),
     ];
@@ -106,7 +119,7 @@ pub fn read_once(cfg: &SenseConfig) -> Snapshot {
     loop {
         let snap = sampler.wait_for(seq, deadline.saturating_duration_since(Instant::now()));
         let waiting = |name: &str, runs: u64| snap.sensor_up(name) && runs == 0;
-        let ready = snap.seq >= 3
+        let ready = snap.seq >= 5
             && !waiting("probe_compute", snap.probe.compute_runs)
             && !waiting("probe_memory", snap.probe.memory_runs);
         if ready || Instant::now() >= deadline {

@@ -32,8 +32,8 @@ fn fma_loop(iters: u64, seed: f32) -> f32 {
 fn stream_sum(words: &[u64]) -> u64 {
     let mut acc = [0u64; 8];
     for c in words.chunks_exact(8) {
-        for i in 0..8 {
-            acc[i] = acc[i].wrapping_add(c[i]);
+        for (a, w) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(*w);
         }
     }
     acc.iter().fold(0, |a, b| a.wrapping_add(*b))
@@ -47,17 +47,19 @@ pub struct ComputeKernel {
 }
 
 impl ComputeKernel {
+    /// Sized by the thread's CPU clock, not the wall clock: a preemption during calibration must
+    /// not shrink every later run below the length at which it sees contention.
     pub fn calibrated(target: Duration) -> Self {
         let mut iters = 256u64;
         // Grow until a run is long enough to time, then scale to the target.
-        for _ in 0..24 {
-            let t = Instant::now();
+        for _ in 0..32 {
+            let c0 = thread_cpu_seconds();
             black_box(fma_loop(iters, 1.0));
-            let dt = t.elapsed().as_secs_f64();
+            let dt = thread_cpu_seconds() - c0;
             if dt >= target.as_secs_f64() / 4.0 {
                 let scaled = iters as f64 * target.as_secs_f64() / dt.max(1e-9);
                 return ComputeKernel {
-                    iters: scaled.clamp(64.0, 1e10) as u64,
+                    iters: scaled.clamp(64.0, 1e12) as u64,
                 };
             }
             iters *= 2;
@@ -77,51 +79,65 @@ impl ComputeKernel {
     }
 }
 
-/// A resident buffer read one chunk at a time, cyclically: by the time a chunk comes round again
-/// more than the last-level cache has been read since, so each pass goes to DRAM.
+/// A resident buffer larger than the last-level cache, streamed cyclically: whatever a run reads
+/// was evicted since its last visit, so each run goes to DRAM.
 pub struct MemoryKernel {
     buf: Vec<u64>,
-    chunk_words: usize,
+    /// Words one run streams, fixed at calibration.
+    run_words: usize,
     pos: usize,
 }
 
 impl MemoryKernel {
-    pub fn new(buffer_bytes: u64, chunk_bytes: u64) -> Result<Self, SenseError> {
-        let chunk_words = ((chunk_bytes / 8).max(4096) as usize).next_multiple_of(8);
-        let chunks = (buffer_bytes / 8).div_ceil(chunk_words as u64).max(2) as usize;
-        let words = chunks * chunk_words;
+    /// Allocates and writes the buffer, then sizes a run to take about `target` of CPU time at the
+    /// bandwidth of one warm-up pass.
+    pub fn calibrated(buffer_bytes: u64, target: Duration) -> Result<Self, SenseError> {
+        let words = ((buffer_bytes / 8).max(1 << 17) as usize).next_multiple_of(8);
         let mut buf = Vec::new();
         buf.try_reserve_exact(words).map_err(|_| {
             SenseError::Unavailable(Unavailable::new(
                 format!(
                     "cannot allocate {} MiB for the memory probe",
-                    words * 8 >> 20
+                    (words * 8) >> 20
                 ),
-                "lower sense.probe_memory_buffer_bytes or sense.probe_memory_chunk_bytes",
+                "lower sense.probe_memory_buffer_bytes",
             ))
         })?;
-        // Written, not zeroed: zero pages would be mapped lazily and the first passes would time faults.
+        // Written, not zeroed: zero pages would be mapped lazily and the first runs would time faults.
         buf.extend((0..words as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        Ok(MemoryKernel {
+        let mut k = MemoryKernel {
             buf,
-            chunk_words,
+            run_words: words,
             pos: 0,
-        })
+        };
+        // Bandwidth per CPU-second of the warm-up pass, for the same reason as the compute probe.
+        let c0 = thread_cpu_seconds();
+        k.run();
+        let bandwidth = words as f64 * 8.0 / (thread_cpu_seconds() - c0).max(1e-9);
+        let run_words = (bandwidth * target.as_secs_f64() / 8.0) as usize;
+        k.run_words = run_words.clamp(1 << 14, 64 * words).next_multiple_of(8);
+        Ok(k)
     }
 
     pub fn buffer_bytes(&self) -> u64 {
         self.buf.len() as u64 * 8
     }
 
-    /// Streams the next chunk; bytes/s by the wall clock.
+    pub fn bytes_per_run(&self) -> u64 {
+        self.run_words as u64 * 8
+    }
+
+    /// Streams the next `bytes_per_run`, wrapping round the buffer; bytes/s by the wall clock.
     pub fn run(&mut self) -> f64 {
-        let end = (self.pos + self.chunk_words).min(self.buf.len());
-        let chunk = &self.buf[self.pos..end];
         let t = Instant::now();
-        black_box(stream_sum(black_box(chunk)));
-        let dt = t.elapsed().as_secs_f64().max(1e-9);
-        self.pos = if end >= self.buf.len() { 0 } else { end };
-        chunk.len() as f64 * 8.0 / dt
+        let mut left = self.run_words;
+        while left > 0 {
+            let end = (self.pos + left).min(self.buf.len());
+            black_box(stream_sum(black_box(&self.buf[self.pos..end])));
+            left -= end - self.pos;
+            self.pos = if end >= self.buf.len() { 0 } else { end };
+        }
+        self.run_words as f64 * 8.0 / t.elapsed().as_secs_f64().max(1e-9)
     }
 }
 
@@ -147,27 +163,23 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok().map(|n| n * mult)
 }
 
-/// Buffer for the memory probe: twice the LLC (8 MiB if unknown), and at least two chunks.
-pub fn memory_buffer_bytes(llc: Option<u64>, chunk: u64) -> u64 {
-    (2 * llc.unwrap_or(4 << 20)).max(2 * chunk)
+/// Buffer for the memory probe: twice the LLC, 8 MiB if the LLC is unknown.
+pub fn memory_buffer_bytes(llc: Option<u64>) -> u64 {
+    2 * llc.unwrap_or(4 << 20)
 }
 
-/// One-shot compute rate, FLOP/s: the best of a few 5 ms runs of the probe loop.
+/// One-shot compute rate, FLOP/s: the best of a few 20 ms runs of the probe loop.
 pub fn compute_rate() -> f64 {
-    let k = ComputeKernel::calibrated(Duration::from_millis(5));
+    let k = ComputeKernel::calibrated(Duration::from_millis(20));
     (0..5).map(|_| k.run()).fold(0.0, f64::max)
 }
 
-/// One-shot memory bandwidth, bytes/s: the best chunk over two passes of a buffer twice the LLC;
-/// 0 if the buffer cannot be allocated.
+/// One-shot memory bandwidth, bytes/s: the best of a few 20 ms streaming runs over a buffer twice
+/// the LLC; 0 if the buffer cannot be allocated.
 pub fn memory_bandwidth() -> f64 {
-    let chunk = 16 << 20;
-    let bytes = memory_buffer_bytes(llc_bytes(&Roots::default()), chunk);
-    match MemoryKernel::new(bytes, chunk) {
-        Ok(mut k) => {
-            let runs = 2 * k.buffer_bytes().div_ceil(chunk);
-            (0..runs).map(|_| k.run()).fold(0.0, f64::max)
-        }
+    let bytes = memory_buffer_bytes(llc_bytes(&Roots::default()));
+    match MemoryKernel::calibrated(bytes, Duration::from_millis(20)) {
+        Ok(mut k) => (0..5).map(|_| k.run()).fold(0.0, f64::max),
         Err(_) => 0.0,
     }
 }
@@ -179,7 +191,7 @@ enum Kind {
     },
     Memory {
         buffer: u64,
-        chunk: u64,
+        target: Duration,
         kernel: Option<MemoryKernel>,
     },
 }
@@ -203,11 +215,11 @@ impl ProbeSensor {
         }
     }
 
-    pub fn memory(buffer: u64, chunk: u64, min_period: Duration) -> Self {
+    pub fn memory(buffer: u64, target: Duration, min_period: Duration) -> Self {
         ProbeSensor {
             kind: Kind::Memory {
                 buffer,
-                chunk,
+                target,
                 kernel: None,
             },
             every: Every::new(min_period),
@@ -234,16 +246,17 @@ impl Sensor for ProbeSensor {
             }
             Kind::Memory {
                 buffer,
-                chunk,
+                target,
                 kernel,
             } => {
-                let k = MemoryKernel::new(*buffer, *chunk).map_err(|e| match e {
+                let k = MemoryKernel::calibrated(*buffer, *target).map_err(|e| match e {
                     SenseError::Unavailable(u) => u,
                     e => Unavailable::new(e.to_string(), "lower sense.probe_memory_buffer_bytes"),
                 })?;
                 let detail = format!(
-                    "{} MiB chunks over a {} MiB buffer",
-                    (k.chunk_words * 8) >> 20,
+                    "{} MiB per run (~{:?}) through a {} MiB buffer",
+                    k.bytes_per_run() >> 20,
+                    target,
                     k.buffer_bytes() >> 20
                 );
                 *kernel = Some(k);
@@ -291,16 +304,18 @@ mod tests {
         assert_eq!(parse_size("32768K"), Some(32 << 20));
         assert_eq!(parse_size("1M"), Some(1 << 20));
         assert_eq!(parse_size("x"), None);
-        assert_eq!(memory_buffer_bytes(Some(32 << 20), 16 << 20), 64 << 20);
-        assert_eq!(memory_buffer_bytes(Some(1 << 20), 16 << 20), 32 << 20);
+        assert_eq!(memory_buffer_bytes(Some(32 << 20)), 64 << 20);
+        assert_eq!(memory_buffer_bytes(None), 8 << 20);
     }
 
     #[test]
     fn kernels_report_positive_rates() {
         let k = ComputeKernel::calibrated(Duration::from_millis(2));
         assert!(k.run() > 1e6);
-        let mut m = MemoryKernel::new(1 << 20, 256 << 10).unwrap();
+        let mut m = MemoryKernel::calibrated(1 << 20, Duration::from_millis(2)).unwrap();
         assert_eq!(m.buffer_bytes(), 1 << 20);
+        // A run may wrap round the buffer several times.
+        assert!(m.bytes_per_run() >= 1 << 17);
         for _ in 0..5 {
             assert!(m.run() > 1e6);
         }

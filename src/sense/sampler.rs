@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 /// Called with every new snapshot, on the sampling thread (the daemon pings its watchdog here).
 pub type OnSample = Box<dyn Fn(&Snapshot) + Send>;
 
-/// Probing allocates and calibrates; it gets more time than a sample.
+/// Probing allocates and calibrates, and an active probe run stretches with contention (that is
+/// what it measures): both get more time than a passive read before they count as hung.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Shared {
@@ -122,7 +123,7 @@ enum Job {
 
 enum Reply {
     Probed(Box<dyn Sensor>, Result<Option<String>, Unavailable>),
-    Sampled(Box<dyn Sensor>, Frame, Result<(), SenseError>, f64),
+    Sampled(Box<dyn Sensor>, Box<Frame>, Result<(), SenseError>, f64),
 }
 
 /// The thread sensors run on, and its CPU time so far.
@@ -154,7 +155,7 @@ fn spawn_worker() -> Option<Worker> {
                         let c0 = thread_cpu_seconds();
                         let r = catch_unwind(AssertUnwindSafe(|| s.sample(&ctx, &mut f)))
                             .unwrap_or(Err(SenseError::NoData));
-                        Reply::Sampled(s, f, r, thread_cpu_seconds() - c0)
+                        Reply::Sampled(s, Box::new(f), r, thread_cpu_seconds() - c0)
                     }
                 };
                 if done.send((reply, thread_cpu_seconds())).is_err() {
@@ -294,8 +295,10 @@ fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
             .count()
             .max(1);
         // Probes get what the passive sensors leave of the budget, but never less than a quarter.
-        let allowance =
-            (cfg.probe_budget - passive_share).max(cfg.probe_budget * 0.25) / live_probes as f64;
+        // Pacing aims at 90 % of it: runs are seconds apart, and one extra run in a measurement
+        // window must not push the total over.
+        let target = 0.9 * cfg.probe_budget;
+        let allowance = (target - passive_share).max(target * 0.25) / live_probes as f64;
         let mut frame = Frame {
             t: now.duration_since(start).as_secs_f64(),
             ..Default::default()
@@ -312,7 +315,12 @@ fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
                 now,
                 cpu_share: if slot.probe { allowance } else { 0.0 },
             };
-            match runner.call(Job::Sample(sensor, ctx), runner.timeout) {
+            let timeout = if slot.probe {
+                PROBE_TIMEOUT
+            } else {
+                runner.timeout
+            };
+            match runner.call(Job::Sample(sensor, ctx), timeout) {
                 Ok(Reply::Sampled(s, f, result, cpu)) => {
                     slot.sensor = Some(s);
                     if slot.probe {
@@ -320,7 +328,7 @@ fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
                     }
                     match result {
                         Ok(()) => {
-                            frame.absorb(f);
+                            frame.absorb(*f);
                             if !slot.status.available {
                                 tracing::info!(sensor = slot.name, "sensor is back");
                             }

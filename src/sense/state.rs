@@ -270,12 +270,12 @@ mod tests {
         let mut f = util_frame(2.0, 0.0);
         f.probe_compute_flops = Some(10.0);
         s.push(f, vec![], SamplerCost::default());
-        let snap = s.push(util_frame(2.5, 0.5), vec![], SamplerCost::default());
+        let snap = s.push(util_frame(2.5, 0.25), vec![], SamplerCost::default());
         let b = snap.utilization.busy;
-        assert_eq!(b.latest, Some(0.5));
+        assert_eq!(b.latest, Some(0.25));
         assert_eq!(
             b.mean,
-            Some(0.25),
+            Some(0.125),
             "the frame at t=0 is outside the 1 s window"
         );
         assert_eq!(b.ewma, Some(0.375));

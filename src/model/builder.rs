@@ -1,0 +1,910 @@
+//! Graph builder: small graphs (single kernels for calibration, test models) made op by op, with ONNX op
+//! and attribute names and the static output shapes ONNX defines, so a built [`Graph`] looks like an
+//! imported one and can be exported with [`super::export`].
+//!
+//! Constant operands that opset 17 takes as inputs (Clip bounds, Slice starts/ends …) are weight inputs
+//! here as in an imported graph; their values, which a [`Graph`] does not store, ride along as the
+//! attributes of the same name that older opsets had, and the exporter turns them back into inputs.
+use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
+use std::collections::BTreeMap;
+
+/// Why an op cannot be added: it names the node that would have been created.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("graph `{graph}`: no tensor #{id}")]
+    UnknownTensor { graph: String, id: TensorId },
+    #[error("{op} `{node}`: {detail}")]
+    Invalid {
+        node: String,
+        op: String,
+        detail: String,
+    },
+    #[error("graph `{graph}`: {detail}")]
+    Graph { graph: String, detail: String },
+}
+
+/// Builds a [`Graph`] op by op. Every op checks its operands and computes its output shape, so a graph
+/// that [`GraphBuilder::finish`] returns has consistent static shapes.
+#[derive(Clone, Debug)]
+pub struct GraphBuilder {
+    g: Graph,
+}
+
+fn dims(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&d| d as i64).collect()
+}
+
+fn fmt_shape(s: &[usize]) -> String {
+    format!("{s:?}")
+}
+
+/// numpy broadcasting of two shapes, `None` when they are incompatible.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Output length of a window sliding over `len` padded by `pads` (ONNX floor mode); `None` when the
+/// window does not fit.
+fn window_out(
+    len: usize,
+    pads: (usize, usize),
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
+    let eff = (kernel - 1) * dilation + 1;
+    let padded = len + pads.0 + pads.1;
+    (padded >= eff).then(|| (padded - eff) / stride + 1)
+}
+
+impl GraphBuilder {
+    pub fn new(name: &str) -> GraphBuilder {
+        GraphBuilder {
+            g: Graph {
+                name: name.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Adds a float32 graph input.
+    pub fn input(&mut self, shape: &[usize]) -> TensorId {
+        let name = if self.g.inputs.is_empty() {
+            "input".to_string()
+        } else {
+            format!("input_{}", self.g.inputs.len())
+        };
+        let id = self.tensor(name, shape.to_vec(), DType::F32, false);
+        self.g.inputs.push(id);
+        id
+    }
+
+    /// Adds a float32 weight (an initializer), for ops that take one as an ordinary operand
+    /// (`matmul(x, w)`, `add(x, w)`).
+    pub fn weight(&mut self, shape: &[usize]) -> TensorId {
+        let name = format!("w_{}", self.g.tensors.len());
+        self.tensor(name, shape.to_vec(), DType::F32, true)
+    }
+
+    /// The shape of a tensor added so far.
+    pub fn shape(&self, x: TensorId) -> Result<&[usize], BuildError> {
+        self.g
+            .tensors
+            .get(x)
+            .map(|t| t.shape.as_slice())
+            .ok_or_else(|| BuildError::UnknownTensor {
+                graph: self.g.name.clone(),
+                id: x,
+            })
+    }
+
+    /// The graph built so far, for inspection before [`GraphBuilder::finish`].
+    pub fn graph(&self) -> &Graph {
+        &self.g
+    }
+
+    fn tensor(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        dtype: DType,
+        is_weight: bool,
+    ) -> TensorId {
+        self.g.tensors.push(Tensor {
+            name,
+            shape,
+            dtype,
+            is_weight,
+        });
+        self.g.tensors.len() - 1
+    }
+
+    /// The name the next node will get, for weights and errors made before it exists.
+    fn next_name(&self, op: &str) -> String {
+        format!("{}_{}", op.to_ascii_lowercase(), self.g.nodes.len())
+    }
+
+    fn invalid(&self, op: &str, detail: impl Into<String>) -> BuildError {
+        BuildError::Invalid {
+            node: self.next_name(op),
+            op: op.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The shape of an operand that must be an activation of rank `rank` (any rank when `None`).
+    fn operand(
+        &self,
+        op: &str,
+        x: TensorId,
+        rank: Option<usize>,
+    ) -> Result<Vec<usize>, BuildError> {
+        let s = self.shape(x)?.to_vec();
+        if let Some(r) = rank
+            && s.len() != r
+        {
+            return Err(self.invalid(
+                op,
+                format!("expects a rank-{r} input, got {}", fmt_shape(&s)),
+            ));
+        }
+        if s.contains(&0) {
+            return Err(self.invalid(
+                op,
+                format!("input has an empty dimension: {}", fmt_shape(&s)),
+            ));
+        }
+        Ok(s)
+    }
+
+    fn const_weight(
+        &mut self,
+        node: &str,
+        role: &str,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> TensorId {
+        self.tensor(format!("{node}.{role}"), shape, dtype, true)
+    }
+
+    fn push(
+        &mut self,
+        op: &str,
+        inputs: Vec<TensorId>,
+        attrs: BTreeMap<String, Attr>,
+        out_shape: Vec<usize>,
+    ) -> TensorId {
+        let name = self.next_name(op);
+        let out = self.tensor(format!("{name}.out"), out_shape, DType::F32, false);
+        self.g.nodes.push(Node {
+            name,
+            op: op.to_string(),
+            attrs,
+            inputs,
+            outputs: vec![out],
+        });
+        out
+    }
+
+    fn unary(&mut self, op: &str, x: TensorId) -> Result<TensorId, BuildError> {
+        let s = self.operand(op, x, None)?;
+        Ok(self.push(op, vec![x], BTreeMap::new(), s))
+    }
+
+    /// 2-D convolution of an NCHW input; `pads` in ONNX order [top, left, bottom, right].
+    #[allow(clippy::too_many_arguments)] // one argument per ONNX Conv attribute, as callers think of it
+    pub fn conv(
+        &mut self,
+        x: TensorId,
+        cout: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    ) -> Result<TensorId, BuildError> {
+        const OP: &str = "Conv";
+        let s = self.operand(OP, x, Some(4))?;
+        let (n, cin, h, w) = (s[0], s[1], s[2], s[3]);
+        if cout == 0
+            || groups == 0
+            || kernel.contains(&0)
+            || stride.contains(&0)
+            || dilation.contains(&0)
+        {
+            return Err(self.invalid(
+                OP,
+                "output channels, groups, kernel, stride and dilation must all be at least 1",
+            ));
+        }
+        if !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
+            return Err(self.invalid(
+                OP,
+                format!(
+                    "{cin} input and {cout} output channels are not both divisible by {groups} groups"
+                ),
+            ));
+        }
+        let oh = window_out(h, (pads[0], pads[2]), kernel[0], stride[0], dilation[0]);
+        let ow = window_out(w, (pads[1], pads[3]), kernel[1], stride[1], dilation[1]);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(self.invalid(
+                OP,
+                format!(
+                    "kernel {kernel:?} (dilation {dilation:?}) is larger than the padded input {h}x{w} + pads {pads:?}"
+                ),
+            ));
+        };
+        let name = self.next_name(OP);
+        let wt = self.const_weight(
+            &name,
+            "weight",
+            vec![cout, cin / groups, kernel[0], kernel[1]],
+            DType::F32,
+        );
+        let mut inputs = vec![x, wt];
+        if bias {
+            inputs.push(self.const_weight(&name, "bias", vec![cout], DType::F32));
+        }
+        let attrs = BTreeMap::from([
+            ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
+            ("strides".into(), Attr::Ints(dims(&stride))),
+            ("pads".into(), Attr::Ints(dims(&pads))),
+            ("dilations".into(), Attr::Ints(dims(&dilation))),
+            ("group".into(), Attr::Int(groups as i64)),
+        ]);
+        Ok(self.push(OP, inputs, attrs, vec![n, cout, oh, ow]))
+    }
+
+    pub fn relu(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.unary("Relu", x)
+    }
+
+    pub fn sigmoid(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.unary("Sigmoid", x)
+    }
+
+    pub fn hardswish(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.unary("HardSwish", x)
+    }
+
+    /// Clip to [lo, hi] (ReLU6 is `clip(x, 0.0, 6.0)`).
+    pub fn clip(&mut self, x: TensorId, lo: f32, hi: f32) -> Result<TensorId, BuildError> {
+        const OP: &str = "Clip";
+        let s = self.operand(OP, x, None)?;
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(self.invalid(OP, format!("bounds [{lo}, {hi}] are not an interval")));
+        }
+        let name = self.next_name(OP);
+        let min = self.const_weight(&name, "min", vec![], DType::F32);
+        let max = self.const_weight(&name, "max", vec![], DType::F32);
+        let attrs = BTreeMap::from([
+            ("min".into(), Attr::Float(lo)),
+            ("max".into(), Attr::Float(hi)),
+        ]);
+        Ok(self.push(OP, vec![x, min, max], attrs, s))
+    }
+
+    fn binary(&mut self, op: &str, a: TensorId, b: TensorId) -> Result<TensorId, BuildError> {
+        let sa = self.operand(op, a, None)?;
+        let sb = self.operand(op, b, None)?;
+        let out = broadcast(&sa, &sb).ok_or_else(|| {
+            self.invalid(
+                op,
+                format!(
+                    "shapes {} and {} do not broadcast",
+                    fmt_shape(&sa),
+                    fmt_shape(&sb)
+                ),
+            )
+        })?;
+        Ok(self.push(op, vec![a, b], BTreeMap::new(), out))
+    }
+
+    /// Elementwise sum with numpy broadcasting.
+    pub fn add(&mut self, a: TensorId, b: TensorId) -> Result<TensorId, BuildError> {
+        self.binary("Add", a, b)
+    }
+
+    /// Elementwise product with numpy broadcasting.
+    pub fn mul(&mut self, a: TensorId, b: TensorId) -> Result<TensorId, BuildError> {
+        self.binary("Mul", a, b)
+    }
+
+    /// Shape of a per-channel constant for `s`: [1, C, 1, …] (channel axis 1), or [C] for a vector.
+    fn per_channel(s: &[usize]) -> Vec<usize> {
+        match s.len() {
+            0 => vec![],
+            1 => vec![s[0]],
+            n => {
+                let mut v = vec![1; n];
+                v[1] = s[1];
+                v
+            }
+        }
+    }
+
+    fn binary_const(&mut self, op: &str, x: TensorId) -> Result<TensorId, BuildError> {
+        let s = self.operand(op, x, None)?;
+        let name = self.next_name(op);
+        let c = self.const_weight(&name, "const", Self::per_channel(&s), DType::F32);
+        Ok(self.push(op, vec![x, c], BTreeMap::new(), s))
+    }
+
+    /// Adds a per-channel constant ([1, C, 1, 1] for NCHW): a bias.
+    pub fn add_const(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.binary_const("Add", x)
+    }
+
+    /// Multiplies by a per-channel constant ([1, C, 1, 1] for NCHW): a scale.
+    pub fn mul_const(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.binary_const("Mul", x)
+    }
+
+    /// Inference-mode batch normalisation over channel axis 1.
+    pub fn batchnorm(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "BatchNormalization";
+        let s = self.operand(OP, x, None)?;
+        if s.len() < 2 {
+            return Err(self.invalid(OP, format!("needs a channel axis, got {}", fmt_shape(&s))));
+        }
+        let name = self.next_name(OP);
+        let c = s[1];
+        let mut inputs = vec![x];
+        for role in ["scale", "bias", "mean", "var"] {
+            inputs.push(self.const_weight(&name, role, vec![c], DType::F32));
+        }
+        let attrs = BTreeMap::from([("epsilon".into(), Attr::Float(1e-5))]);
+        Ok(self.push(OP, inputs, attrs, s))
+    }
+
+    /// `x · Wᵀ (+ b)` for `x` of shape [M, K] and a weight [N, K], as PyTorch's Linear exports.
+    pub fn gemm(&mut self, x: TensorId, n: usize, bias: bool) -> Result<TensorId, BuildError> {
+        const OP: &str = "Gemm";
+        let s = self.operand(OP, x, Some(2))?;
+        if n == 0 {
+            return Err(self.invalid(OP, "needs at least one output column"));
+        }
+        let name = self.next_name(OP);
+        let w = self.const_weight(&name, "weight", vec![n, s[1]], DType::F32);
+        let mut inputs = vec![x, w];
+        if bias {
+            inputs.push(self.const_weight(&name, "bias", vec![n], DType::F32));
+        }
+        let attrs = BTreeMap::from([
+            ("alpha".into(), Attr::Float(1.0)),
+            ("beta".into(), Attr::Float(1.0)),
+            ("transB".into(), Attr::Int(1)),
+        ]);
+        Ok(self.push(OP, inputs, attrs, vec![s[0], n]))
+    }
+
+    /// numpy `matmul`: batch dimensions broadcast, vectors are promoted and the added axis removed.
+    pub fn matmul(&mut self, a: TensorId, b: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "MatMul";
+        let sa = self.operand(OP, a, None)?;
+        let sb = self.operand(OP, b, None)?;
+        if sa.is_empty() || sb.is_empty() {
+            return Err(self.invalid(OP, "operands must have rank 1 or more"));
+        }
+        let pa = if sa.len() == 1 {
+            vec![1, sa[0]]
+        } else {
+            sa.clone()
+        };
+        let pb = if sb.len() == 1 {
+            vec![sb[0], 1]
+        } else {
+            sb.clone()
+        };
+        let (m, ka) = (pa[pa.len() - 2], pa[pa.len() - 1]);
+        let (kb, n) = (pb[pb.len() - 2], pb[pb.len() - 1]);
+        if ka != kb {
+            return Err(self.invalid(
+                OP,
+                format!(
+                    "inner dimensions differ: {} · {}",
+                    fmt_shape(&sa),
+                    fmt_shape(&sb)
+                ),
+            ));
+        }
+        let batch = broadcast(&pa[..pa.len() - 2], &pb[..pb.len() - 2]).ok_or_else(|| {
+            self.invalid(
+                OP,
+                format!(
+                    "batch dimensions of {} and {} do not broadcast",
+                    fmt_shape(&sa),
+                    fmt_shape(&sb)
+                ),
+            )
+        })?;
+        let mut out = batch;
+        if sa.len() > 1 {
+            out.push(m);
+        }
+        if sb.len() > 1 {
+            out.push(n);
+        }
+        Ok(self.push(OP, vec![a, b], BTreeMap::new(), out))
+    }
+
+    fn pool(
+        &mut self,
+        op: &str,
+        x: TensorId,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+    ) -> Result<TensorId, BuildError> {
+        let s = self.operand(op, x, Some(4))?;
+        if kernel.contains(&0) || stride.contains(&0) {
+            return Err(self.invalid(op, "kernel and stride must be at least 1"));
+        }
+        // ONNX (and every runtime) wants a pad smaller than the window: a window of padding only.
+        if pads[0] >= kernel[0]
+            || pads[2] >= kernel[0]
+            || pads[1] >= kernel[1]
+            || pads[3] >= kernel[1]
+        {
+            return Err(self.invalid(
+                op,
+                format!("pads {pads:?} must be smaller than the kernel {kernel:?}"),
+            ));
+        }
+        let oh = window_out(s[2], (pads[0], pads[2]), kernel[0], stride[0], 1);
+        let ow = window_out(s[3], (pads[1], pads[3]), kernel[1], stride[1], 1);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(self.invalid(
+                op,
+                format!(
+                    "kernel {kernel:?} is larger than the padded input {}x{} + pads {pads:?}",
+                    s[2], s[3]
+                ),
+            ));
+        };
+        let attrs = BTreeMap::from([
+            ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
+            ("strides".into(), Attr::Ints(dims(&stride))),
+            ("pads".into(), Attr::Ints(dims(&pads))),
+        ]);
+        Ok(self.push(op, vec![x], attrs, vec![s[0], s[1], oh, ow]))
+    }
+
+    /// Max pooling of an NCHW input; `pads` in ONNX order [top, left, bottom, right].
+    pub fn maxpool(
+        &mut self,
+        x: TensorId,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+    ) -> Result<TensorId, BuildError> {
+        self.pool("MaxPool", x, kernel, stride, pads)
+    }
+
+    /// Average pooling of an NCHW input (padding not counted, as PyTorch's default exports).
+    pub fn avgpool(
+        &mut self,
+        x: TensorId,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+    ) -> Result<TensorId, BuildError> {
+        self.pool("AveragePool", x, kernel, stride, pads)
+    }
+
+    pub fn global_avg_pool(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "GlobalAveragePool";
+        let s = self.operand(OP, x, None)?;
+        if s.len() < 3 {
+            return Err(self.invalid(OP, format!("needs spatial axes, got {}", fmt_shape(&s))));
+        }
+        let mut out = s.clone();
+        out[2..].iter_mut().for_each(|d| *d = 1);
+        Ok(self.push(OP, vec![x], BTreeMap::new(), out))
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax(&mut self, x: TensorId, axis: usize) -> Result<TensorId, BuildError> {
+        const OP: &str = "Softmax";
+        let s = self.operand(OP, x, None)?;
+        if axis >= s.len() {
+            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
+        }
+        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        Ok(self.push(OP, vec![x], attrs, s))
+    }
+
+    pub fn concat(&mut self, xs: &[TensorId], axis: usize) -> Result<TensorId, BuildError> {
+        const OP: &str = "Concat";
+        let Some((&first, rest)) = xs.split_first() else {
+            return Err(self.invalid(OP, "needs at least one input"));
+        };
+        let mut out = self.operand(OP, first, None)?;
+        if axis >= out.len() {
+            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&out))));
+        }
+        for &x in rest {
+            let s = self.operand(OP, x, None)?;
+            let compatible = s.len() == out.len()
+                && s.iter()
+                    .zip(&out)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            if !compatible {
+                return Err(self.invalid(
+                    OP,
+                    format!(
+                        "{} and {} differ off axis {axis}",
+                        fmt_shape(&out),
+                        fmt_shape(&s)
+                    ),
+                ));
+            }
+            out[axis] += s[axis];
+        }
+        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        Ok(self.push(OP, xs.to_vec(), attrs, out))
+    }
+
+    pub fn transpose(&mut self, x: TensorId, perm: &[usize]) -> Result<TensorId, BuildError> {
+        const OP: &str = "Transpose";
+        let s = self.operand(OP, x, None)?;
+        let mut seen = vec![false; s.len()];
+        let valid = perm.len() == s.len()
+            && perm
+                .iter()
+                .all(|&p| p < s.len() && !std::mem::replace(&mut seen[p], true));
+        if !valid {
+            return Err(self.invalid(
+                OP,
+                format!(
+                    "{perm:?} is not a permutation of the axes of {}",
+                    fmt_shape(&s)
+                ),
+            ));
+        }
+        let out = perm.iter().map(|&p| s[p]).collect();
+        let attrs = BTreeMap::from([("perm".into(), Attr::Ints(dims(perm)))]);
+        Ok(self.push(OP, vec![x], attrs, out))
+    }
+
+    /// Reshape with ONNX semantics: `0` copies the input dimension, one `-1` takes what is left.
+    pub fn reshape(&mut self, x: TensorId, shape: &[i64]) -> Result<TensorId, BuildError> {
+        const OP: &str = "Reshape";
+        let s = self.operand(OP, x, None)?;
+        let total: usize = s.iter().product();
+        let mut out = Vec::with_capacity(shape.len());
+        let mut infer = None;
+        for (i, &d) in shape.iter().enumerate() {
+            match d {
+                -1 if infer.is_none() => {
+                    infer = Some(i);
+                    out.push(1);
+                }
+                0 if i < s.len() => out.push(s[i]),
+                d if d > 0 => out.push(d as usize),
+                _ => {
+                    return Err(self.invalid(OP, format!("{shape:?} is not a valid target shape")));
+                }
+            }
+        }
+        let known: usize = out.iter().product();
+        if let Some(i) = infer {
+            if known == 0 || !total.is_multiple_of(known) {
+                return Err(
+                    self.invalid(OP, format!("cannot fit {} into {shape:?}", fmt_shape(&s)))
+                );
+            }
+            out[i] = total / known;
+        } else if known != total {
+            return Err(self.invalid(
+                OP,
+                format!(
+                    "{} has {total} elements, {shape:?} has {known}",
+                    fmt_shape(&s)
+                ),
+            ));
+        }
+        let name = self.next_name(OP);
+        let target = self.const_weight(&name, "shape", vec![out.len()], DType::I64);
+        Ok(self.push(OP, vec![x, target], BTreeMap::new(), out))
+    }
+
+    /// Flatten to [prod(dims before axis), prod(dims from axis)].
+    pub fn flatten(&mut self, x: TensorId, axis: usize) -> Result<TensorId, BuildError> {
+        const OP: &str = "Flatten";
+        let s = self.operand(OP, x, None)?;
+        if axis > s.len() {
+            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
+        }
+        let out = vec![s[..axis].iter().product(), s[axis..].iter().product()];
+        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        Ok(self.push(OP, vec![x], attrs, out))
+    }
+
+    /// Slice `[start, end)` with `step` along each of `axes` (ends past the dimension are clamped).
+    pub fn slice(
+        &mut self,
+        x: TensorId,
+        axes: &[usize],
+        starts: &[usize],
+        ends: &[usize],
+        steps: &[usize],
+    ) -> Result<TensorId, BuildError> {
+        const OP: &str = "Slice";
+        let s = self.operand(OP, x, None)?;
+        let n = axes.len();
+        if n == 0 || starts.len() != n || ends.len() != n || steps.len() != n {
+            return Err(self.invalid(
+                OP,
+                "axes, starts, ends and steps must be non-empty and of the same length",
+            ));
+        }
+        let mut out = s.clone();
+        let mut seen = vec![false; s.len()];
+        for i in 0..n {
+            let (axis, step) = (axes[i], steps[i]);
+            if axis >= s.len() || std::mem::replace(&mut seen[axis], true) || step == 0 {
+                return Err(self.invalid(
+                    OP,
+                    format!(
+                        "axis {axis} (step {step}) is repeated, out of {}, or has a zero step",
+                        fmt_shape(&s)
+                    ),
+                ));
+            }
+            let end = ends[i].min(s[axis]);
+            if starts[i] >= end {
+                return Err(self.invalid(
+                    OP,
+                    format!(
+                        "[{}, {}) along axis {axis} of {} is empty",
+                        starts[i],
+                        ends[i],
+                        fmt_shape(&s)
+                    ),
+                ));
+            }
+            out[axis] = (end - starts[i]).div_ceil(step);
+        }
+        let name = self.next_name(OP);
+        let mut inputs = vec![x];
+        for role in ["starts", "ends", "axes", "steps"] {
+            inputs.push(self.const_weight(&name, role, vec![n], DType::I64));
+        }
+        let attrs = BTreeMap::from([
+            ("starts".into(), Attr::Ints(dims(starts))),
+            ("ends".into(), Attr::Ints(dims(ends))),
+            ("axes".into(), Attr::Ints(dims(axes))),
+            ("steps".into(), Attr::Ints(dims(steps))),
+        ]);
+        Ok(self.push(OP, inputs, attrs, out))
+    }
+
+    /// The finished graph with these outputs, in this order.
+    pub fn finish(self, outputs: &[TensorId]) -> Result<Graph, BuildError> {
+        let mut g = self.g;
+        let err = |detail: String| BuildError::Graph {
+            graph: g.name.clone(),
+            detail,
+        };
+        if g.nodes.is_empty() {
+            return Err(err("has no nodes".into()));
+        }
+        if outputs.is_empty() {
+            return Err(err("needs at least one output".into()));
+        }
+        let produced: Vec<TensorId> = g.nodes.iter().flat_map(|n| n.outputs.clone()).collect();
+        for (i, &o) in outputs.iter().enumerate() {
+            if o >= g.tensors.len() {
+                return Err(BuildError::UnknownTensor {
+                    graph: g.name.clone(),
+                    id: o,
+                });
+            }
+            if !produced.contains(&o) {
+                return Err(err(format!(
+                    "output `{}` is not computed by any node",
+                    g.tensors[o].name
+                )));
+            }
+            if outputs[..i].contains(&o) {
+                return Err(err(format!(
+                    "output `{}` is listed twice",
+                    g.tensors[o].name
+                )));
+            }
+        }
+        g.outputs = outputs.to_vec();
+        Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::node_macs;
+
+    fn out_shape(b: &GraphBuilder, t: TensorId) -> Vec<usize> {
+        b.shape(t).map(|s| s.to_vec()).unwrap_or_default()
+    }
+
+    #[test]
+    fn conv_shapes_follow_onnx() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 3, 224, 224]);
+        let y = b
+            .conv(x, 64, [7, 7], [2, 2], [3, 3, 3, 3], [1, 1], 1, false)
+            .unwrap();
+        assert_eq!(out_shape(&b, y), vec![1, 64, 112, 112]);
+        let z = b
+            .conv(y, 64, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 64, true)
+            .unwrap();
+        assert_eq!(out_shape(&b, z), vec![1, 64, 112, 112]);
+        // Asymmetric padding, stride 2, odd input: TF "SAME"-style.
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 8, 15, 15]);
+        let y = b
+            .conv(x, 16, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 2, true)
+            .unwrap();
+        assert_eq!(out_shape(&b, y), vec![1, 16, 7, 7]);
+        let g = b.finish(&[y]).unwrap();
+        assert_eq!(g.tensor(g.nodes[0].inputs[1]).shape, vec![16, 4, 3, 3]);
+        assert_eq!(g.tensor(g.nodes[0].inputs[2]).shape, vec![16]);
+        assert_eq!(node_macs(&g, &g.nodes[0]), 16 * 7 * 7 * 4 * 9);
+    }
+
+    #[test]
+    fn bad_convs_are_refused() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 6, 8, 8]);
+        let e = b.conv(x, 8, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 4, false);
+        assert!(e.unwrap_err().to_string().contains("divisible"));
+        let e = b.conv(x, 8, [9, 9], [1, 1], [0, 0, 0, 0], [1, 1], 1, false);
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("larger than the padded input")
+        );
+        // Dilation makes a 3×3 kernel 9 wide.
+        assert!(
+            b.conv(x, 8, [3, 3], [1, 1], [0; 4], [4, 4], 1, false)
+                .is_err()
+        );
+        assert!(
+            b.conv(x, 8, [3, 3], [0, 1], [0; 4], [1, 1], 1, false)
+                .is_err()
+        );
+        let v = b.input(&[1, 6]);
+        assert!(
+            b.conv(v, 8, [1, 1], [1, 1], [0; 4], [1, 1], 1, false)
+                .is_err()
+        );
+        assert!(b.relu(999).is_err());
+        // Nothing was added by the failures.
+        assert!(b.graph().nodes.is_empty());
+    }
+
+    #[test]
+    fn elementwise_and_broadcasting() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[2, 16, 8, 8]);
+        let s = b.global_avg_pool(x).unwrap();
+        assert_eq!(out_shape(&b, s), vec![2, 16, 1, 1]);
+        let s = b.sigmoid(s).unwrap();
+        let y = b.mul(x, s).unwrap();
+        assert_eq!(out_shape(&b, y), vec![2, 16, 8, 8]);
+        let c = b.add_const(y).unwrap();
+        assert_eq!(
+            b.graph().tensor(b.graph().nodes[3].inputs[1]).shape,
+            vec![1, 16, 1, 1]
+        );
+        let c = b.clip(c, 0.0, 6.0).unwrap();
+        let c = b.hardswish(c).unwrap();
+        let c = b.batchnorm(c).unwrap();
+        let c = b.mul_const(c).unwrap();
+        assert_eq!(out_shape(&b, c), vec![2, 16, 8, 8]);
+        let other = b.input(&[1, 8, 8, 8]);
+        assert!(b.add(x, other).is_err());
+        assert!(b.clip(x, 1.0, 0.0).is_err());
+        assert_eq!(broadcast(&[3, 1, 5], &[4, 1]), Some(vec![3, 4, 5]));
+        assert_eq!(broadcast(&[], &[2, 3]), Some(vec![2, 3]));
+        assert_eq!(broadcast(&[2, 3], &[3, 3]), None);
+    }
+
+    #[test]
+    fn matmul_and_gemm_shapes() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[4, 512]);
+        let y = b.gemm(x, 1000, true).unwrap();
+        assert_eq!(out_shape(&b, y), vec![4, 1000]);
+        let a = b.input(&[2, 1, 8, 32]);
+        let w = b.weight(&[3, 32, 16]);
+        let m = b.matmul(a, w).unwrap();
+        assert_eq!(out_shape(&b, m), vec![2, 3, 8, 16]);
+        let v = b.weight(&[16]);
+        let mv = b.matmul(m, v).unwrap();
+        assert_eq!(out_shape(&b, mv), vec![2, 3, 8]);
+        assert!(b.matmul(a, v).is_err());
+        let t = b.input(&[2, 3, 4]);
+        assert!(b.gemm(t, 8, false).is_err());
+        let g = b.finish(&[y, mv]).unwrap();
+        assert_eq!(node_macs(&g, &g.nodes[0]), 4 * 1000 * 512);
+        assert_eq!(node_macs(&g, &g.nodes[1]), 2 * 3 * 8 * 16 * 32);
+    }
+
+    #[test]
+    fn pools() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 64, 112, 112]);
+        let p = b.maxpool(x, [3, 3], [2, 2], [1, 1, 1, 1]).unwrap();
+        assert_eq!(out_shape(&b, p), vec![1, 64, 56, 56]);
+        let a = b.avgpool(p, [2, 2], [2, 2], [0; 4]).unwrap();
+        assert_eq!(out_shape(&b, a), vec![1, 64, 28, 28]);
+        assert!(b.maxpool(x, [3, 3], [1, 1], [3, 0, 0, 0]).is_err());
+        let small = b.input(&[1, 1, 2, 2]);
+        assert!(b.avgpool(small, [3, 3], [1, 1], [0; 4]).is_err());
+    }
+
+    #[test]
+    fn data_movement_shapes() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 24, 28, 28]);
+        let y = b.input(&[1, 8, 28, 28]);
+        let c = b.concat(&[x, y], 1).unwrap();
+        assert_eq!(out_shape(&b, c), vec![1, 32, 28, 28]);
+        assert!(b.concat(&[x, y], 2).is_err());
+        let r = b.reshape(c, &[0, 2, 16, -1]).unwrap();
+        assert_eq!(out_shape(&b, r), vec![1, 2, 16, 784]);
+        assert!(b.reshape(c, &[5, -1]).is_err());
+        assert!(b.reshape(c, &[-1, -1]).is_err());
+        let t = b.transpose(r, &[0, 2, 1, 3]).unwrap();
+        assert_eq!(out_shape(&b, t), vec![1, 16, 2, 784]);
+        assert!(b.transpose(r, &[0, 1, 1, 3]).is_err());
+        let s = b.slice(c, &[1, 3], &[0, 1], &[16, 100], &[1, 2]).unwrap();
+        assert_eq!(out_shape(&b, s), vec![1, 16, 28, 14]);
+        assert!(b.slice(c, &[1], &[20], &[10], &[1]).is_err());
+        let f = b.flatten(s, 1).unwrap();
+        assert_eq!(out_shape(&b, f), vec![1, 16 * 28 * 14]);
+        let sm = b.softmax(f, 1).unwrap();
+        let g = b.finish(&[sm]).unwrap();
+        assert_eq!(g.outputs, vec![sm]);
+        assert_eq!(g.inputs.len(), 2);
+    }
+
+    #[test]
+    fn finish_checks_outputs() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 4]);
+        assert!(b.clone().finish(&[x]).is_err(), "a graph without nodes");
+        let y = b.relu(x).unwrap();
+        let w = b.weight(&[4]);
+        for bad in [vec![], vec![x], vec![w], vec![y, y], vec![99]] {
+            assert!(b.clone().finish(&bad).is_err(), "outputs {bad:?}");
+        }
+        let g = b.finish(&[y]).unwrap();
+        assert_eq!(g.outputs, vec![y]);
+    }
+}
