@@ -1,6 +1,7 @@
 //! `augur bench`: how long a model really takes on this board, measured with a runtime backend.
-use crate::runtime::tract::{Phase, Progress};
-use crate::runtime::{Backend, RunSpec, Timing, TractBackend, backend_from_spec, set_input_shape};
+use crate::runtime::{
+    Backend, Phase, Progress, RunSpec, Timing, TractBackend, backend_from_spec, set_input_shape,
+};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -179,6 +179,11 @@ pub fn import(
         for o in n.output.iter().filter(|s| !s.is_empty()) {
             let (shape, dtype) = match facts.get(o.as_str()) {
                 Some(f) => f.clone(),
+                // An Identity of a weight (how exporters share one tensor) has its input's shape.
+                None if constant && n.op_type == "Identity" && inputs.len() == 1 => {
+                    let t = &g.tensors[inputs[0]];
+                    (t.shape.clone(), t.dtype)
+                }
                 None if constant => (vec![], DType::Other),
                 None => {
                     return Err(ImportError::Shape {

@@ -115,32 +115,8 @@ impl Predictor {
         let mut kernels = Vec::with_capacity(d.kernels.len());
         let mut memory_share = Vec::with_capacity(d.kernels.len());
         let cold = self.cold_weight_seconds_per_byte(d);
-        // Models repeat layers (resnet50's 73 kernels are 24 configurations): evaluate each distinct
-        // one once.
-        let mut seen: Vec<(
-            KernelKind,
-            [u64; crate::profile::regressor::N_FEATURES],
-            (f64, bool),
-        )> = Vec::new();
-        for (i, k) in d.kernels.iter().enumerate() {
-            let (ms, fb) = match &self.profile {
-                Some(p) => {
-                    let x = d.features(i);
-                    let bits = x.map(f64::to_bits);
-                    match seen
-                        .iter()
-                        .find(|(kind, b, _)| *kind == k.kind && *b == bits)
-                    {
-                        Some((_, _, v)) => *v,
-                        None => {
-                            let v = p.kernel_ms_with(k, &x);
-                            seen.push((k.kind, bits, v));
-                            v
-                        }
-                    }
-                }
-                None => (self.roofline.kernel_ms(k), true),
-            };
+        let per_kernel = self.kernel_predictions(d);
+        for (k, &(ms, fb)) in d.kernels.iter().zip(&per_kernel) {
             let ms = ms + k.weight_bytes as f64 * cold * 1e3;
             kernels.push((ms, fb));
             let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
@@ -212,6 +188,58 @@ impl Predictor {
             fallback_kernels: base.fallback_kernels,
             kernels,
         }
+    }
+
+    /// Per kernel: quiet-board ms and whether the roofline fallback gave it. Models repeat layers
+    /// (resnet50's 73 kernels are 40 configurations), so each distinct one is evaluated once, and the
+    /// regressors run kind by kind over all of a model's kernels at once.
+    fn kernel_predictions(&self, d: &Decomposition) -> Vec<(f64, bool)> {
+        use crate::profile::regressor::N_FEATURES;
+        let Some(p) = &self.profile else {
+            return d
+                .kernels
+                .iter()
+                .map(|k| (self.roofline.kernel_ms(k), true))
+                .collect();
+        };
+        let mut out = vec![(0.0, true); d.kernels.len()];
+        // Per kind: its kernels (index, row of its distinct features) and the distinct feature rows.
+        let mut by_kind: Vec<(KernelKind, Vec<(usize, usize)>, Vec<[f64; N_FEATURES]>)> =
+            Vec::new();
+        for (i, k) in d.kernels.iter().enumerate() {
+            let x = d.features(i);
+            let slot = match by_kind.iter().position(|e| e.0 == k.kind) {
+                Some(s) => s,
+                None => {
+                    by_kind.push((k.kind, Vec::new(), Vec::new()));
+                    by_kind.len() - 1
+                }
+            };
+            let (_, members, rows) = &mut by_kind[slot];
+            let bits = x.map(f64::to_bits);
+            let row = match rows.iter().position(|r| r.map(f64::to_bits) == bits) {
+                Some(r) => r,
+                None => {
+                    rows.push(x);
+                    rows.len() - 1
+                }
+            };
+            members.push((i, row));
+        }
+        for (kind, members, rows) in &by_kind {
+            let ratios = p.regressors.get(kind).map(|r| r.log_ratios(rows));
+            for &(i, row) in members {
+                let k = &d.kernels[i];
+                out[i] = match &ratios {
+                    Some(lr) => (
+                        p.roofline.kernel_ms(k) * lr[row].clamp(-20.0, 20.0).exp(),
+                        false,
+                    ),
+                    None => (p.roofline.kernel_ms(k), true),
+                };
+            }
+        }
+        out
     }
 
     /// The features the online learner sees for this prediction.

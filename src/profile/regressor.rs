@@ -72,24 +72,31 @@ impl Roofline {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlatTree {
     pub depth: u8,
-    /// Per internal node (2^depth − 1 of them): split feature and threshold (right when x ≥ t).
-    pub feature: Vec<u16>,
-    pub threshold: Vec<f64>,
+    /// Internal nodes (2^depth − 1), level by level.
+    pub splits: Vec<Split>,
     /// 2^depth leaf values.
     pub leaves: Vec<f64>,
+}
+
+/// A split: go right when `x[feature] ≥ threshold`. Feature and threshold side by side, one load.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    pub threshold: f64,
+    pub feature: u32,
 }
 
 impl FlatTree {
     fn eval(&self, x: &[f64; N_FEATURES]) -> f64 {
         let mut i = 0usize;
         for _ in 0..self.depth {
-            let f = self.feature.get(i).copied().unwrap_or(0) as usize;
-            let t = self.threshold.get(i).copied().unwrap_or(f64::MAX);
-            let xv = x.get(f).copied().unwrap_or(0.0);
-            i = 2 * i + 1 + usize::from(xv >= t);
+            let Some(s) = self.splits.get(i) else {
+                return 0.0;
+            };
+            let xv = x.get(s.feature as usize).copied().unwrap_or(0.0);
+            i = 2 * i + 1 + usize::from(xv >= s.threshold);
         }
         self.leaves
-            .get(i - self.feature.len())
+            .get(i.wrapping_sub(self.splits.len()))
             .copied()
             .unwrap_or(0.0)
     }
@@ -99,8 +106,13 @@ impl FlatTree {
         let internal = (1usize << depth) - 1;
         let mut ft = FlatTree {
             depth,
-            feature: vec![0; internal],
-            threshold: vec![f64::MAX; internal],
+            splits: vec![
+                Split {
+                    threshold: f64::MAX,
+                    feature: 0
+                };
+                internal
+            ],
             leaves: vec![0.0; 1 << depth],
         };
         let by_num: std::collections::HashMap<usize, _> =
@@ -123,8 +135,12 @@ impl FlatTree {
                 }
                 continue;
             }
-            ft.feature[slot] = n.split_feature as u16;
-            ft.threshold[slot] = n.split_value;
+            if let Some(s) = ft.splits.get_mut(slot) {
+                *s = Split {
+                    threshold: n.split_value,
+                    feature: n.split_feature as u32,
+                };
+            }
             stack.push((n.left_child, 2 * slot + 1, level + 1));
             stack.push((n.right_child, 2 * slot + 2, level + 1));
         }
@@ -153,6 +169,18 @@ impl Regressor {
     pub fn predict_with(&self, roofline: &Roofline, k: &Kernel, x: &[f64; N_FEATURES]) -> f64 {
         let log_ratio = self.base + self.trees.iter().map(|t| t.eval(x)).sum::<f64>();
         roofline.kernel_ms(k) * log_ratio.clamp(-20.0, 20.0).exp()
+    }
+
+    /// ln(latency / roofline) for many feature rows at once: tree by tree, so each tree is loaded
+    /// once and the rows give the CPU independent work to overlap.
+    pub fn log_ratios(&self, xs: &[[f64; N_FEATURES]]) -> Vec<f64> {
+        let mut acc = vec![self.base; xs.len()];
+        for t in &self.trees {
+            for (a, x) in acc.iter_mut().zip(xs) {
+                *a += t.eval(x);
+            }
+        }
+        acc
     }
 
     /// Fits a regressor on (kernel, measured ms) pairs.
