@@ -27,6 +27,8 @@ enum Command {
     Predict(augur::cli::predict::Args),
     /// Measure and predict models; report the errors beside a FLOPs baseline.
     Eval(augur::cli::eval::Args),
+    /// Feed a JSON-lines log of observed latencies to the online learner.
+    Observe(augur::cli::observe::Args),
     /// Run a bounded background load (used by calibrate and eval --scenarios).
     #[command(hide = true)]
     Load(augur::cli::load::Args),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Calibrate(a) => augur::cli::calibrate::run(a),
         Command::Predict(a) => augur::cli::predict::run(a),
         Command::Eval(a) => augur::cli::eval::run(a),
+        Command::Observe(a) => augur::cli::observe::run(a),
         Command::Load(a) => augur::cli::load::run(a),
         Command::State(a) => augur::cli::state::run(a),
         Command::Prior(a) => augur::cli::prior::run(a),

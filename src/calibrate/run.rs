@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 pub enum Budget {
     /// About 2.5 minutes: enough for a usable profile.
     Quick,
-    /// About 25 minutes.
+    /// About 12 minutes.
     Standard,
-    /// About 75 minutes.
+    /// About 30 minutes.
     Thorough,
 }
 
@@ -30,8 +30,8 @@ impl Budget {
     pub fn seconds(self) -> f64 {
         match self {
             Budget::Quick => 150.0,
-            Budget::Standard => 1500.0,
-            Budget::Thorough => 4500.0,
+            Budget::Standard => 720.0,
+            Budget::Thorough => 1800.0,
         }
     }
     pub fn name(self) -> &'static str {
@@ -146,6 +146,17 @@ pub fn fit_roofline(ms: &[Measurement]) -> Roofline {
     }
 }
 
+/// The figure a regressor learns from one measurement: its median, unless the runs spread so much
+/// (another job took the core for part of them) that the 10th percentile is the better estimate of the
+/// board's own speed.
+pub fn fit_target(m: &Measurement) -> f64 {
+    if m.p90_ms - m.p10_ms > 0.2 * m.median_ms {
+        m.p10_ms
+    } else {
+        m.median_ms
+    }
+}
+
 /// Fits one regressor per kind that has enough measurements.
 pub fn fit_all(
     roofline: &Roofline,
@@ -157,12 +168,25 @@ pub fn fit_all(
         by_kind
             .entry(m.kernel.kind)
             .or_default()
-            .push((m.kernel.clone(), m.median_ms));
+            .push((m.kernel.clone(), fit_target(m)));
     }
     by_kind
         .into_iter()
         .filter_map(|(k, data)| Regressor::fit(roofline, &data, seed).ok().map(|r| (k, r)))
         .collect()
+}
+
+/// Most measurements a profile carries (about 0.6 KB each, keeping it well under 10 MB); the journal
+/// beside it keeps them all, and the regressors are fitted on all of them.
+pub const MAX_PROFILE_MEASUREMENTS: usize = 8000;
+
+/// A deterministic subset of at most `max` measurements, every kind keeping its share.
+fn keep_for_profile(ms: Vec<Measurement>, max: usize) -> Vec<Measurement> {
+    if ms.len() <= max {
+        return ms;
+    }
+    let stride = ms.len().div_ceil(max);
+    ms.into_iter().enumerate().filter(|(i, _)| i % stride == 0).map(|(_, m)| m).collect()
 }
 
 /// Runs calibration and writes the profile to `opts.out`.
@@ -259,7 +283,7 @@ pub fn calibrate(
             .filter(|m| {
                 regs.get(&m.kernel.kind)
                     .map(|r| {
-                        ((r.predict_ms(&roofline, &m.kernel) - m.median_ms) / m.median_ms).abs()
+                        ((r.predict_ms(&roofline, &m.kernel) - fit_target(m)) / fit_target(m)).abs()
                             > 0.10
                     })
                     .unwrap_or(false)
@@ -285,7 +309,10 @@ pub fn calibrate(
         }
     }
     bar.finish_and_clear();
-    let ms: Vec<Measurement> = journal.measured.values().cloned().collect();
+    // In key order, so the same journal always fits the same regressors.
+    let mut keyed: Vec<(&String, &Measurement)> = journal.measured.iter().collect();
+    keyed.sort_by(|a, b| a.0.cmp(b.0));
+    let ms: Vec<Measurement> = keyed.into_iter().map(|(_, m)| m.clone()).collect();
     if ms.is_empty() {
         return Err(CalibrateError::Nothing(last_error));
     }
@@ -333,8 +360,7 @@ pub fn calibrate(
     } else {
         None
     };
-    let mut ms = ms;
-    ms.sort_by(|a, b| config_key(&a.kernel).cmp(&config_key(&b.kernel)));
+    let ms = keep_for_profile(ms, MAX_PROFILE_MEASUREMENTS);
     let profile = Profile {
         format_version: crate::profile::FORMAT_VERSION,
         augur_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -4,6 +4,7 @@ pub mod calibrate;
 pub mod eval;
 pub mod inspect;
 pub mod load;
+pub mod observe;
 pub mod predict;
 pub mod prior;
 pub mod scenarios;
