@@ -186,7 +186,11 @@ fn keep_for_profile(ms: Vec<Measurement>, max: usize) -> Vec<Measurement> {
         return ms;
     }
     let stride = ms.len().div_ceil(max);
-    ms.into_iter().enumerate().filter(|(i, _)| i % stride == 0).map(|(_, m)| m).collect()
+    ms.into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0)
+        .map(|(_, m)| m)
+        .collect()
 }
 
 /// Runs calibration and writes the profile to `opts.out`.
@@ -289,8 +293,8 @@ pub fn calibrate(
                     .unwrap_or(false)
             })
             .collect();
-        bad.sort_by(|a, b| config_key(&a.kernel).cmp(&config_key(&b.kernel)));
-        let mut rrng = StdRng::seed_from_u64(opts.seed ^ (round + 1) * 0x9e37_79b9);
+        bad.sort_by_key(|m| config_key(&m.kernel));
+        let mut rrng = StdRng::seed_from_u64(opts.seed ^ ((round + 1) * 0x9e37_79b9));
         let around: Vec<Kernel> = bad
             .iter()
             .flat_map(|m| {

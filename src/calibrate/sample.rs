@@ -22,7 +22,7 @@ pub fn kind_weight(kind: KernelKind) -> f64 {
 
 fn scale(v: usize, f: f64, multiple: usize) -> usize {
     let x = (v as f64 * f).round().max(1.0) as usize;
-    if multiple > 1 && v % multiple == 0 {
+    if multiple > 1 && v.is_multiple_of(multiple) {
         (x.div_ceil(multiple) * multiple).max(multiple)
     } else {
         x.max(1)

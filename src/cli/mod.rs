@@ -29,6 +29,12 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
 /// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`).
 pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
     let file = crate::config::find_file(None);
-    let cfg = crate::config::Config::load(file.as_deref(), std::env::vars(), &[])?;
+    let cfg = crate::config::Config::load(
+        file.as_deref(),
+        // Variables that are not UTF-8 cannot be augur's; skip them rather than panic.
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        &[],
+    )?;
     Ok(cfg.profile)
 }

@@ -43,10 +43,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reader: Box<dyn BufRead> = if args.log.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
-        let f = std::fs::File::open(&args.log).map_err(|e| anyhow::anyhow!("{}: {e}", args.log.display()))?;
+        let f = std::fs::File::open(&args.log)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.log.display()))?;
         Box::new(std::io::BufReader::new(f))
     };
-    let mut models: HashMap<PathBuf, (crate::kernels::Decomposition, crate::predict::BasePrediction)> = HashMap::new();
+    let mut models: HashMap<
+        PathBuf,
+        (
+            crate::kernels::Decomposition,
+            crate::predict::BasePrediction,
+        ),
+    > = HashMap::new();
     let (mut accepted, mut rejected, mut bad) = (0usize, 0usize, 0usize);
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
@@ -66,7 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let base = predictor.base(&d);
             models.insert(obs.model.clone(), (d, base));
         }
-        let Some((d, base)) = models.get(&obs.model) else { continue };
+        let Some((d, base)) = models.get(&obs.model) else {
+            continue;
+        };
         let plain = predictor.predict(d, base, &obs.state, obs.threads, false);
         let phi = predictor.phi(base, &plain);
         let key = obs.model.display().to_string();
@@ -78,7 +87,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    learner.save(&args.learner).map_err(|e| anyhow::anyhow!("{}: {e}", args.learner.display()))?;
+    learner
+        .save(&args.learner)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.learner.display()))?;
     if args.json {
         println!(
             "{}",

@@ -192,18 +192,17 @@ impl Learner {
 
     /// Standard RLS with forgetting: k = Pφ / (λ + φᵀPφ); w += k·(y − wᵀφ); P = (P − kφᵀP) / λ.
     fn rls_update(&mut self, phi: &Phi, y: f64) {
-        let mut pphi = [0.0; N];
-        for i in 0..N {
-            pphi[i] = (0..N).map(|j| self.p[i][j] * phi[j]).sum();
-        }
+        let pphi: [f64; N] = self
+            .p
+            .map(|row| row.iter().zip(phi).map(|(p, x)| p * x).sum());
         let denom = self.lambda + phi.iter().zip(&pphi).map(|(a, b)| a * b).sum::<f64>();
         if !(denom.is_finite() && denom > 1e-12) {
             return;
         }
         let k: [f64; N] = pphi.map(|v| v / denom);
         let err = y - self.correction_shared(phi);
-        for i in 0..N {
-            self.w[i] += k[i] * err;
+        for (w, k) in self.w.iter_mut().zip(&k) {
+            *w += k * err;
         }
         let mut np = self.p;
         for i in 0..N {
@@ -259,7 +258,7 @@ mod tests {
         }
         let phi = [1.0, 0.5, 0.5, 0.0];
         for (m, bias) in [("m0", 0.0), ("m1", 0.1), ("m2", -0.1), ("m3", 0.05)] {
-            let truth = (0.05 + 0.4 + 0.15 + bias as f64).exp();
+            let truth = (0.05f64 + 0.4 + 0.15 + bias).exp();
             let got = l.correction(m, &phi);
             assert!((got / truth - 1.0).abs() < 0.03, "{m}: {got} vs {truth}");
         }

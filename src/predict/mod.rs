@@ -204,6 +204,7 @@ impl Predictor {
         };
         let mut out = vec![(0.0, true); d.kernels.len()];
         // Per kind: its kernels (index, row of its distinct features) and the distinct feature rows.
+        #[allow(clippy::type_complexity)] // a local grouping, clearer spelled out than named
         let mut by_kind: Vec<(KernelKind, Vec<(usize, usize)>, Vec<[f64; N_FEATURES]>)> =
             Vec::new();
         for (i, k) in d.kernels.iter().enumerate() {
