@@ -89,16 +89,25 @@ pub fn fit(
             memory_share: mem / (mem + comp).max(1e-12),
         });
     }
+    // A thread that has slept gets the CPU first when it wakes, so a short timing under load sees no
+    // contention at all. A job runs for longer: burn 150 ms first, then time 300 ms of steady running.
+    let burn = RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 100_000,
+        max_seconds: 0.15,
+    };
     let spec = RunSpec {
         threads: 1,
-        warmup: 2,
-        runs: 9,
-        max_seconds: 2.0,
+        warmup: 0,
+        runs: 200,
+        max_seconds: 0.3,
     };
     let time_all = |probes: &[Probe]| -> Result<Vec<f64>, String> {
         probes
             .iter()
             .map(|p| {
+                p.prepared.time(&burn).map_err(|e| e.to_string())?;
                 p.prepared
                     .time(&spec)
                     .map(|t| t.median_ms)

@@ -3,6 +3,7 @@
 //! the device profile.
 pub mod background;
 pub mod build;
+pub mod compose;
 pub mod fusion;
 pub mod journal;
 pub mod load_fit;

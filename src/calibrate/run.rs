@@ -157,6 +157,15 @@ pub fn fit_target(m: &Measurement) -> f64 {
     }
 }
 
+/// [`fit_target`] for a whole-model timing.
+pub fn fit_target_timing(t: &crate::runtime::Timing) -> f64 {
+    if t.p90_ms - t.p10_ms > 0.2 * t.median_ms {
+        t.p10_ms
+    } else {
+        t.median_ms
+    }
+}
+
 /// Fits one regressor per kind that has enough measurements.
 pub fn fit_all(
     roofline: &Roofline,
@@ -382,8 +391,25 @@ pub fn calibrate(
         regressors,
         measurements: ms,
         cache_model: true,
+        composition: BTreeMap::new(),
         slowdown,
     };
+    let mut profile = profile;
+    if !opts.stop.load(Ordering::Relaxed) {
+        let log = |m: String| {
+            if opts.progress {
+                eprintln!("{m}");
+            } else {
+                tracing::info!("{m}");
+            }
+        };
+        match super::compose::fit(&profile, 60, opts.seed, &log) {
+            Ok(f) => profile.composition = f,
+            Err(e) => eprintln!(
+                "augur: warning: composition factors not fitted ({e}); kernels are summed as measured alone"
+            ),
+        }
+    }
     profile.save(&opts.out)?;
     Ok(profile)
 }

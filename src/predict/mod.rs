@@ -106,6 +106,13 @@ impl Predictor {
         (1.0 - llc / footprint) / bw
     }
 
+    fn llc_bytes(&self) -> f64 {
+        self.profile
+            .as_ref()
+            .map(|p| p.device.llc_bytes() as f64)
+            .unwrap_or(0.0)
+    }
+
     pub fn calibrated(&self) -> bool {
         self.profile.is_some()
     }
@@ -117,7 +124,15 @@ impl Predictor {
         let cold = self.cold_weight_seconds_per_byte(d);
         let per_kernel = self.kernel_predictions(d);
         for (k, &(ms, fb)) in d.kernels.iter().zip(&per_kernel) {
-            let ms = ms + k.weight_bytes as f64 * cold * 1e3;
+            // Weights that do not fit in the LLC with the kernel's activations were streamed from DRAM
+            // when the kernel was timed alone already.
+            let cached_alone =
+                (k.weight_bytes + k.input_bytes + k.output_bytes) as f64 <= self.llc_bytes();
+            let ms = if cached_alone {
+                ms + k.weight_bytes as f64 * cold * 1e3
+            } else {
+                ms
+            };
             kernels.push((ms, fb));
             let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
             let mem = bytes / self.roofline.bytes_per_second.max(1.0);
@@ -231,12 +246,13 @@ impl Predictor {
             let ratios = p.regressors.get(kind).map(|r| r.log_ratios(rows));
             for &(i, row) in members {
                 let k = &d.kernels[i];
+                let inside = p.composition.get(kind).copied().unwrap_or(1.0);
                 out[i] = match &ratios {
                     Some(lr) => (
-                        p.roofline.kernel_ms(k) * lr[row].clamp(-20.0, 20.0).exp(),
+                        inside * p.roofline.kernel_ms(k) * lr[row].clamp(-20.0, 20.0).exp(),
                         false,
                     ),
-                    None => (p.roofline.kernel_ms(k), true),
+                    None => (inside * p.roofline.kernel_ms(k), true),
                 };
             }
         }

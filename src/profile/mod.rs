@@ -55,6 +55,10 @@ pub struct Profile {
     /// Whether predictions add the cost of streaming weights that do not stay in the last-level cache.
     #[serde(default)]
     pub cache_model: bool,
+    /// Per kind: how much slower a kernel runs inside a network than timed alone (fitted on synthetic
+    /// networks; 1 when absent).
+    #[serde(default)]
+    pub composition: BTreeMap<KernelKind, f64>,
     /// Coefficients of the slowdown model, fitted under controlled load (absent until fitted).
     #[serde(default)]
     pub slowdown: Option<serde_json::Value>,
