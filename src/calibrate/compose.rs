@@ -8,7 +8,7 @@ use crate::kernels::{FusionRules, KernelKind, decompose};
 use crate::model::Graph;
 use crate::model::TensorId;
 use crate::model::builder::{BuildError, GraphBuilder};
-use crate::profile::Profile;
+use crate::profile::{Composition, Profile};
 use crate::runtime::{RunSpec, TractBackend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -128,7 +128,7 @@ pub fn fit(
     n: usize,
     seed: u64,
     log: &dyn Fn(String),
-) -> Result<BTreeMap<KernelKind, f64>, String> {
+) -> Result<BTreeMap<KernelKind, Composition>, String> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc0_3b05e);
     let backend = TractBackend::new();
     let spec = RunSpec {
@@ -157,10 +157,13 @@ pub fn fit(
             .and_then(|p| p.time(&spec))
             .map_err(|e| e.to_string())?;
         let base = predictor.base(&d);
-        let mut s = vec![0.0; kinds.len()];
+        // Columns: per kind, predicted ms of its compute-bound share, then of its memory-bound share.
+        let mut s = vec![0.0; 2 * kinds.len()];
         for (k, (ms, _)) in d.kernels.iter().zip(&base.kernels) {
             if let Some(j) = kinds.iter().position(|x| *x == k.kind) {
-                s[j] += ms;
+                let m = crate::predict::memory_share(&profile.roofline, k);
+                s[2 * j] += ms * (1.0 - m);
+                s[2 * j + 1] += ms * m;
             }
         }
         rows.push((s, crate::calibrate::run::fit_target_timing(&t)));
@@ -172,7 +175,7 @@ pub fn fit(
         ));
     }
     // Least squares on relative error, ridge towards 1 so a kind the networks barely use keeps 1.
-    let m = kinds.len();
+    let m = 2 * kinds.len();
     let mut a = vec![vec![0.0; m]; m];
     let mut bv = vec![0.0; m];
     for (s, y) in &rows {
@@ -189,10 +192,18 @@ pub fn fit(
         bv[i] += lambda;
     }
     let f = solve(a, bv).ok_or("singular system")?;
-    let factors: BTreeMap<KernelKind, f64> = kinds
+    let factors: BTreeMap<KernelKind, Composition> = kinds
         .iter()
-        .zip(&f)
-        .map(|(k, v)| (*k, v.clamp(0.5, 2.0)))
+        .enumerate()
+        .map(|(j, k)| {
+            (
+                *k,
+                Composition {
+                    compute: f[2 * j].clamp(0.5, 2.0),
+                    memory: f[2 * j + 1].clamp(0.5, 3.0),
+                },
+            )
+        })
         .collect();
     let err = |fac: &dyn Fn(usize) -> f64| {
         let mut e: Vec<f64> = rows
@@ -205,7 +216,12 @@ pub fn fit(
         e[e.len() / 2]
     };
     let before = err(&|_| 1.0);
-    let after = err(&|j| factors.get(&kinds[j]).copied().unwrap_or(1.0));
+    let after = err(&|j| {
+        factors
+            .get(&kinds[j / 2])
+            .map(|c| if j % 2 == 0 { c.compute } else { c.memory })
+            .unwrap_or(1.0)
+    });
     log(format!(
         "composition: {} synthetic networks; median error {:.1} % → {:.1} %; factors {}",
         rows.len(),
@@ -213,8 +229,8 @@ pub fn fit(
         after * 100.0,
         factors
             .iter()
-            .filter(|(_, v)| (**v - 1.0).abs() > 1e-3)
-            .map(|(k, v)| format!("{} {:.2}", k.name(), v))
+            .filter(|(_, c)| (c.compute - 1.0).abs() > 1e-3 || (c.memory - 1.0).abs() > 1e-3)
+            .map(|(k, c)| format!("{} {:.2}/{:.2}", k.name(), c.compute, c.memory))
             .collect::<Vec<_>>()
             .join(", ")
     ));

@@ -66,6 +66,18 @@ pub struct StateUsed {
     pub learned_factor: f64,
 }
 
+/// The share of a kernel's roofline time that is memory traffic (0 compute-bound … 1 memory-bound).
+pub fn memory_share(r: &Roofline, k: &crate::kernels::Kernel) -> f64 {
+    let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
+    let mem = bytes / r.bytes_per_second.max(1.0);
+    let comp = k.flops as f64 / r.flops_per_second.max(1.0);
+    if mem + comp > 0.0 {
+        mem / (mem + comp)
+    } else {
+        0.0
+    }
+}
+
 /// Predicts from a profile (or, without one, from the roofline alone).
 #[derive(Clone, Debug)]
 pub struct Predictor {
@@ -246,7 +258,11 @@ impl Predictor {
             let ratios = p.regressors.get(kind).map(|r| r.log_ratios(rows));
             for &(i, row) in members {
                 let k = &d.kernels[i];
-                let inside = p.composition.get(kind).copied().unwrap_or(1.0);
+                let inside = p
+                    .composition
+                    .get(kind)
+                    .map(|c| c.factor(memory_share(&p.roofline, k)))
+                    .unwrap_or(1.0);
                 out[i] = match &ratios {
                     Some(lr) => (
                         inside * p.roofline.kernel_ms(k) * lr[row].clamp(-20.0, 20.0).exp(),

@@ -71,7 +71,16 @@ impl Slowdown {
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
         let threads = threads.max(1) as f64;
         // Time-sharing: others' runnable work plus ours over the cores, when it exceeds them.
-        let others = s.others_busy().unwrap_or(0.0) * self.cores;
+        // Others' demand in cores: their busy share; on a saturated board, the run queue when it says
+        // more (four hogs on two cores keep both busy at 100 %, as two would, but queue twice as
+        // deep). The sampler's two threads are running when it reads the queue, hence the − 2.
+        let busy = s.others_busy().unwrap_or(0.0) * self.cores;
+        let saturated = busy >= 0.95 * self.cores;
+        let queued = s
+            .procs_running
+            .map(|r| r.saturating_sub(2) as f64)
+            .unwrap_or(0.0);
+        let others = if saturated { busy.max(queued) } else { busy };
         let demand = others + threads;
         let share = if demand > self.cores {
             demand / self.cores

@@ -24,6 +24,21 @@ pub struct Measurement {
     pub p90_ms: f64,
 }
 
+/// In-network factors of one kernel kind: a kernel's factor is `compute·(1 − m) + memory·m`, with `m`
+/// the memory share of its roofline time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Composition {
+    pub compute: f64,
+    pub memory: f64,
+}
+
+impl Composition {
+    pub fn factor(&self, memory_share: f64) -> f64 {
+        let m = memory_share.clamp(0.0, 1.0);
+        self.compute * (1.0 - m) + self.memory * m
+    }
+}
+
 /// Conditions at calibration time, the reference the slowdown model scales from.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Reference {
@@ -56,9 +71,9 @@ pub struct Profile {
     #[serde(default)]
     pub cache_model: bool,
     /// Per kind: how much slower a kernel runs inside a network than timed alone (fitted on synthetic
-    /// networks; 1 when absent).
+    /// networks; 1 when absent), for its compute-bound and its memory-bound share.
     #[serde(default)]
-    pub composition: BTreeMap<KernelKind, f64>,
+    pub composition: BTreeMap<KernelKind, Composition>,
     /// Coefficients of the slowdown model, fitted under controlled load (absent until fitted).
     #[serde(default)]
     pub slowdown: Option<serde_json::Value>,
