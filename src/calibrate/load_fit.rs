@@ -225,7 +225,7 @@ pub fn fit(
 }
 
 /// Representative kernels for the fit: a few of each kind that dominates CNN time.
-pub fn representative(prior: &[Kernel]) -> Vec<Kernel> {
+pub fn representative(prior: &[Kernel], per_kind: usize) -> Vec<Kernel> {
     let mut out = Vec::new();
     for kind in [
         KernelKind::Conv,
@@ -235,8 +235,13 @@ pub fn representative(prior: &[Kernel]) -> Vec<Kernel> {
     ] {
         let mut of: Vec<&Kernel> = prior.iter().filter(|k| k.kind == kind).collect();
         of.sort_by_key(|k| k.flops);
-        // Small, middle and large of the kind.
-        for q in [0.25, 0.6, 0.9] {
+        // Small, middle and large of the kind (the middle one alone when `per_kind` is 1).
+        let qs: &[f64] = if per_kind <= 1 {
+            &[0.6]
+        } else {
+            &[0.25, 0.6, 0.9]
+        };
+        for &q in qs {
             if let Some(k) = of.get(((of.len() as f64 - 1.0) * q) as usize) {
                 out.push((*k).clone());
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// How long calibration may take; measuring stops when the time is spent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Budget {
-    /// About 2.5 minutes: enough for a usable profile.
+    /// Under 3 minutes in all: enough for a usable profile.
     Quick,
     /// About 12 minutes.
     Standard,
@@ -29,7 +29,7 @@ pub enum Budget {
 impl Budget {
     pub fn seconds(self) -> f64 {
         match self {
-            Budget::Quick => 150.0,
+            Budget::Quick => 100.0,
             Budget::Standard => 720.0,
             Budget::Thorough => 1800.0,
         }
@@ -354,7 +354,10 @@ pub fn calibrate(
             }
         };
         match super::load_fit::fit(
-            &super::load_fit::representative(&prior.kernels),
+            &super::load_fit::representative(
+                &prior.kernels,
+                if opts.budget == Budget::Quick { 1 } else { 3 },
+            ),
             &roofline,
             base,
             &sampler,
@@ -403,7 +406,8 @@ pub fn calibrate(
                 tracing::info!("{m}");
             }
         };
-        match super::compose::fit(&profile, 60, opts.seed, &log) {
+        let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
+        match super::compose::fit(&profile, networks, opts.seed, &log) {
             Ok(f) => profile.composition = f,
             Err(e) => eprintln!(
                 "augur: warning: composition factors not fitted ({e}); kernels are summed as measured alone"

@@ -61,10 +61,19 @@ pub fn scenario_load(name: &str, llc: u64, cores: usize) -> Result<Option<LoadKi
     }
 }
 
+/// Latency of the model as a job that keeps running: 150 ms of warm-up first, because a thread that
+/// has slept gets the CPU first when it wakes and a short burst would not see the load at all.
 fn measure(m: &Model, runs: usize) -> anyhow::Result<f64> {
+    let burn = RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 10_000,
+        max_seconds: 0.15,
+    };
+    m.prepared.time(&burn)?;
     let spec = RunSpec {
         threads: 1,
-        warmup: 1,
+        warmup: 0,
         runs,
         max_seconds: 20.0,
     };

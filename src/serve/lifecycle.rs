@@ -23,10 +23,7 @@ pub async fn start(app: Arc<App>) {
     };
     let calibrated = engine.predictor.calibrated();
     if !calibrated && app.cfg.calibrate_in_background {
-        tracing::warn!(
-            "calibrate_in_background is on, but background calibration is not available yet; \
-             serving uncalibrated"
-        );
+        tokio::spawn(calibrate_in_background(Arc::clone(&app)));
     }
     let source = engine.source.clone();
     app.set_engine(engine);
@@ -152,6 +149,54 @@ pub async fn shutdown_signal() {
         Err(e) => {
             tracing::warn!("cannot listen for SIGTERM: {e}");
             ctrl_c.await;
+        }
+    }
+}
+
+/// Runs `augur calibrate --budget quick` as a child process at the lowest priority, then swaps the
+/// calibrated engine in; cached models re-predict their base under it on next use.
+async fn calibrate_in_background(app: Arc<App>) {
+    let path = app.cfg.profile.clone();
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("background calibration: cannot find augur's own binary ({e})");
+            return;
+        }
+    };
+    tracing::info!(
+        "no profile: calibrating in the background (quick budget) into {}",
+        path.display()
+    );
+    let status = tokio::process::Command::new("nice")
+        .arg("-n")
+        .arg("10")
+        .arg(&exe)
+        .args(["calibrate", "--budget", "quick", "--quiet", "--out"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || load_engine(&p)).await {
+                Ok(engine) if engine.predictor.calibrated() => {
+                    app.set_engine(engine);
+                    metrics::gauge!("augur_calibrated").set(1.0);
+                    tracing::info!("background calibration done: serving calibrated predictions");
+                }
+                _ => tracing::warn!(
+                    "background calibration wrote {}, but it could not be loaded",
+                    path.display()
+                ),
+            }
+        }
+        Ok(s) => tracing::warn!("background calibration failed ({s}); serving uncalibrated"),
+        Err(e) => {
+            tracing::warn!("background calibration could not start ({e}); serving uncalibrated")
         }
     }
 }
