@@ -33,17 +33,7 @@ pub fn load_args(kind: LoadKind, max: Duration) -> Vec<String> {
 impl BackgroundLoad {
     /// Starts the load for at most `max`.
     pub fn start(kind: LoadKind, max: Duration) -> std::io::Result<BackgroundLoad> {
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
-            .args(load_args(kind, max))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        Ok(BackgroundLoad {
-            child: Some(child),
-            kind,
-        })
+        BackgroundLoad::start_with(&std::env::current_exe()?, kind, max)
     }
 
     /// Starts the load with an explicit `augur` binary (tests, where the current exe is the harness).

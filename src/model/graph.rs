@@ -137,8 +137,8 @@ impl Graph {
         p
     }
 
-    /// Bytes of all weight tensors that some node reads.
-    pub fn weight_bytes(&self) -> u64 {
+    /// Weight tensors that some node reads.
+    fn used_weights(&self) -> impl Iterator<Item = &Tensor> {
         let mut used = vec![false; self.tensors.len()];
         for n in &self.nodes {
             for &t in &n.inputs {
@@ -147,25 +147,21 @@ impl Graph {
         }
         self.tensors
             .iter()
-            .enumerate()
-            .filter(|(i, t)| t.is_weight && used[*i])
-            .map(|(_, t)| t.bytes())
-            .sum()
+            .zip(used)
+            .filter(|(t, u)| t.is_weight && *u)
+            .map(|(t, _)| t)
     }
 
-    /// Number of weight scalars (the ONNX view of "parameters").
+    /// Bytes of all weight tensors that some node reads.
+    pub fn weight_bytes(&self) -> u64 {
+        self.used_weights().map(Tensor::bytes).sum()
+    }
+
+    /// Number of weight scalars (the ONNX view of "parameters"; int64 shape constants excluded).
     pub fn params(&self) -> u64 {
-        let mut used = vec![false; self.tensors.len()];
-        for n in &self.nodes {
-            for &t in &n.inputs {
-                used[t] = true;
-            }
-        }
-        self.tensors
-            .iter()
-            .enumerate()
-            .filter(|(i, t)| t.is_weight && used[*i] && t.dtype != DType::I64)
-            .map(|(_, t)| t.elements())
+        self.used_weights()
+            .filter(|t| t.dtype != DType::I64)
+            .map(Tensor::elements)
             .sum()
     }
 }
