@@ -165,10 +165,7 @@ impl Profile {
     }
 }
 
-/// The runtime string for the built-in backend.
+/// The runtime string for the built-in backend (the version a test keeps in step with Cargo.lock).
 pub fn tract_runtime() -> String {
-    format!("tract {}", TRACT_VERSION)
+    format!("tract {}", crate::runtime::tract::TRACT_VERSION)
 }
-
-/// Version of tract-onnx this build links (kept in step with Cargo.lock by a test).
-pub const TRACT_VERSION: &str = "0.23.9";
