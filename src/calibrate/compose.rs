@@ -161,7 +161,7 @@ pub fn fit(
         let mut s = vec![0.0; 2 * kinds.len()];
         for (k, (ms, _)) in d.kernels.iter().zip(&base.kernels) {
             if let Some(j) = kinds.iter().position(|x| *x == k.kind) {
-                let m = crate::predict::memory_share(&profile.roofline, k);
+                let m = crate::predict::memory_share_of(&profile.roofline, k);
                 s[2 * j] += ms * (1.0 - m);
                 s[2 * j + 1] += ms * m;
             }

@@ -81,12 +81,9 @@ pub fn fit(
         let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
         let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
         let prepared = backend.prepare(&bytes).map_err(|e| e.to_string())?;
-        let mem = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64
-            / roofline.bytes_per_second;
-        let comp = k.flops as f64 / roofline.flops_per_second;
         probes.push(Probe {
             prepared,
-            memory_share: mem / (mem + comp).max(1e-12),
+            memory_share: crate::predict::memory_share_of(roofline, k),
         });
     }
     // A thread that has slept gets the CPU first when it wakes, so a short timing under load sees no

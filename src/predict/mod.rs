@@ -67,7 +67,7 @@ pub struct StateUsed {
 }
 
 /// The share of a kernel's roofline time that is memory traffic (0 compute-bound … 1 memory-bound).
-pub fn memory_share(r: &Roofline, k: &crate::kernels::Kernel) -> f64 {
+pub fn memory_share_of(r: &Roofline, k: &crate::kernels::Kernel) -> f64 {
     let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
     let mem = bytes / r.bytes_per_second.max(1.0);
     let comp = k.flops as f64 / r.flops_per_second.max(1.0);
@@ -146,14 +146,7 @@ impl Predictor {
                 ms
             };
             kernels.push((ms, fb));
-            let bytes = (k.input_bytes + k.output_bytes + k.weight_bytes + k.scratch_bytes) as f64;
-            let mem = bytes / self.roofline.bytes_per_second.max(1.0);
-            let comp = k.flops as f64 / self.roofline.flops_per_second.max(1.0);
-            memory_share.push(if mem + comp > 0.0 {
-                mem / (mem + comp)
-            } else {
-                0.0
-            });
+            memory_share.push(memory_share_of(&self.roofline, k));
         }
         BasePrediction {
             latency_ms: kernels.iter().map(|k| k.0).sum(),
@@ -261,7 +254,7 @@ impl Predictor {
                 let inside = p
                     .composition
                     .get(kind)
-                    .map(|c| c.factor(memory_share(&p.roofline, k)))
+                    .map(|c| c.factor(memory_share_of(&p.roofline, k)))
                     .unwrap_or(1.0);
                 out[i] = match &ratios {
                     Some(lr) => (
