@@ -1,136 +1,239 @@
-//! Composition: how kernels behave inside a whole network rather than timed alone. Calibration times
-//! each kernel in isolation (its inputs and weights hot in cache, nothing else running between runs);
-//! inside a network, activations and weights stream through the caches. This stage builds random
-//! synthetic networks (mobile-style inverted residuals, residual basic blocks, squeeze-excitation —
-//! never the evaluation models), times them end to end, and fits one factor per kernel kind so that
-//! the sum of corrected kernel predictions matches whole-network time.
-use crate::kernels::{FusionRules, KernelKind, decompose};
+//! Composition: kernels as they behave inside whole networks rather than timed alone. A kernel timed
+//! alone runs with its inputs and weights hot and nothing between its runs; inside a network its
+//! operands stream through the caches behind other kernels. Where the runtime reports per-node times
+//! (tract), random synthetic networks ([`super::networks`], never the evaluation models) are timed per
+//! node and the times attributed to kernels: those are what the regressors learn from, and networks
+//! held out of that fit give one factor per kind for what is left. Where it cannot (an external
+//! command), whole-network times of the same networks give the per-kind factors by least squares.
+use super::innet::attribute;
+use super::networks::synthetic;
+use crate::kernels::{Decomposition, FusionRules, KernelKind, decompose};
 use crate::model::Graph;
-use crate::model::TensorId;
-use crate::model::builder::{BuildError, GraphBuilder};
-use crate::profile::{Composition, Profile};
-use crate::runtime::{RunSpec, TractBackend};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use crate::profile::{Composition, Measurement, Profile};
+use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
 
-fn pick<T: Copy>(rng: &mut StdRng, v: &[T]) -> T {
-    v[rng.random_range(0..v.len())]
+/// Journal key of kernel `k` of synthetic network `i`.
+pub fn key(i: usize, k: usize) -> String {
+    format!("innet/{i}/{k}")
 }
 
-fn act(b: &mut GraphBuilder, x: TensorId, relu6: bool) -> Result<TensorId, BuildError> {
-    if relu6 {
-        b.clip(x, 0.0, 6.0)
-    } else {
-        b.relu(x)
-    }
+/// (network, kernel) of an in-network journal key; None for a kernel measured alone.
+pub fn parse_key(key: &str) -> Option<(usize, usize)> {
+    let rest = key.strip_prefix("innet/")?;
+    let (i, k) = rest.split_once('/')?;
+    Some((i.parse().ok()?, k.parse().ok()?))
 }
 
-/// One random network.
-pub fn synthetic(rng: &mut StdRng, i: usize) -> Result<Graph, BuildError> {
-    let mut b = GraphBuilder::new(&format!("synthetic{i}"));
-    let r = pick(rng, &[96usize, 128, 160, 192, 224]);
-    let x = b.input(&[1, 3, r, r]);
-    let mobile = rng.random_bool(0.6);
-    let relu6 = rng.random_bool(0.5);
-    let mut c = pick(rng, &[16usize, 24, 32, 48, 64]);
-    let mut y = b.conv(x, c, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 1, true)?;
-    y = act(&mut b, y, relu6)?;
-    if !mobile && rng.random_bool(0.5) {
-        y = b.maxpool(y, [3, 3], [2, 2], [1, 1, 1, 1])?;
+/// Every fifth network is held out of the regressor fit, for the composition factors.
+pub fn held_out(i: usize) -> bool {
+    i % 5 == 4
+}
+
+fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), String> {
+    let g = synthetic(seed, i).map_err(|e| e.to_string())?;
+    let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
+    Ok((g, d))
+}
+
+/// Times synthetic network `i` per node; one measurement per kernel that got time, keyed by kernel
+/// index. `Ok(None)` when the backend cannot time per node.
+pub fn measure_network(
+    backend: &dyn Backend,
+    seed: u64,
+    i: usize,
+    threads: usize,
+) -> Result<Option<Vec<(usize, Measurement)>>, String> {
+    let (g, d) = network(seed, i)?;
+    // Larger than the networks it stands for (ImageNet models stay under ~8 GMACs): skipped, not timed.
+    if d.macs > 8_000_000_000 {
+        return Ok(Some(Vec::new()));
     }
-    let stages = rng.random_range(3..=5);
-    for s in 0..stages {
-        let cout = (c as f64 * pick(rng, &[1.5, 2.0])).round() as usize / 8 * 8;
-        let blocks = rng.random_range(1..=3);
-        for bi in 0..blocks {
-            let stride = if bi == 0 && s > 0 { 2 } else { 1 };
-            let out_c = if bi == 0 { cout.max(8) } else { c };
-            let input = y;
-            if mobile {
-                let t = pick(rng, &[1usize, 3, 4, 6]);
-                let k = pick(rng, &[3usize, 5]);
-                let mid = (c * t).max(8);
-                let mut z = input;
-                if t > 1 {
-                    z = b.conv(z, mid, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
-                    z = act(&mut b, z, relu6)?;
-                }
-                let p = k / 2;
-                z = b.conv(
-                    z,
-                    mid,
-                    [k, k],
-                    [stride, stride],
-                    [p, p, p, p],
-                    [1, 1],
-                    mid,
-                    true,
-                )?;
-                z = act(&mut b, z, relu6)?;
-                if rng.random_bool(0.3) {
-                    let g = b.global_avg_pool(z)?;
-                    let sq = (mid / 4).max(8);
-                    let h = b.conv(g, sq, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
-                    let h = b.relu(h)?;
-                    let h = b.conv(h, mid, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
-                    let h = b.sigmoid(h)?;
-                    z = b.mul(z, h)?;
-                }
-                z = b.conv(z, out_c, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
-                y = if stride == 1 && out_c == c {
-                    b.add(input, z)?
-                } else {
-                    z
-                };
-            } else {
-                let mut z = b.conv(
-                    input,
-                    out_c,
-                    [3, 3],
-                    [stride, stride],
-                    [1, 1, 1, 1],
-                    [1, 1],
-                    1,
-                    true,
-                )?;
-                z = b.relu(z)?;
-                z = b.conv(z, out_c, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, true)?;
-                let short = if stride == 1 && out_c == c {
-                    input
-                } else {
-                    b.conv(
-                        input,
-                        out_c,
-                        [1, 1],
-                        [stride, stride],
-                        [0; 4],
-                        [1, 1],
-                        1,
-                        true,
-                    )?
-                };
-                z = b.add(z, short)?;
-                y = b.relu(z)?;
-            }
-            c = out_c;
+    let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
+    let spec = RunSpec {
+        threads,
+        warmup: 2,
+        runs: 7,
+        max_seconds: 2.0,
+    };
+    let Some(nodes) = backend
+        .time_per_node_onnx(&bytes, &spec)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let a = attribute(&g, &d, &nodes);
+    Ok(Some(
+        d.kernels
+            .into_iter()
+            .zip(a.kernel_ms)
+            .enumerate()
+            // A kernel the runtime folded into a neighbour got no time of its own: nothing to learn.
+            .filter(|(_, (_, ms))| *ms > 0.0)
+            .map(|(k, (kernel, ms))| {
+                (
+                    k,
+                    Measurement {
+                        kernel,
+                        median_ms: ms,
+                        p10_ms: ms,
+                        p90_ms: ms,
+                    },
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// In-network measurements split for fitting: regressor training rows (with the time the network
+/// spent streaming cold weights from DRAM taken out, as prediction adds it back per model), and the
+/// held-out networks' kernels as (network, kernel index, measurement).
+pub struct InNetwork {
+    pub train: Vec<Measurement>,
+    pub held_out: Vec<(usize, usize, Measurement)>,
+    /// Networks measured in all.
+    pub networks: usize,
+}
+
+pub fn split(
+    seed: u64,
+    measured: &[(usize, usize, Measurement)],
+    llc_bytes: f64,
+    bandwidth: f64,
+) -> InNetwork {
+    let mut cold: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut out = InNetwork {
+        train: Vec::new(),
+        held_out: Vec::new(),
+        networks: measured
+            .iter()
+            .map(|(i, _, _)| *i)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+    };
+    for (i, k, m) in measured {
+        if held_out(*i) {
+            out.held_out.push((*i, *k, m.clone()));
+            continue;
         }
+        let c = *cold.entry(*i).or_insert_with(|| {
+            network(seed, *i)
+                .map(|(_, d)| {
+                    crate::predict::cold_weight_seconds_per_byte(llc_bytes, bandwidth, &d)
+                })
+                .unwrap_or(0.0)
+        });
+        let mut m = m.clone();
+        let t = (m.median_ms - m.kernel.weight_bytes as f64 * c * 1e3).max(0.3 * m.median_ms);
+        m.median_ms = t;
+        m.p10_ms = t;
+        m.p90_ms = t;
+        out.train.push(m);
     }
-    let g = b.global_avg_pool(y)?;
-    let f = b.flatten(g, 1)?;
-    let o = b.gemm(f, 1000, true)?;
-    b.finish(&[o])
+    out
 }
 
-/// Per-kind factors, fitted on `n` synthetic networks; `log` reports progress.
+/// Per-kind factors from held-out networks: measured over predicted time of each kind's kernels.
+/// A kind with too little held-out time keeps 1.
+pub fn held_out_factors(
+    profile: &Profile,
+    seed: u64,
+    held_out: &[(usize, usize, Measurement)],
+    log: &dyn Fn(String),
+) -> BTreeMap<KernelKind, Composition> {
+    let predictor = crate::predict::Predictor::new(
+        Some(Profile {
+            composition: BTreeMap::new(),
+            ..profile.clone()
+        }),
+        profile.roofline,
+    );
+    let mut by_net: BTreeMap<usize, Vec<(usize, &Measurement)>> = BTreeMap::new();
+    for (i, k, m) in held_out {
+        by_net.entry(*i).or_default().push((*k, m));
+    }
+    // Per kind: (measured, predicted, kernels).
+    let mut sums: BTreeMap<KernelKind, (f64, f64, usize)> = BTreeMap::new();
+    let mut nets = Vec::new();
+    for (i, ms) in &by_net {
+        let Ok((_, d)) = network(seed, *i) else {
+            continue;
+        };
+        let base = predictor.base(&d);
+        let (mut measured, mut predicted) = (0.0, 0.0);
+        for (k, m) in ms {
+            let (Some(kernel), Some((p, _))) = (d.kernels.get(*k), base.kernels.get(*k)) else {
+                continue;
+            };
+            if kernel.kind != m.kernel.kind {
+                continue;
+            }
+            let e = sums.entry(kernel.kind).or_default();
+            e.0 += m.median_ms;
+            e.1 += p;
+            e.2 += 1;
+            measured += m.median_ms;
+            predicted += p;
+        }
+        nets.push((measured, predicted));
+    }
+    let factors: BTreeMap<KernelKind, Composition> = sums
+        .iter()
+        .filter(|(_, (m, p, n))| *n >= 10 && *m > 0.0 && *p > 0.0)
+        .map(|(k, (m, p, _))| {
+            let f = (m / p).clamp(0.5, 3.0);
+            (
+                *k,
+                Composition {
+                    compute: f,
+                    memory: f,
+                },
+            )
+        })
+        .collect();
+    let median_error = |fac: &dyn Fn(KernelKind) -> f64| {
+        let mut e: Vec<f64> = by_net
+            .iter()
+            .filter_map(|(i, ms)| {
+                let (_, d) = network(seed, *i).ok()?;
+                let base = predictor.base(&d);
+                let (mut m_sum, mut p_sum) = (0.0, 0.0);
+                for (k, m) in ms {
+                    let (kernel, (p, _)) = (d.kernels.get(*k)?, base.kernels.get(*k)?);
+                    m_sum += m.median_ms;
+                    p_sum += p * fac(kernel.kind);
+                }
+                (m_sum > 0.0).then(|| ((p_sum - m_sum) / m_sum).abs())
+            })
+            .collect();
+        e.sort_by(f64::total_cmp);
+        e.get(e.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let before = median_error(&|_| 1.0);
+    let after = median_error(&|k| factors.get(&k).map(|c| c.compute).unwrap_or(1.0));
+    log(format!(
+        "composition: {} held-out networks; median error {:.1} % → {:.1} %; factors {}",
+        nets.len(),
+        before * 100.0,
+        after * 100.0,
+        factors
+            .iter()
+            .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    factors
+}
+
+/// Per-kind factors from whole-network times of `n` synthetic networks (for backends that cannot
+/// time per node); `log` reports progress.
 pub fn fit(
+    backend: &dyn Backend,
     profile: &Profile,
     n: usize,
     seed: u64,
     log: &dyn Fn(String),
 ) -> Result<BTreeMap<KernelKind, Composition>, String> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xc0_3b05e);
-    let backend = TractBackend::new();
     let spec = RunSpec {
         threads: profile.threads.max(1),
         warmup: 2,
@@ -147,14 +250,13 @@ pub fn fit(
         profile.roofline,
     );
     for i in 0..n {
-        let Ok(g) = synthetic(&mut rng, i) else {
+        let Ok(g) = synthetic(seed ^ 0xc0_3b05e, i) else {
             continue;
         };
         let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
         let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
         let t = backend
-            .prepare(&bytes)
-            .and_then(|p| p.time(&spec))
+            .time_onnx(&bytes, &spec)
             .map_err(|e| e.to_string())?;
         let base = predictor.base(&d);
         // Columns: per kind, predicted ms of its compute-bound share, then of its memory-bound share.

@@ -1,5 +1,6 @@
 //! The calibration run: plan → measure (journalled) → refine where the fit errs → fit → profile.
 use super::build::kernel_graph;
+use super::compose;
 use super::journal::{Header, Journal};
 use super::prior::{Prior, config_key};
 use super::sample;
@@ -9,7 +10,7 @@ use crate::runtime::{Backend, RunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +186,10 @@ pub fn fit_all(
         .collect()
 }
 
+/// In-network measurements a kind needs before its regressor is fitted on them instead of on
+/// kernels timed alone.
+const MIN_IN_NETWORK: usize = 100;
+
 /// Most measurements a profile carries (about 0.6 KB each, keeping it well under 10 MB); the journal
 /// beside it keeps them all, and the regressors are fitted on all of them.
 pub const MAX_PROFILE_MEASUREMENTS: usize = 8000;
@@ -233,7 +238,10 @@ pub fn calibrate(
             .unwrap_or(opts.budget.seconds())
             .max(1.0),
     );
-    let explore = budget.mul_f64(0.7);
+    // Kernels alone (sampled from the prior, then refined where the fit errs) for 40 % of the time;
+    // the rest times synthetic networks per node, which is what the regressors mostly learn from.
+    let explore = budget.mul_f64(0.3);
+    let refine_end = budget.mul_f64(0.4);
     let start = Instant::now();
     let bar = if opts.progress {
         ProgressBar::new(budget.as_secs())
@@ -285,10 +293,15 @@ pub fn calibrate(
     // Refinement, nn-Meter style: where the fitted predictor errs by more than 10 %, sample channels
     // around that configuration, a few rounds.
     for round in 0..3u64 {
-        if start.elapsed() >= budget {
+        if start.elapsed() >= refine_end {
             break;
         }
-        let ms: Vec<Measurement> = journal.measured.values().cloned().collect();
+        let ms: Vec<Measurement> = journal
+            .measured
+            .iter()
+            .filter(|(k, _)| compose::parse_key(k).is_none())
+            .map(|(_, m)| m.clone())
+            .collect();
         let roofline = fit_roofline(&ms);
         let regs = fit_all(&roofline, &ms, opts.seed);
         let mut bad: Vec<&Measurement> = ms
@@ -313,7 +326,7 @@ pub fn calibrate(
             })
             .collect();
         let round_end =
-            start.elapsed() + (budget.saturating_sub(start.elapsed())) / (3 - round as u32);
+            start.elapsed() + (refine_end.saturating_sub(start.elapsed())) / (3 - round as u32);
         for cfg in &around {
             if start.elapsed() >= round_end {
                 break;
@@ -321,24 +334,96 @@ pub fn calibrate(
             step(&mut journal, cfg, &bar)?;
         }
     }
+    // Kernels inside synthetic networks, timed per node.
+    let done: BTreeSet<usize> = journal
+        .measured
+        .keys()
+        .filter_map(|k| compose::parse_key(k))
+        .map(|(i, _)| i)
+        .collect();
+    let mut per_node = true;
+    let mut net = 0usize;
+    let (mut network_failures, mut network_error) = (0usize, String::new());
+    while per_node && start.elapsed() < budget && net < 1_000_000 {
+        if opts.stop.load(Ordering::Relaxed) {
+            return Err(CalibrateError::Interrupted {
+                measured: journal.measured.len(),
+            });
+        }
+        if !done.contains(&net) {
+            match compose::measure_network(backend, opts.seed, net, opts.threads) {
+                Ok(Some(ms)) => {
+                    for (k, m) in ms {
+                        journal
+                            .append(compose::key(net, k), m)
+                            .map_err(CalibrateError::Journal)?;
+                    }
+                }
+                Ok(None) => per_node = false,
+                Err(e) => {
+                    network_failures += 1;
+                    network_error = e;
+                }
+            }
+            bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
+            bar.set_message(format!(
+                "{} measured ({} networks)",
+                journal.measured.len(),
+                net + 1
+            ));
+        }
+        net += 1;
+    }
+    // A backend that cannot time per node spends the rest of the time on kernels alone.
+    while start.elapsed() < budget && i < plan.len() {
+        step(&mut journal, &plan[i], &bar)?;
+        i += 1;
+    }
     bar.finish_and_clear();
     // In key order, so the same journal always fits the same regressors.
     let mut keyed: Vec<(&String, &Measurement)> = journal.measured.iter().collect();
     keyed.sort_by(|a, b| a.0.cmp(b.0));
-    let ms: Vec<Measurement> = keyed.into_iter().map(|(_, m)| m.clone()).collect();
+    let mut ms: Vec<Measurement> = Vec::new();
+    let mut in_network: Vec<(usize, usize, Measurement)> = Vec::new();
+    for (key, m) in keyed {
+        match compose::parse_key(key) {
+            Some((i, k)) => in_network.push((i, k, m.clone())),
+            None => ms.push(m.clone()),
+        }
+    }
     if ms.is_empty() {
         return Err(CalibrateError::Nothing(last_error));
     }
     if failures > 0 {
         tracing::info!(failures, last_error = %last_error, "some configurations could not be measured");
     }
+    if network_failures > 0 {
+        tracing::info!(network_failures, last_error = %network_error, "some synthetic networks could not be timed");
+    }
     let roofline = fit_roofline(&ms);
-    let regressors = fit_all(&roofline, &ms, opts.seed);
     let reference = Reference {
         probe_flops_per_second: crate::sense::probe::compute_rate(),
         probe_bytes_per_second: crate::sense::probe::memory_bandwidth(),
         cpu_frequency_hertz: 0.0,
     };
+    let mut regressors = fit_all(&roofline, &ms, opts.seed);
+    let split = compose::split(
+        opts.seed,
+        &in_network,
+        device.llc_bytes() as f64,
+        reference.probe_bytes_per_second,
+    );
+    for (kind, r) in fit_all(&roofline, &split.train, opts.seed) {
+        if r.samples >= MIN_IN_NETWORK {
+            regressors.insert(
+                kind,
+                Regressor {
+                    in_network: true,
+                    ..r
+                },
+            );
+        }
+    }
     let slowdown = if opts.fit_slowdown && !opts.stop.load(Ordering::Relaxed) {
         let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::default());
         let base = crate::predict::Slowdown {
@@ -376,7 +461,11 @@ pub fn calibrate(
     } else {
         None
     };
-    let ms = keep_for_profile(ms, MAX_PROFILE_MEASUREMENTS);
+    let in_network_kinds = regressors.values().filter(|r| r.in_network).count();
+    let ms = keep_for_profile(
+        ms.into_iter().chain(split.train).collect(),
+        MAX_PROFILE_MEASUREMENTS,
+    );
     let profile = Profile {
         format_version: crate::profile::FORMAT_VERSION,
         augur_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -406,12 +495,21 @@ pub fn calibrate(
                 tracing::info!("{m}");
             }
         };
-        let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
-        match super::compose::fit(&profile, networks, opts.seed, &log) {
-            Ok(f) => profile.composition = f,
-            Err(e) => eprintln!(
-                "augur: warning: composition factors not fitted ({e}); kernels are summed as measured alone"
-            ),
+        if split.held_out.is_empty() {
+            let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
+            match compose::fit(backend, &profile, networks, opts.seed, &log) {
+                Ok(f) => profile.composition = f,
+                Err(e) => eprintln!(
+                    "augur: warning: composition factors not fitted ({e}); kernels are summed as measured alone"
+                ),
+            }
+        } else {
+            log(format!(
+                "regressors: {in_network_kinds} kinds fitted on kernels timed inside {} networks",
+                split.networks
+            ));
+            profile.composition =
+                compose::held_out_factors(&profile, opts.seed, &split.held_out, &log);
         }
     }
     profile.save(&opts.out)?;

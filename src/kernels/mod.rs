@@ -141,6 +141,10 @@ pub struct Decomposition {
     /// Regressor features of each kernel, computed once with the decomposition (see [`Decomposition::features`]).
     #[serde(skip)]
     pub feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+    /// Indices of the graph nodes each kernel runs, in kernel order (for attributing a runtime's
+    /// per-node timings to kernels).
+    #[serde(skip)]
+    pub kernel_nodes: Vec<Vec<usize>>,
 }
 
 impl Decomposition {
@@ -283,6 +287,7 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
             .map(crate::profile::regressor::features)
             .collect(),
         kernels,
+        kernel_nodes: building.into_iter().map(|b| b.nodes).collect(),
     })
 }
 

@@ -158,6 +158,9 @@ pub struct Regressor {
     /// Median absolute relative error on held-out measurements (4-fold), a fraction; None when too
     /// few measurements to hold any out.
     pub holdout_error: Option<f64>,
+    /// Fitted on kernels timed inside whole networks (else on kernels timed alone).
+    #[serde(default)]
+    pub in_network: bool,
 }
 
 impl Regressor {
@@ -203,6 +206,7 @@ impl Regressor {
             trees,
             samples: data.len(),
             holdout_error: None,
+            in_network: false,
         };
         r.holdout_error = holdout(roofline, data, seed);
         Ok(r)
@@ -264,6 +268,7 @@ fn holdout(roofline: &Roofline, data: &[(Kernel, f64)], seed: u64) -> Option<f64
             trees,
             samples: rows.len(),
             holdout_error: None,
+            in_network: false,
         };
         for (i, (k, ms)) in data.iter().enumerate() {
             if i % 4 == fold {

@@ -121,6 +121,15 @@ pub trait Backend: Send + Sync {
     fn version(&self) -> String;
     /// Times a whole model; its inputs are filled with a fixed pattern at their static shapes.
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError>;
+    /// Per-node median times of whole-model runs, where the runtime can report them (`None` when it
+    /// cannot: an external command times the model as a whole).
+    fn time_per_node_onnx(
+        &self,
+        _onnx: &[u8],
+        _spec: &RunSpec,
+    ) -> Result<Option<Vec<NodeTiming>>, RuntimeError> {
+        Ok(None)
+    }
 }
 
 /// A backend from its spec: `tract`, or `cmd:<template>` (see [`CommandBackend::new`]).

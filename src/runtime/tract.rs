@@ -237,6 +237,14 @@ impl Backend for TractBackend {
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError> {
         self.prepare(onnx)?.time(spec)
     }
+
+    fn time_per_node_onnx(
+        &self,
+        onnx: &[u8],
+        spec: &RunSpec,
+    ) -> Result<Option<Vec<NodeTiming>>, RuntimeError> {
+        self.prepare(onnx)?.time_per_node(spec).map(Some)
+    }
 }
 
 /// The time budget of a spec; a budget that is not a finite, non-negative number is no budget.
