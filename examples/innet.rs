@@ -34,7 +34,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let a = attribute(&g, &d, &nodes);
         let base = predictor.base(&d);
         let mut per: BTreeMap<KernelKind, (f64, f64)> = BTreeMap::new();
+        let show = std::env::var("INNET_KIND").ok();
         for ((k, m), (p, _)) in d.kernels.iter().zip(&a.kernel_ms).zip(&base.kernels) {
+            if show.as_deref() == Some(k.kind.name()) {
+                println!(
+                    "    {:40} {:?} in {:?} out {:?}  in-net {:.4}  predicted {:.4}",
+                    k.name,
+                    k.ops,
+                    k.input_shapes,
+                    k.output_shape,
+                    m,
+                    p
+                );
+            }
             let e = per.entry(k.kind).or_default();
             e.0 += m;
             e.1 += p;

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 /// Per-kernel times of one network run, and what could not be attributed.
 #[derive(Clone, Debug, Default)]
 pub struct Attribution {
-    /// Milliseconds per kernel, in the decomposition's kernel order.
+    /// Milliseconds per kernel (sums of the nodes' first quartiles over the runs, which other work
+    /// on the board disturbs less than the medians), in the decomposition's kernel order.
     pub kernel_ms: Vec<f64>,
     /// Milliseconds of runtime nodes that map to no kernel (tract's own reshapes at the input …).
     pub unattributed_ms: f64,
@@ -44,8 +45,8 @@ pub fn attribute(g: &Graph, d: &Decomposition, timings: &[NodeTiming]) -> Attrib
             }
         };
         match k.and_then(|k| out.kernel_ms.get_mut(k)) {
-            Some(slot) => *slot += t.median_ms,
-            None => out.unattributed_ms += t.median_ms,
+            Some(slot) => *slot += t.p25_ms,
+            None => out.unattributed_ms += t.p25_ms,
         }
     }
     out
@@ -62,6 +63,7 @@ mod tests {
             name: name.into(),
             op: "X".into(),
             median_ms: ms,
+            p25_ms: ms,
         }
     }
 

@@ -87,7 +87,11 @@ impl Net<'_> {
         } else {
             self.b.sigmoid(h)?
         };
-        self.b.mul(x, h)
+        if self.rng.random_bool(0.5) {
+            self.b.mul(h, x)
+        } else {
+            self.b.mul(x, h)
+        }
     }
 
     fn inverted_residual(&mut self, x: TensorId, cout: usize, stride: usize, a: Act) -> R {

@@ -10,9 +10,12 @@ pub use fusion::FusionRules;
 
 use crate::model::{Graph, Node, TensorId};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// What a kernel computes, which decides the regressor that predicts it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum KernelKind {
     /// Dense or grouped k×k convolution (pad + im2col + matmul).
@@ -34,6 +37,7 @@ pub enum KernelKind {
     Softmax,
     /// Transpose, slice, pad, resize … : moves data, computes nothing.
     DataMovement,
+    #[default]
     Other,
 }
 
@@ -141,6 +145,9 @@ pub struct Decomposition {
     /// Regressor features of each kernel, computed once with the decomposition (see [`Decomposition::features`]).
     #[serde(skip)]
     pub feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+    /// Kernels grouped by kind, with their distinct feature rows (see [`Decomposition::feature_groups`]).
+    #[serde(skip)]
+    pub group_cache: Vec<FeatureGroup>,
     /// Indices of the graph nodes each kernel runs, in kernel order (for attributing a runtime's
     /// per-node timings to kernels).
     #[serde(skip)]
@@ -156,6 +163,55 @@ impl Decomposition {
             (None, None) => [0.0; crate::profile::regressor::N_FEATURES],
         }
     }
+
+    /// Kernels grouped by kind with their distinct feature rows: from the cache filled with the
+    /// decomposition, or computed (a decomposition read back from JSON has no cache).
+    pub fn feature_groups(&self) -> std::borrow::Cow<'_, [FeatureGroup]> {
+        if self.group_cache.is_empty() && !self.kernels.is_empty() {
+            std::borrow::Cow::Owned(feature_groups(&self.kernels, &|i| self.features(i)))
+        } else {
+            std::borrow::Cow::Borrowed(&self.group_cache)
+        }
+    }
+}
+
+/// The kernels of one kind and their distinct feature rows: a regressor evaluates each distinct row
+/// once (a ResNet repeats the same block many times).
+#[derive(Clone, Debug, Default)]
+pub struct FeatureGroup {
+    pub kind: KernelKind,
+    pub rows: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+    /// (kernel index, row index) of every kernel of the kind.
+    pub members: Vec<(usize, usize)>,
+}
+
+fn feature_groups(
+    kernels: &[Kernel],
+    features: &dyn Fn(usize) -> [f64; crate::profile::regressor::N_FEATURES],
+) -> Vec<FeatureGroup> {
+    let mut groups: Vec<FeatureGroup> = Vec::new();
+    let mut seen: HashMap<(KernelKind, [u64; crate::profile::regressor::N_FEATURES]), usize> =
+        HashMap::new();
+    for (i, k) in kernels.iter().enumerate() {
+        let slot = match groups.iter().position(|g| g.kind == k.kind) {
+            Some(s) => s,
+            None => {
+                groups.push(FeatureGroup {
+                    kind: k.kind,
+                    ..Default::default()
+                });
+                groups.len() - 1
+            }
+        };
+        let x = features(i);
+        let g = &mut groups[slot];
+        let row = *seen.entry((k.kind, x.map(f64::to_bits))).or_insert_with(|| {
+            g.rows.push(x);
+            g.rows.len() - 1
+        });
+        g.members.push((i, row));
+    }
+    groups
 }
 
 /// Why a graph could not be decomposed.
@@ -269,6 +325,11 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
     let weights_bytes = g.weight_bytes();
     let peak_activation_bytes =
         memory::peak_activation_bytes(g, &kernels, &building_io(g, &building, &alias));
+    let feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]> = kernels
+        .iter()
+        .map(crate::profile::regressor::features)
+        .collect();
+    let group_cache = feature_groups(&kernels, &|i| feature_cache[i]);
     Ok(Decomposition {
         model: g.name.clone(),
         runtime: rules.runtime.clone(),
@@ -282,10 +343,8 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
             .iter()
             .map(|&t| g.tensor(t).shape.clone())
             .collect(),
-        feature_cache: kernels
-            .iter()
-            .map(crate::profile::regressor::features)
-            .collect(),
+        feature_cache,
+        group_cache,
         kernels,
         kernel_nodes: building.into_iter().map(|b| b.nodes).collect(),
     })
@@ -422,6 +481,11 @@ fn kernel_of(
         })?;
     let output_shape = g.tensor(out_t).shape.clone();
     let out_elems = g.tensor(out_t).elements();
+    // A broadcast operand ([1, C, 1, 1] scale of squeeze-excitation) may come first or second; the
+    // kernel streams the large one either way, so its features are taken from the largest input.
+    if kind == KernelKind::Elementwise {
+        inputs.sort_by_key(|&t| std::cmp::Reverse(g.tensor(t).elements()));
+    }
     let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|&t| g.tensor(t).shape.clone()).collect();
     let first_in = input_shapes.first().cloned().unwrap_or_default();
     let anchor_out = anchor

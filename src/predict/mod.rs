@@ -231,7 +231,6 @@ impl Predictor {
     /// (resnet50's 73 kernels are 40 configurations), so each distinct one is evaluated once, and the
     /// regressors run kind by kind over all of a model's kernels at once.
     fn kernel_predictions(&self, d: &Decomposition) -> Vec<(f64, bool)> {
-        use crate::profile::regressor::N_FEATURES;
         let Some(p) = &self.profile else {
             return d
                 .kernels
@@ -240,45 +239,22 @@ impl Predictor {
                 .collect();
         };
         let mut out = vec![(0.0, true); d.kernels.len()];
-        // Per kind: its kernels (index, row of its distinct features) and the distinct feature rows.
-        #[allow(clippy::type_complexity)] // a local grouping, clearer spelled out than named
-        let mut by_kind: Vec<(KernelKind, Vec<(usize, usize)>, Vec<[f64; N_FEATURES]>)> =
-            Vec::new();
-        for (i, k) in d.kernels.iter().enumerate() {
-            let x = d.features(i);
-            let slot = match by_kind.iter().position(|e| e.0 == k.kind) {
-                Some(s) => s,
-                None => {
-                    by_kind.push((k.kind, Vec::new(), Vec::new()));
-                    by_kind.len() - 1
-                }
-            };
-            let (_, members, rows) = &mut by_kind[slot];
-            let bits = x.map(f64::to_bits);
-            let row = match rows.iter().position(|r| r.map(f64::to_bits) == bits) {
-                Some(r) => r,
-                None => {
-                    rows.push(x);
-                    rows.len() - 1
-                }
-            };
-            members.push((i, row));
-        }
-        for (kind, members, rows) in &by_kind {
-            let ratios = p.regressors.get(kind).map(|r| r.log_ratios(rows));
-            for &(i, row) in members {
-                let k = &d.kernels[i];
-                let inside = p
-                    .composition
-                    .get(kind)
+        for g in d.feature_groups().iter() {
+            let ratios = p.regressors.get(&g.kind).map(|r| {
+                let mut v = r.log_ratios(&g.rows);
+                v.iter_mut().for_each(|x| *x = x.clamp(-20.0, 20.0).exp());
+                v
+            });
+            let composition = p.composition.get(&g.kind);
+            for &(i, row) in &g.members {
+                let Some(k) = d.kernels.get(i) else { continue };
+                let inside = composition
                     .map(|c| c.factor(memory_share_of(&p.roofline, k)))
                     .unwrap_or(1.0);
-                out[i] = match &ratios {
-                    Some(lr) => (
-                        inside * p.roofline.kernel_ms(k) * lr[row].clamp(-20.0, 20.0).exp(),
-                        false,
-                    ),
-                    None => (inside * p.roofline.kernel_ms(k), true),
+                let roof = p.roofline.kernel_ms(k);
+                out[i] = match ratios.as_ref().and_then(|r| r.get(row)) {
+                    Some(ratio) => (inside * roof * ratio, false),
+                    None => (inside * roof, true),
                 };
             }
         }

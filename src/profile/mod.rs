@@ -132,10 +132,12 @@ impl Profile {
         if found != FORMAT_VERSION {
             return Err(ProfileError::Version { path: p, found });
         }
-        let profile: Profile = serde_json::from_value(head).map_err(|e| ProfileError::Invalid {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
+        let mut profile: Profile =
+            serde_json::from_value(head).map_err(|e| ProfileError::Invalid {
+                path: p.clone(),
+                detail: e.to_string(),
+            })?;
+        profile.regressors.values_mut().for_each(Regressor::compile);
         let mut warnings = Vec::new();
         let here = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
         if !profile.device.same_board(&here) {

@@ -70,6 +70,9 @@ pub struct NodeTiming {
     /// tract's op name (`Conv`, `OptMatMul`, `Add` …).
     pub op: String,
     pub median_ms: f64,
+    /// First quartile: the node's time with less of the runs other work slowed.
+    #[serde(default)]
+    pub p25_ms: f64,
 }
 
 /// A model loaded, optimised and planned, with inputs to feed it: time it as often as wanted.
@@ -413,6 +416,7 @@ impl Prepared {
                 name: node.name.clone(),
                 op: node.op().name().to_string(),
                 median_ms: super::quantile(&v, 0.5),
+                p25_ms: super::quantile(&v, 0.25),
             });
         }
         Ok(timings)
