@@ -39,12 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if show.as_deref() == Some(k.kind.name()) {
                 println!(
                     "    {:40} {:?} in {:?} out {:?}  in-net {:.4}  predicted {:.4}",
-                    k.name,
-                    k.ops,
-                    k.input_shapes,
-                    k.output_shape,
-                    m,
-                    p
+                    k.name, k.ops, k.input_shapes, k.output_shape, m, p
                 );
             }
             let e = per.entry(k.kind).or_default();

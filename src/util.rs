@@ -40,3 +40,15 @@ pub fn median(v: &[f64]) -> f64 {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
     }
 }
+
+/// Mean of `v` without its lowest and highest `trim` shares (NaN when `v` holds no finite value).
+pub fn trimmed_mean(mut v: Vec<f64>, trim: f64) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let cut = ((v.len() as f64 * trim.clamp(0.0, 0.49)).floor() as usize).min((v.len() - 1) / 2);
+    let kept = &v[cut..v.len() - cut];
+    kept.iter().sum::<f64>() / kept.len() as f64
+}

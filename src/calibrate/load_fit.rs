@@ -1,6 +1,8 @@
-//! Fitting the slowdown model under controlled background load: time a few representative kernels on
-//! the quiet board and under CPU hogs, a memory streamer and a cache thrasher (each a bounded child
-//! process), and fit the weights that map the sensed state to the slowdowns seen.
+//! Fitting the slowdown model under controlled background load: time a few synthetic networks (and
+//! representative kernels) on the quiet board and under CPU hogs, a memory streamer and a cache
+//! thrasher (each a bounded child process), and fit the weights that map the sensed state to the
+//! slowdowns seen. Whole networks matter here: a neighbour that streams memory also evicts a
+//! network's weights and activations from the shared cache, which a kernel timed alone never shows.
 use super::background::BackgroundLoad;
 use crate::kernels::{Kernel, KernelKind};
 use crate::predict::Slowdown;
@@ -65,10 +67,64 @@ struct Probe {
     memory_share: f64,
 }
 
+/// Something timed under load: an ONNX model and the memory-bound share of its time.
+pub struct LoadProbe {
+    pub onnx: Vec<u8>,
+    pub memory_share: f64,
+}
+
+/// Probes of single kernels.
+pub fn kernel_probes(kernels: &[Kernel], roofline: &Roofline) -> Result<Vec<LoadProbe>, String> {
+    kernels
+        .iter()
+        .map(|k| {
+            let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
+            Ok(LoadProbe {
+                onnx: crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?,
+                memory_share: crate::predict::memory_share_of(roofline, k),
+            })
+        })
+        .collect()
+}
+
+/// Probes of `n` synthetic networks of different families, each under ~2 GMACs so a timing window
+/// holds many runs; the memory share is the roofline-time-weighted share of its kernels.
+pub fn network_probes(seed: u64, n: usize, roofline: &Roofline) -> Vec<LoadProbe> {
+    let mut out = Vec::new();
+    for i in 0..200 {
+        if out.len() >= n {
+            break;
+        }
+        let Ok(g) = super::networks::synthetic(seed ^ 0x10ad, i) else {
+            continue;
+        };
+        let Ok(d) = crate::kernels::decompose(&g, &crate::kernels::FusionRules::tract_default())
+        else {
+            continue;
+        };
+        if d.macs > 2_000_000_000 {
+            continue;
+        }
+        let Ok(onnx) = crate::model::export::to_onnx_bytes(&g) else {
+            continue;
+        };
+        let (mut total, mut memory) = (0.0, 0.0);
+        for k in &d.kernels {
+            let t = roofline.kernel_ms(k);
+            total += t;
+            memory += t * crate::predict::memory_share_of(roofline, k);
+        }
+        out.push(LoadProbe {
+            onnx,
+            memory_share: if total > 0.0 { memory / total } else { 0.0 },
+        });
+    }
+    out
+}
+
 /// Fits the slowdown weights; `exe` is the augur binary that runs loads.
 pub fn fit(
-    kernels: &[Kernel],
-    roofline: &Roofline,
+    to_time: &[LoadProbe],
     base: Slowdown,
     sampler: &Sampler,
     exe: Option<&std::path::Path>,
@@ -77,17 +133,14 @@ pub fn fit(
 ) -> Result<Slowdown, String> {
     let backend = TractBackend::new();
     let mut probes = Vec::new();
-    for k in kernels {
-        let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
-        let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
-        let prepared = backend.prepare(&bytes).map_err(|e| e.to_string())?;
+    for p in to_time {
         probes.push(Probe {
-            prepared,
-            memory_share: crate::predict::memory_share_of(roofline, k),
+            prepared: backend.prepare(&p.onnx).map_err(|e| e.to_string())?,
+            memory_share: p.memory_share,
         });
     }
     // A thread that has slept gets the CPU first when it wakes, so a short timing under load sees no
-    // contention at all. A job runs for longer: burn 150 ms first, then time 300 ms of steady running.
+    // contention at all. A job runs for longer: burn 150 ms first, then time 600 ms of steady running.
     let burn = RunSpec {
         threads: 1,
         warmup: 0,
@@ -98,7 +151,7 @@ pub fn fit(
         threads: 1,
         warmup: 0,
         runs: 100_000,
-        max_seconds: 0.3,
+        max_seconds: 0.6,
     };
     let time_all = |probes: &[Probe]| -> Result<Vec<f64>, String> {
         probes
@@ -106,9 +159,10 @@ pub fn fit(
             .map(|p| {
                 p.prepared.time(&burn).map_err(|e| e.to_string())?;
                 // The mean, not the median: preemption shows as a few long samples, and a job's
-                // throughput pays for them.
+                // throughput pays for them (the slowest and fastest tenth dropped, as
+                // `eval --scenarios` measures).
                 let t = p.prepared.time(&spec).map_err(|e| e.to_string())?;
-                Ok(t.samples_ms.iter().sum::<f64>() / t.samples_ms.len().max(1) as f64)
+                Ok(crate::util::trimmed_mean(t.samples_ms, 0.1))
             })
             .collect()
     };

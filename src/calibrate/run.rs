@@ -425,45 +425,23 @@ pub fn calibrate(
         }
     }
     let slowdown = if opts.fit_slowdown && !opts.stop.load(Ordering::Relaxed) {
-        let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::default());
-        let base = crate::predict::Slowdown {
-            cores: device.cores.max(1) as f64,
-            reference_bandwidth: reference.probe_bytes_per_second,
-            ..Default::default()
-        };
-        let log = |m: String| {
-            if opts.progress {
-                eprintln!("{m}");
-            } else {
-                tracing::info!("{m}");
-            }
-        };
-        match super::load_fit::fit(
-            &super::load_fit::representative(
-                &prior.kernels,
-                if opts.budget == Budget::Quick { 1 } else { 3 },
-            ),
+        fit_slowdown(
+            &device,
+            &reference,
             &roofline,
-            base,
-            &sampler,
-            None,
-            device.llc_bytes(),
-            &log,
-        ) {
-            Ok(s) => serde_json::to_value(s).ok(),
-            Err(e) => {
-                eprintln!(
-                    "augur: warning: the slowdown model could not be fitted ({e}); predictions will use its defaults"
-                );
-                None
-            }
-        }
+            opts.budget == Budget::Quick,
+            opts.seed,
+            opts.progress,
+        )
     } else {
         None
     };
     let in_network_kinds = regressors.values().filter(|r| r.in_network).count();
     let ms = keep_for_profile(
-        ms.into_iter().chain(split.train).collect(),
+        ms.into_iter()
+            .chain(split.train)
+            .chain(split.held_out.iter().map(|(_, _, m)| m.clone()))
+            .collect(),
         MAX_PROFILE_MEASUREMENTS,
     );
     let profile = Profile {
@@ -513,5 +491,73 @@ pub fn calibrate(
         }
     }
     profile.save(&opts.out)?;
+    Ok(profile)
+}
+
+/// The slowdown model fitted under controlled background load (see [`super::load_fit`]), as stored in
+/// a profile; None (with a warning) when it could not be fitted.
+fn fit_slowdown(
+    device: &DeviceInfo,
+    reference: &Reference,
+    roofline: &Roofline,
+    quick: bool,
+    seed: u64,
+    progress: bool,
+) -> Option<serde_json::Value> {
+    let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::default());
+    let base = crate::predict::Slowdown {
+        cores: device.cores.max(1) as f64,
+        reference_bandwidth: reference.probe_bytes_per_second,
+        ..Default::default()
+    };
+    let log = |m: String| {
+        if progress {
+            eprintln!("{m}");
+        } else {
+            tracing::info!("{m}");
+        }
+    };
+    let prior = Prior::shipped();
+    let probes = super::load_fit::kernel_probes(
+        &super::load_fit::representative(&prior.kernels, 1),
+        roofline,
+    )
+    .map(|mut p| {
+        p.extend(super::load_fit::network_probes(
+            seed,
+            if quick { 3 } else { 6 },
+            roofline,
+        ));
+        p
+    });
+    match probes
+        .and_then(|p| super::load_fit::fit(&p, base, &sampler, None, device.llc_bytes(), &log))
+    {
+        Ok(s) => serde_json::to_value(s).ok(),
+        Err(e) => {
+            eprintln!(
+                "augur: warning: the slowdown model could not be fitted ({e}); predictions will use its defaults"
+            );
+            None
+        }
+    }
+}
+
+/// Fits the slowdown model of an existing profile again (the board's background changed, or the
+/// profile was made with `--no-load-fit`) and saves it in place.
+pub fn refit_slowdown(out: &Path, seed: u64, progress: bool) -> Result<Profile, CalibrateError> {
+    let (mut profile, warnings) = Profile::load(out, &crate::profile::tract_runtime())?;
+    for w in warnings {
+        eprintln!("augur: warning: {w}");
+    }
+    profile.slowdown = fit_slowdown(
+        &profile.device,
+        &profile.reference,
+        &profile.roofline,
+        profile.budget == Budget::Quick.name(),
+        seed,
+        progress,
+    );
+    profile.save(out)?;
     Ok(profile)
 }

@@ -29,6 +29,9 @@ pub struct Args {
     /// Skip fitting the slowdown model under background load.
     #[arg(long)]
     pub no_load_fit: bool,
+    /// Only fit the slowdown model of the existing profile at --out again (no kernel measuring).
+    #[arg(long, conflicts_with = "no_load_fit")]
+    pub only_load_fit: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -39,6 +42,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p,
         None => super::default_profile_path()?,
     };
+    if args.only_load_fit {
+        let p = crate::calibrate::run::refit_slowdown(&out, args.seed, !args.quiet)?;
+        eprintln!(
+            "refitted the slowdown model of {} ({})",
+            out.display(),
+            if p.slowdown.is_some() {
+                "fitted"
+            } else {
+                "defaults"
+            }
+        );
+        return Ok(());
+    }
     let backend = crate::runtime::backend_from_spec(&args.backend)?;
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -23,6 +23,10 @@ pub struct Args {
     /// Evaluate under background load: any of quiet,cpu,mem,cache (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
+    /// Seconds each model runs per measurement under --scenarios (a job that keeps running; see
+    /// README "Evaluation under load").
+    #[arg(long, default_value_t = 2.0)]
+    pub window: f64,
     /// Scenario of the online-learning run (with --scenarios).
     #[arg(long, default_value = "quiet")]
     pub online_scenario: String,
@@ -206,6 +210,7 @@ fn run_scenarios(args: Args) -> anyhow::Result<()> {
         &args.scenarios,
         &args.online_scenario,
         args.runs,
+        args.window,
         !args.json,
     )?;
     if args.json {

@@ -62,8 +62,12 @@ pub fn scenario_load(name: &str, llc: u64, cores: usize) -> Result<Option<LoadKi
 }
 
 /// Latency of the model as a job that keeps running: 150 ms of warm-up first, because a thread that
-/// has slept gets the CPU first when it wakes and a short burst would not see the load at all.
-fn measure(m: &Model, runs: usize) -> anyhow::Result<f64> {
+/// has slept gets the CPU first when it wakes and a short burst would not see the load at all; then
+/// runs for at least `window` (and `runs` runs), reporting the mean with the slowest and fastest 10 %
+/// of runs dropped. Under time-sharing a thread's per-run latency swings between a core of its own and
+/// half of one as the kernel's load balancer moves threads every few hundred milliseconds; over a
+/// window of seconds the mean is the latency a scheduler plans with, and the trim drops spikes.
+fn measure(m: &Model, runs: usize, window: f64) -> anyhow::Result<f64> {
     let burn = RunSpec {
         threads: 1,
         warmup: 0,
@@ -71,13 +75,21 @@ fn measure(m: &Model, runs: usize) -> anyhow::Result<f64> {
         max_seconds: 0.15,
     };
     m.prepared.time(&burn)?;
-    let spec = RunSpec {
-        threads: 1,
-        warmup: 0,
-        runs,
-        max_seconds: 20.0,
-    };
-    Ok(m.prepared.time(&spec)?.median_ms)
+    let mut samples: Vec<f64> = Vec::new();
+    let start = std::time::Instant::now();
+    while samples.len() < runs || start.elapsed().as_secs_f64() < window {
+        let spec = RunSpec {
+            threads: 1,
+            warmup: 0,
+            runs: runs.max(1),
+            max_seconds: window,
+        };
+        samples.extend(m.prepared.time(&spec)?.samples_ms);
+        if start.elapsed().as_secs_f64() > 20.0 * window.max(1.0) {
+            break;
+        }
+    }
+    Ok(crate::util::trimmed_mean(samples, 0.1))
 }
 
 fn err_pct(p: f64, m: f64) -> f64 {
@@ -91,6 +103,7 @@ pub fn run(
     scenarios: &[String],
     online_scenario: &str,
     runs: usize,
+    window: f64,
     progress: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let device = crate::profile::DeviceInfo::detect(
@@ -117,7 +130,7 @@ pub fn run(
             let snap = sampler.snapshot();
             let aware = predictor.predict(&m.d, &m.base, &snap, 1, false).latency_ms;
             let stat = m.base.latency_ms;
-            let measured = measure(m, runs)?;
+            let measured = measure(m, runs, window)?;
             pairs_a.push((aware, measured));
             pairs_s.push((stat, measured));
             rows.push(Row {
@@ -161,7 +174,7 @@ pub fn run(
             let p = predictor.predict_learned(&m.d, &m.base, &snap, 1, false, &learner, &m.name);
             let plain = predictor.predict(&m.d, &m.base, &snap, 1, false);
             let phi = predictor.phi(&m.base, &plain);
-            let measured = measure(m, runs)?;
+            let measured = measure(m, runs, window)?;
             if matches!(k, 0 | 1 | 5) {
                 at.entry(k).or_default().push((p.latency_ms, measured));
             }

@@ -205,10 +205,12 @@ fn feature_groups(
         };
         let x = features(i);
         let g = &mut groups[slot];
-        let row = *seen.entry((k.kind, x.map(f64::to_bits))).or_insert_with(|| {
-            g.rows.push(x);
-            g.rows.len() - 1
-        });
+        let row = *seen
+            .entry((k.kind, x.map(f64::to_bits)))
+            .or_insert_with(|| {
+                g.rows.push(x);
+                g.rows.len() - 1
+            });
         g.members.push((i, row));
     }
     groups

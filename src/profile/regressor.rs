@@ -372,7 +372,12 @@ mod tests {
             .iter()
             .filter(|k| k.kind == crate::kernels::KernelKind::Pointwise)
             .take(300)
-            .map(|k| (k.clone(), roofline.kernel_ms(k) * (1.0 + (k.cin % 7) as f64 / 5.0)))
+            .map(|k| {
+                (
+                    k.clone(),
+                    roofline.kernel_ms(k) * (1.0 + (k.cin % 7) as f64 / 5.0),
+                )
+            })
             .collect();
         let r = Regressor::fit(&roofline, &data, 1).unwrap();
         assert_eq!(r.fast.len(), r.trees.len());
