@@ -71,16 +71,35 @@ impl Slowdown {
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
         let threads = threads.max(1) as f64;
         // Time-sharing: others' runnable work plus ours over the cores, when it exceeds them.
-        // Others' demand in cores: their busy share; on a saturated board, the run queue when it says
-        // more (four hogs on two cores keep both busy at 100 %, as two would, but queue twice as
-        // deep). The sampler's two threads are running when it reads the queue, hence the − 2.
-        let busy = s.others_busy().unwrap_or(0.0) * self.cores;
-        let saturated = busy >= 0.95 * self.cores;
+        // Others' demand in cores: their busy share; on a saturated board that understates it, so
+        // also (a) the run queue (four hogs on two cores keep both busy at 100 %, as two would, but
+        // queue twice as deep; the sampler's two threads are running when it reads the queue, hence
+        // the − 2), and (b) when augur itself runs (a measurement in the same process) and gets a
+        // share `o` of the cores under fair sharing with others, their demand is `cores / o − 1`
+        // threads: one hog beside us on two cores leaves us a whole core (demand 1), two leave us
+        // two thirds of the cores' worth … (demand 2).
+        let others_busy = s.others_busy().unwrap_or(0.0) * self.cores;
+        let total = s.utilization.busy.mean.unwrap_or(0.0) * self.cores;
+        let own = s.own_cpu.mean.unwrap_or(0.0) * self.cores;
+        let saturated = total >= 0.95 * self.cores || others_busy >= 0.95 * self.cores;
         let queued = s
             .procs_running
             .map(|r| r.saturating_sub(2) as f64)
             .unwrap_or(0.0);
-        let others = if saturated { busy.max(queued) } else { busy };
+        let from_share = if own >= 0.1 {
+            (self.cores / own - 1.0).min(8.0 * self.cores)
+        } else {
+            0.0
+        };
+        let others = if saturated {
+            if own >= 0.1 {
+                others_busy.max(from_share)
+            } else {
+                others_busy.max(queued)
+            }
+        } else {
+            others_busy
+        };
         let demand = others + threads;
         let share = if demand > self.cores {
             demand / self.cores
@@ -125,5 +144,41 @@ impl Slowdown {
             self.interval_uncalibrated
         };
         (i[0], i[1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(total: f64, own: f64, running: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.utilization.busy.mean = Some(total);
+        s.own_cpu.mean = Some(own);
+        s.procs_running = Some(running);
+        s
+    }
+
+    fn cpu(s: &Snapshot) -> f64 {
+        Slowdown {
+            cores: 2.0,
+            ..Default::default()
+        }
+        .factors(s, 1)
+        .cpu
+    }
+
+    #[test]
+    fn time_sharing_follows_the_others_demand() {
+        // Quiet board: no slowdown.
+        assert_eq!(cpu(&state(0.05, 0.01, 2)), 1.0);
+        // One hog on two cores while we run: we keep a core.
+        assert!((cpu(&state(1.0, 0.5, 4)) - 1.0).abs() < 1e-9);
+        // Two hogs while we run: we get two thirds of the cores → 1.5×.
+        assert!((cpu(&state(1.0, 1.0 / 3.0, 5)) - 1.5).abs() < 1e-9);
+        // Two hogs while we do not run (a daemon): their busy share says two cores.
+        assert!((cpu(&state(1.0, 0.0, 4)) - 1.5).abs() < 1e-9);
+        // Four hogs while we do not run: the run queue says four.
+        assert!((cpu(&state(1.0, 0.0, 6)) - 2.5).abs() < 1e-9);
     }
 }
