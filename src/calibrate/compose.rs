@@ -211,8 +211,10 @@ pub fn held_out_factors(
     };
     let before = median_error(&|_| 1.0);
     let after = median_error(&|k| factors.get(&k).map(|c| c.compute).unwrap_or(1.0));
+    // The factors are a model choice made on held-out data: kept only when they help there.
+    let keep = after < before;
     log(format!(
-        "composition: {} held-out networks; median error {:.1} % → {:.1} %; factors {}",
+        "composition: {} held-out networks; median error {:.1} % → {:.1} % with factors {} ({})",
         nets.len(),
         before * 100.0,
         after * 100.0,
@@ -220,9 +222,10 @@ pub fn held_out_factors(
             .iter()
             .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if keep { "kept" } else { "not kept" }
     ));
-    factors
+    if keep { factors } else { BTreeMap::new() }
 }
 
 /// Per-kind factors from whole-network times of `n` synthetic networks (for backends that cannot
