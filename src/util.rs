@@ -52,3 +52,17 @@ pub fn trimmed_mean(mut v: Vec<f64>, trim: f64) -> f64 {
     let kept = &v[cut..v.len() - cut];
     kept.iter().sum::<f64>() / kept.len() as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_mean_drops_the_tails() {
+        let v: Vec<f64> = (1..=10).map(f64::from).chain([1000.0]).collect();
+        // 11 values, one dropped at each end: 2..=10 → mean 6.
+        assert_eq!(trimmed_mean(v, 0.1), 6.0);
+        assert_eq!(trimmed_mean(vec![3.0], 0.4), 3.0);
+        assert!(trimmed_mean(vec![f64::NAN], 0.1).is_nan());
+    }
+}

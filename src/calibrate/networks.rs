@@ -118,20 +118,12 @@ impl Net<'_> {
     }
 
     fn basic(&mut self, x: TensorId, cout: usize, stride: usize) -> R {
-        let c = self.channels(x)?;
         let z = self.conv_act(x, cout, 3, stride, Act::Relu)?;
         let z = self.conv(z, cout, 3, 1, 1)?;
-        let short = if stride == 1 && cout == c {
-            x
-        } else {
-            self.conv(x, cout, 1, stride, 1)?
-        };
-        let z = self.b.add(z, short)?;
-        self.b.relu(z)
+        self.join_residual(x, z, stride)
     }
 
     fn bottleneck(&mut self, x: TensorId, cout: usize, stride: usize, group_width: usize) -> R {
-        let c = self.channels(x)?;
         let mid = (cout / pick(self.rng, &[2usize, 4])).max(8);
         let groups = mid.checked_div(group_width).unwrap_or(1).max(1);
         let mid = mid / groups * groups;
@@ -142,6 +134,12 @@ impl Net<'_> {
             z = self.squeeze_excite(z, false)?;
         }
         let z = self.conv(z, cout, 1, 1, 1)?;
+        self.join_residual(x, z, stride)
+    }
+
+    /// `relu(z + shortcut(x))`, the shortcut a strided 1×1 projection when the shape changes.
+    fn join_residual(&mut self, x: TensorId, z: TensorId, stride: usize) -> R {
+        let (c, cout) = (self.channels(x)?, self.channels(z)?);
         let short = if stride == 1 && cout == c {
             x
         } else {
