@@ -152,30 +152,30 @@ pub fn held_out_factors(
     for (i, k, m) in held_out {
         by_net.entry(*i).or_default().push((*k, m));
     }
+    // Per held-out network, its kernels as (kind, measured ms, predicted ms): each network is
+    // regenerated and predicted once.
+    let nets: Vec<Vec<(KernelKind, f64, f64)>> = by_net
+        .iter()
+        .filter_map(|(i, ms)| {
+            let (_, d) = network(seed, *i).ok()?;
+            let base = predictor.base(&d);
+            Some(
+                ms.iter()
+                    .filter_map(|(k, m)| {
+                        let (kernel, (p, _)) = (d.kernels.get(*k)?, base.kernels.get(*k)?);
+                        (kernel.kind == m.kernel.kind).then_some((kernel.kind, m.median_ms, *p))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
     // Per kind: (measured, predicted, kernels).
     let mut sums: BTreeMap<KernelKind, (f64, f64, usize)> = BTreeMap::new();
-    let mut nets = Vec::new();
-    for (i, ms) in &by_net {
-        let Ok((_, d)) = network(seed, *i) else {
-            continue;
-        };
-        let base = predictor.base(&d);
-        let (mut measured, mut predicted) = (0.0, 0.0);
-        for (k, m) in ms {
-            let (Some(kernel), Some((p, _))) = (d.kernels.get(*k), base.kernels.get(*k)) else {
-                continue;
-            };
-            if kernel.kind != m.kernel.kind {
-                continue;
-            }
-            let e = sums.entry(kernel.kind).or_default();
-            e.0 += m.median_ms;
-            e.1 += p;
-            e.2 += 1;
-            measured += m.median_ms;
-            predicted += p;
-        }
-        nets.push((measured, predicted));
+    for (kind, m, p) in nets.iter().flatten() {
+        let e = sums.entry(*kind).or_default();
+        e.0 += m;
+        e.1 += p;
+        e.2 += 1;
     }
     let factors: BTreeMap<KernelKind, Composition> = sums
         .iter()
@@ -192,17 +192,11 @@ pub fn held_out_factors(
         })
         .collect();
     let median_error = |fac: &dyn Fn(KernelKind) -> f64| {
-        let mut e: Vec<f64> = by_net
+        let mut e: Vec<f64> = nets
             .iter()
-            .filter_map(|(i, ms)| {
-                let (_, d) = network(seed, *i).ok()?;
-                let base = predictor.base(&d);
-                let (mut m_sum, mut p_sum) = (0.0, 0.0);
-                for (k, m) in ms {
-                    let (kernel, (p, _)) = (d.kernels.get(*k)?, base.kernels.get(*k)?);
-                    m_sum += m.median_ms;
-                    p_sum += p * fac(kernel.kind);
-                }
+            .filter_map(|rows| {
+                let m_sum: f64 = rows.iter().map(|r| r.1).sum();
+                let p_sum: f64 = rows.iter().map(|r| r.2 * fac(r.0)).sum();
                 (m_sum > 0.0).then(|| ((p_sum - m_sum) / m_sum).abs())
             })
             .collect();

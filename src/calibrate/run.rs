@@ -406,24 +406,33 @@ pub fn calibrate(
         probe_bytes_per_second: crate::sense::probe::memory_bandwidth(),
         cpu_frequency_hertz: 0.0,
     };
-    let mut regressors = fit_all(&roofline, &ms, opts.seed);
     let split = compose::split(
         opts.seed,
         &in_network,
         device.llc_bytes() as f64,
         reference.probe_bytes_per_second,
     );
-    for (kind, r) in fit_all(&roofline, &split.train, opts.seed) {
-        if r.samples >= MIN_IN_NETWORK {
-            regressors.insert(
-                kind,
-                Regressor {
-                    in_network: true,
-                    ..r
-                },
-            );
-        }
-    }
+    // Kinds with enough in-network samples learn from those; the others from kernels timed alone.
+    let mut regressors: BTreeMap<KernelKind, Regressor> =
+        fit_all(&roofline, &split.train, opts.seed)
+            .into_iter()
+            .filter(|(_, r)| r.samples >= MIN_IN_NETWORK)
+            .map(|(kind, r)| {
+                (
+                    kind,
+                    Regressor {
+                        in_network: true,
+                        ..r
+                    },
+                )
+            })
+            .collect();
+    let alone: Vec<Measurement> = ms
+        .iter()
+        .filter(|m| !regressors.contains_key(&m.kernel.kind))
+        .cloned()
+        .collect();
+    regressors.extend(fit_all(&roofline, &alone, opts.seed));
     let slowdown = if opts.fit_slowdown && !opts.stop.load(Ordering::Relaxed) {
         fit_slowdown(
             &device,
@@ -466,13 +475,7 @@ pub fn calibrate(
     };
     let mut profile = profile;
     if !opts.stop.load(Ordering::Relaxed) {
-        let log = |m: String| {
-            if opts.progress {
-                eprintln!("{m}");
-            } else {
-                tracing::info!("{m}");
-            }
-        };
+        let log = |m: String| report(opts.progress, m);
         if split.held_out.is_empty() {
             let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
             match compose::fit(backend, &profile, networks, opts.seed, &log) {
@@ -510,13 +513,7 @@ fn fit_slowdown(
         reference_bandwidth: reference.probe_bytes_per_second,
         ..Default::default()
     };
-    let log = |m: String| {
-        if progress {
-            eprintln!("{m}");
-        } else {
-            tracing::info!("{m}");
-        }
-    };
+    let log = |m: String| report(progress, m);
     let prior = Prior::shipped();
     let probes = super::load_fit::kernel_probes(
         &super::load_fit::representative(&prior.kernels, 1),
@@ -560,4 +557,13 @@ pub fn refit_slowdown(out: &Path, seed: u64, progress: bool) -> Result<Profile, 
     );
     profile.save(out)?;
     Ok(profile)
+}
+
+/// A calibration message: on stderr beside the progress bar, else to the log.
+fn report(progress: bool, m: String) {
+    if progress {
+        eprintln!("{m}");
+    } else {
+        tracing::info!("{m}");
+    }
 }

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// What a kernel computes, which decides the regressor that predicts it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KernelKind {
     /// Dense or grouped k×k convolution (pad + im2col + matmul).
@@ -37,7 +35,6 @@ pub enum KernelKind {
     Softmax,
     /// Transpose, slice, pad, resize … : moves data, computes nothing.
     DataMovement,
-    #[default]
     Other,
 }
 
@@ -177,7 +174,7 @@ impl Decomposition {
 
 /// The kernels of one kind and their distinct feature rows: a regressor evaluates each distinct row
 /// once (a ResNet repeats the same block many times).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FeatureGroup {
     pub kind: KernelKind,
     pub rows: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
@@ -198,7 +195,8 @@ fn feature_groups(
             None => {
                 groups.push(FeatureGroup {
                     kind: k.kind,
-                    ..Default::default()
+                    rows: Vec::new(),
+                    members: Vec::new(),
                 });
                 groups.len() - 1
             }

@@ -86,21 +86,14 @@ impl Slowdown {
             .procs_running
             .map(|r| r.saturating_sub(2) as f64)
             .unwrap_or(0.0);
-        // A short dip in augur's own share (between two runs) must not read as a crowd of hogs:
-        // the estimate is held to twice what the others were seen to use.
-        let from_share = if own >= 0.1 {
-            (self.cores / own - 1.0).min(2.0 * others_busy.max(0.5))
-        } else {
-            0.0
-        };
-        let others = if saturated {
-            if own >= 0.1 {
-                others_busy.max(from_share)
-            } else {
-                others_busy.max(queued)
+        let others = match (saturated, own >= 0.1) {
+            (false, _) => others_busy,
+            // A short dip in augur's own share (between two runs) must not read as a crowd of
+            // hogs: the estimate is held to twice what the others were seen to use.
+            (true, true) => {
+                others_busy.max((self.cores / own - 1.0).min(2.0 * others_busy.max(0.5)))
             }
-        } else {
-            others_busy
+            (true, false) => others_busy.max(queued),
         };
         let demand = others + threads;
         let share = if demand > self.cores {
