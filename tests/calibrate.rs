@@ -277,6 +277,11 @@ fn interrupted_calibration_resumes_without_remeasuring() {
     );
     assert!(after.len() >= before.len());
     assert_eq!(&after[..before.len()], &before[..]);
+    // Reference-workload timings are journalled beside the kernels (numbered on from the resumed
+    // ones, so never overwritten) and end up in the profile's reference, not its measurements.
+    let references = after.iter().filter(|k| k.starts_with("reference/")).count();
+    assert!(references >= 2, "{references} reference timings");
     let (prof, _) = augur::profile::Profile::load(&out, &augur::profile::tract_runtime()).unwrap();
-    assert_eq!(prof.measurements.len(), after.len());
+    assert_eq!(prof.measurements.len(), after.len() - references);
+    assert!(prof.reference.workload_cpu_ms > 0.0);
 }

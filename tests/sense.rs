@@ -23,6 +23,7 @@ fn fixture_config(board: &str) -> SenseConfig {
         disable: vec![
             "probe_compute".into(),
             "probe_memory".into(),
+            "probe_reference".into(),
             "perf".into(),
             "memory_pmu".into(),
         ],

@@ -52,10 +52,18 @@ pub fn settle(sampler: &Sampler, seconds: f64) -> Snapshot {
     let start = sampler.snapshot();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let mut s = sampler.snapshot();
-    // Memory probes are rate-limited: give them up to 5 s more to run once under the new load.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while s.probe.memory_runs <= start.probe.memory_runs + 1 && std::time::Instant::now() < deadline
-    {
+    // Probes are rate-limited: give the memory probe up to 5 s more to run once under the new load,
+    // and the reference workload (its recent median is what predictions use) up to 15 s to run
+    // three times, when it runs at all.
+    let t0 = std::time::Instant::now();
+    let waiting = |s: &Snapshot| {
+        let e = t0.elapsed();
+        (s.probe.memory_runs <= start.probe.memory_runs + 1 && e < Duration::from_secs(5))
+            || (s.sensor_up("probe_reference")
+                && s.probe.reference_runs < start.probe.reference_runs + 3
+                && e < Duration::from_secs(15))
+    };
+    while waiting(&s) {
         std::thread::sleep(Duration::from_millis(200));
         s = sampler.snapshot();
     }
@@ -169,6 +177,10 @@ pub fn fit(
     let cores = base.cores.round().max(1.0) as usize;
     let mut rows: Vec<(f64, f64, f64)> = Vec::new(); // (cpu_raw − 1, share·(mem_raw − 1), observed − 1)
     let mut quiet: Option<Vec<f64>> = None;
+    let mut quiet_reference: Option<f64> = None;
+    // Timed here, between the measurements (see `SenseConfig::for_measuring`).
+    let workload = super::reference::ReferenceWorkload::new().ok();
+    let reference_now = || workload.as_ref().and_then(|w| w.median_cpu_ms(5).ok());
     let mut reference_bw = base.reference_bandwidth;
     let unit = Slowdown {
         cpu_weight: 1.0,
@@ -188,6 +200,7 @@ pub fn fit(
             }
         };
         let snap = settle(sampler, if guard.is_some() { 2.0 } else { 1.0 });
+        let reference = reference_now();
         let times = time_all(&probes)?;
         drop(guard);
         if load.is_none() {
@@ -195,9 +208,11 @@ pub fn fit(
                 reference_bw = bw;
             }
             quiet = Some(times.clone());
+            quiet_reference = reference;
             log(format!(
-                "slowdown fit: quiet reference taken ({} kernels)",
-                times.len()
+                "slowdown fit: quiet reference taken ({} probes; reference workload {})",
+                times.len(),
+                quiet_reference.map_or("not run".to_string(), |r| format!("{r:.2} ms"))
             ));
             continue;
         }
@@ -207,21 +222,31 @@ pub fn fit(
             ..unit.clone()
         };
         let f = unit.factors(&snap, 1);
+        // Where the reference workload runs, predictions scale by its speed and leave the bandwidth
+        // term out; the CPU weight is then fitted on what the speed does not explain.
+        let speed = match (reference, quiet_reference) {
+            (Some(now), Some(q)) if now > 0.0 && q > 0.0 => Some(now / q),
+            _ => None,
+        };
         let mut seen = Vec::new();
         for ((p, t), t0) in probes.iter().zip(&times).zip(q) {
             let observed = t / t0;
             seen.push(observed);
-            rows.push((
-                f.cpu - 1.0,
-                p.memory_share * (f.memory - 1.0),
-                observed - 1.0,
-            ));
+            rows.push(match speed {
+                Some(s) => (f.cpu - 1.0, 0.0, observed / s - 1.0),
+                None => (
+                    f.cpu - 1.0,
+                    p.memory_share * (f.memory - 1.0),
+                    observed - 1.0,
+                ),
+            });
         }
         log(format!(
-            "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, observed median slowdown {:.2}",
+            "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, reference speed {}, observed median slowdown {:.2}",
             snap.others_busy().unwrap_or(0.0),
             f.cpu,
             f.memory,
+            speed.map_or("n/a".to_string(), |s| format!("{s:.3}")),
             crate::util::median(&seen)
         ));
     }

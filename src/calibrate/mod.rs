@@ -10,5 +10,6 @@ pub mod journal;
 pub mod load_fit;
 pub mod networks;
 pub mod prior;
+pub mod reference;
 pub mod run;
 pub mod sample;

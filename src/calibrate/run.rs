@@ -3,6 +3,7 @@ use super::build::kernel_graph;
 use super::compose;
 use super::journal::{Header, Journal};
 use super::prior::{Prior, config_key};
+use super::reference;
 use super::sample;
 use crate::kernels::{FusionRules, Kernel, KernelKind, decompose};
 use crate::profile::{DeviceInfo, Measurement, Profile, Reference, Regressor, Roofline};
@@ -190,6 +191,9 @@ pub fn fit_all(
 /// kernels timed alone.
 const MIN_IN_NETWORK: usize = 100;
 
+/// How often calibration times the reference workload (~30 ms of CPU each time).
+const REFERENCE_EVERY: Duration = Duration::from_secs(20);
+
 /// Most measurements a profile carries (about 0.6 KB each, keeping it well under 10 MB); the journal
 /// beside it keeps them all, and the regressors are fitted on all of them.
 pub const MAX_PROFILE_MEASUREMENTS: usize = 8000;
@@ -262,32 +266,51 @@ pub fn calibrate(
     }
     let mut failures = 0usize;
     let mut last_error = String::new();
-    let mut step =
-        |journal: &mut Journal, cfg: &Kernel, bar: &ProgressBar| -> Result<(), CalibrateError> {
-            if opts.stop.load(Ordering::Relaxed) {
-                return Err(CalibrateError::Interrupted {
-                    measured: journal.measured.len(),
-                });
+    let mut pacer = reference::Pacer::new(
+        journal
+            .measured
+            .keys()
+            .filter(|k| reference::is_key(k))
+            .count(),
+        REFERENCE_EVERY,
+    );
+    let reference_due =
+        |journal: &mut Journal, pacer: &mut reference::Pacer| -> Result<(), CalibrateError> {
+            match pacer.due() {
+                Some((k, m)) => journal.append(k, m).map_err(CalibrateError::Journal),
+                None => Ok(()),
             }
-            let key = config_key(cfg);
-            if journal.measured.contains_key(&key) {
-                return Ok(());
-            }
-            match measure(backend, cfg, opts.threads) {
-                Ok(m) => journal.append(key, m).map_err(CalibrateError::Journal)?,
-                Err(e) => {
-                    failures += 1;
-                    last_error = e;
-                }
-            }
-            bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
-            bar.set_message(format!("{} measured", journal.measured.len()));
-            Ok(())
         };
+    let mut step = |journal: &mut Journal,
+                    pacer: &mut reference::Pacer,
+                    cfg: &Kernel,
+                    bar: &ProgressBar|
+     -> Result<(), CalibrateError> {
+        reference_due(journal, pacer)?;
+        if opts.stop.load(Ordering::Relaxed) {
+            return Err(CalibrateError::Interrupted {
+                measured: journal.measured.len(),
+            });
+        }
+        let key = config_key(cfg);
+        if journal.measured.contains_key(&key) {
+            return Ok(());
+        }
+        match measure(backend, cfg, opts.threads) {
+            Ok(m) => journal.append(key, m).map_err(CalibrateError::Journal)?,
+            Err(e) => {
+                failures += 1;
+                last_error = e;
+            }
+        }
+        bar.set_position(start.elapsed().as_secs().min(budget.as_secs()));
+        bar.set_message(format!("{} measured", journal.measured.len()));
+        Ok(())
+    };
     // Resumed measurements count against the time budget at the rate they were taken, roughly.
     let mut i = 0;
     while start.elapsed() < explore && i < plan.len() {
-        step(&mut journal, &plan[i], &bar)?;
+        step(&mut journal, &mut pacer, &plan[i], &bar)?;
         i += 1;
     }
     // Refinement, nn-Meter style: where the fitted predictor errs by more than 10 %, sample channels
@@ -299,7 +322,7 @@ pub fn calibrate(
         let ms: Vec<Measurement> = journal
             .measured
             .iter()
-            .filter(|(k, _)| compose::parse_key(k).is_none())
+            .filter(|(k, _)| compose::parse_key(k).is_none() && !reference::is_key(k))
             .map(|(_, m)| m.clone())
             .collect();
         let roofline = fit_roofline(&ms);
@@ -331,7 +354,7 @@ pub fn calibrate(
             if start.elapsed() >= round_end {
                 break;
             }
-            step(&mut journal, cfg, &bar)?;
+            step(&mut journal, &mut pacer, cfg, &bar)?;
         }
     }
     // Kernels inside synthetic networks, timed per node.
@@ -351,6 +374,7 @@ pub fn calibrate(
             });
         }
         if !done.contains(&net) {
+            reference_due(&mut journal, &mut pacer)?;
             match compose::measure_network(backend, opts.seed, net, opts.threads) {
                 Ok(Some(ms)) => {
                     for (k, m) in ms {
@@ -376,7 +400,7 @@ pub fn calibrate(
     }
     // A backend that cannot time per node spends the rest of the time on kernels alone.
     while start.elapsed() < budget && i < plan.len() {
-        step(&mut journal, &plan[i], &bar)?;
+        step(&mut journal, &mut pacer, &plan[i], &bar)?;
         i += 1;
     }
     bar.finish_and_clear();
@@ -385,9 +409,11 @@ pub fn calibrate(
     keyed.sort_by(|a, b| a.0.cmp(b.0));
     let mut ms: Vec<Measurement> = Vec::new();
     let mut in_network: Vec<(usize, usize, Measurement)> = Vec::new();
+    let mut reference_ms: Vec<f64> = Vec::new();
     for (key, m) in keyed {
         match compose::parse_key(key) {
             Some((i, k)) => in_network.push((i, k, m.clone())),
+            None if reference::is_key(key) => reference_ms.push(m.median_ms),
             None => ms.push(m.clone()),
         }
     }
@@ -405,6 +431,12 @@ pub fn calibrate(
         probe_flops_per_second: crate::sense::probe::compute_rate(),
         probe_bytes_per_second: crate::sense::probe::memory_bandwidth(),
         cpu_frequency_hertz: 0.0,
+        workload: if reference_ms.is_empty() {
+            String::new()
+        } else {
+            reference::identity()
+        },
+        workload_cpu_ms: reference::calibration_ms(&reference_ms),
     };
     let split = compose::split(
         opts.seed,
@@ -507,7 +539,7 @@ fn fit_slowdown(
     seed: u64,
     progress: bool,
 ) -> Option<serde_json::Value> {
-    let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::default());
+    let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::for_measuring());
     let base = crate::predict::Slowdown {
         cores: device.cores.max(1) as f64,
         reference_bandwidth: reference.probe_bytes_per_second,

@@ -42,6 +42,8 @@ pub struct ModelResult {
     pub error_pct: f64,
     pub baseline_ms: f64,
     pub baseline_error_pct: f64,
+    /// Board speed relative to calibration used by the prediction (reference workload; 1: none).
+    pub speed_ratio: f64,
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
@@ -102,18 +104,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         indicatif::ProgressBar::new(args.models.len() as u64)
     };
     let mut results = Vec::new();
+    // The board's speed against its calibration, from the reference workload timed between models
+    // (median of the last three timings, so one disturbed pass does not move a prediction).
+    let workload = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
+        Some(crate::calibrate::reference::ReferenceWorkload::new()?)
+    } else {
+        if !args.json {
+            eprintln!(
+                "augur: note: the profile has no reference-workload timing (made before it existed); predicting without the speed term"
+            );
+        }
+        None
+    };
+    let mut recent = crate::calibrate::reference::Recent::default();
     for m in &args.models {
         bar.set_message(m.display().to_string());
         let d = super::inspect::load(m, None)?;
         let base = predictor.base(&d);
-        // Quiet-board prediction: this command checks the profile; `--scenarios` checks the live model.
-        let p = predictor.predict(
-            &d,
-            &base,
-            &crate::sense::Snapshot::default(),
-            args.threads,
-            false,
-        );
+        // Quiet-board prediction: this command checks the profile (and the board's speed against
+        // it); `--scenarios` checks the live model under load.
+        let mut state = crate::sense::Snapshot::default();
+        if let Some(w) = &workload {
+            recent.push(w.median_cpu_ms(3)?);
+            state.probe.reference_recent_cpu_ms = recent.median();
+        }
+        let p = predictor.predict(&d, &base, &state, args.threads, false);
         let bytes = std::fs::read(m)?;
         let spec = RunSpec {
             threads: args.threads,
@@ -134,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             error_pct: (p.latency_ms - t.median_ms) / t.median_ms * 100.0,
             baseline_ms: baseline,
             baseline_error_pct: (baseline - t.median_ms) / t.median_ms * 100.0,
+            speed_ratio: p.state.speed_factor,
         });
         bar.inc(1);
     }
@@ -157,18 +173,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<26} {:>12} {:>12} {:>9} {:>12} {:>9}",
-        "model", "predicted", "measured", "error", "FLOPs-proxy", "error"
+        "{:<26} {:>12} {:>12} {:>9} {:>12} {:>9} {:>6}",
+        "model", "predicted", "measured", "error", "FLOPs-proxy", "error", "speed"
     );
     for r in &results {
         println!(
-            "{:<26} {:>9.2} ms {:>9.2} ms {:>+8.1}% {:>9.2} ms {:>+8.1}%",
+            "{:<26} {:>9.2} ms {:>9.2} ms {:>+8.1}% {:>9.2} ms {:>+8.1}% {:>6.3}",
             r.model,
             r.predicted_ms,
             r.measured_ms,
             r.error_pct,
             r.baseline_ms,
-            r.baseline_error_pct
+            r.baseline_error_pct,
+            r.speed_ratio
         );
     }
     for (name, s) in [("augur", summary), ("FLOPs-proxy", baseline)] {

@@ -8,7 +8,7 @@ use crate::kernels::Decomposition;
 use crate::predict::{BasePrediction, Learner, Predictor};
 use crate::runtime::{Prepared, RunSpec};
 use crate::sense::load::LoadKind;
-use crate::sense::{Sampler, SenseConfig};
+use crate::sense::{Sampler, SenseConfig, Snapshot};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -110,11 +110,42 @@ pub fn run(
         std::path::Path::new("/sys"),
         std::path::Path::new("/proc"),
     );
-    let sampler = Sampler::start(SenseConfig::default());
+    let sampler = Sampler::start(SenseConfig::for_measuring());
     let say = |s: String| {
         if progress {
             eprintln!("{s}");
         }
+    };
+    // The board's speed, timed here between measurements (see `SenseConfig::for_measuring`); its
+    // recent median stands in the state each prediction uses, as the sampler's would in a daemon.
+    let workload = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
+        Some(crate::calibrate::reference::ReferenceWorkload::new()?)
+    } else {
+        None
+    };
+    let mut recent = crate::calibrate::reference::Recent::default();
+    let now = |recent: &mut crate::calibrate::reference::Recent| -> anyhow::Result<Snapshot> {
+        let mut snap = sampler.snapshot();
+        if let Some(w) = &workload {
+            recent.push(w.median_cpu_ms(3)?);
+            snap.probe.reference_recent_cpu_ms = recent.median();
+        }
+        Ok(snap)
+    };
+    // A new load: forget the last one's timings, and settle busy — timing the reference workload for
+    // the sampler's window — so that the state's means hold this process running under the new load
+    // (as it will while measuring), not idle seconds.
+    let settle_busy = SenseConfig::for_measuring().window_seconds.max(2.0);
+    let prime = |recent: &mut crate::calibrate::reference::Recent| -> anyhow::Result<()> {
+        recent.clear();
+        let start = std::time::Instant::now();
+        while start.elapsed().as_secs_f64() < settle_busy {
+            match &workload {
+                Some(w) => recent.push(w.median_cpu_ms(3)?),
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        Ok(())
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut per: BTreeMap<String, Pair> = BTreeMap::new();
@@ -124,10 +155,11 @@ pub fn run(
             scenario_load(sc, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
         let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
         settle(&sampler, 2.0);
+        prime(&mut recent)?;
         let mut pairs_a = Vec::new();
         let mut pairs_s = Vec::new();
         for m in models {
-            let snap = sampler.snapshot();
+            let snap = now(&mut recent)?;
             let aware = predictor.predict(&m.d, &m.base, &snap, 1, false).latency_ms;
             let stat = m.base.latency_ms;
             let measured = measure(m, runs, window)?;
@@ -166,11 +198,12 @@ pub fn run(
         .map_err(anyhow::Error::msg)?;
     let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
     settle(&sampler, 2.0);
+    prime(&mut recent)?;
     let mut learner = Learner::new(4096);
     let mut at: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
     for m in models {
         for k in 0..=5usize {
-            let snap = sampler.snapshot();
+            let snap = now(&mut recent)?;
             let p = predictor.predict_learned(&m.d, &m.base, &snap, 1, false, &learner, &m.name);
             let plain = predictor.predict(&m.d, &m.base, &snap, 1, false);
             let phi = predictor.phi(&m.base, &plain);

@@ -62,6 +62,8 @@ pub struct StateUsed {
     pub cpu_factor: f64,
     pub memory_factor: f64,
     pub frequency_factor: f64,
+    /// Speed relative to calibration from the reference workload (1: not measured).
+    pub speed_factor: f64,
     /// Correction learned online from observations (1 = none).
     pub learned_factor: f64,
 }
@@ -208,6 +210,7 @@ impl Predictor {
             cpu_factor: factors.cpu,
             memory_factor: factors.memory,
             frequency_factor: factors.frequency,
+            speed_factor: factors.speed,
             learned_factor: 1.0,
         };
         Prediction {
@@ -277,7 +280,7 @@ impl Predictor {
             1.0,
             p.state.cpu_factor - 1.0,
             (p.state.memory_factor - 1.0) * mem_share,
-            p.state.frequency_factor - 1.0,
+            p.state.frequency_factor * p.state.speed_factor - 1.0,
         ]
     }
 

@@ -17,6 +17,10 @@ pub struct Slowdown {
     pub cpu_weight: f64,
     /// Weight of lost bandwidth on a memory-bound kernel.
     pub memory_weight: f64,
+    /// CPU ms of one pass of the reference workload at calibration (0: none; see
+    /// [`crate::calibrate::reference`]). Taken from the profile's reference, not fitted.
+    #[serde(default)]
+    pub reference_workload_cpu_ms: f64,
     /// Relative half-width of the prediction interval, calibrated and not.
     pub interval_calibrated: [f64; 2],
     pub interval_uncalibrated: [f64; 2],
@@ -32,6 +36,7 @@ impl Default for Slowdown {
             reference_bandwidth: 0.0,
             cpu_weight: 1.0,
             memory_weight: 1.0,
+            reference_workload_cpu_ms: 0.0,
             interval_calibrated: [0.9, 1.1],
             interval_uncalibrated: [0.5, 2.0],
         }
@@ -44,6 +49,8 @@ pub struct Factors {
     pub cpu: f64,
     pub frequency: f64,
     pub memory: f64,
+    /// The board's speed now relative to calibration, from the reference workload (1: unknown).
+    pub speed: f64,
 }
 
 impl Factors {
@@ -51,21 +58,42 @@ impl Factors {
     pub fn kernel(&self, memory_share: f64) -> f64 {
         let m = 1.0 + memory_share.clamp(0.0, 1.0) * (self.memory - 1.0);
         let c = 1.0 + (1.0 - memory_share.clamp(0.0, 1.0)) * (self.frequency - 1.0);
-        self.cpu * m * c
+        self.cpu * m * c * self.speed
     }
 }
 
 impl Slowdown {
     pub fn from_profile(p: &Profile) -> Slowdown {
+        let workload = if p.reference.workload == crate::calibrate::reference::identity() {
+            p.reference.workload_cpu_ms
+        } else {
+            0.0
+        };
         if let Some(Ok(s)) = p.slowdown.clone().map(serde_json::from_value::<Slowdown>) {
-            return s;
+            return Slowdown {
+                reference_workload_cpu_ms: workload,
+                ..s
+            };
         }
         Slowdown {
             cores: p.device.cores.max(1) as f64,
             reference_hertz: p.reference.cpu_frequency_hertz,
             reference_bandwidth: p.reference.probe_bytes_per_second,
+            reference_workload_cpu_ms: workload,
             ..Slowdown::default()
         }
+    }
+
+    /// Speed now relative to calibration: the reference workload's CPU time now over then. It runs
+    /// the same runtime through the same caches and memory, so when it is measured it stands for the
+    /// frequency and memory-bandwidth terms, which then stay at 1.
+    pub fn speed(&self, s: &Snapshot) -> Option<f64> {
+        let now = s
+            .probe
+            .reference_recent_cpu_ms
+            .or(s.probe.reference_cpu_ms.ewma)?;
+        (self.reference_workload_cpu_ms > 0.0 && now > 0.0)
+            .then(|| (now / self.reference_workload_cpu_ms).clamp(0.5, 3.0))
     }
 
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
@@ -80,6 +108,10 @@ impl Slowdown {
         // two thirds of the cores' worth … (demand 2).
         let others_busy = s.others_busy().unwrap_or(0.0) * self.cores;
         let total = s.utilization.busy.mean.unwrap_or(0.0) * self.cores;
+        // The window's mean, not the EWMA: a measurement's own share swings between a core and half
+        // of one as threads move, and the EWMA (about a second) follows the swings. After a pause
+        // the window still holds idle seconds, so whoever measures keeps busy while a load settles
+        // (`eval --scenarios` times the reference workload meanwhile).
         let own = s.own_cpu.mean.unwrap_or(0.0) * self.cores;
         let saturated = total >= 0.95 * self.cores || others_busy >= 0.95 * self.cores;
         let queued = s
@@ -125,10 +157,19 @@ impl Slowdown {
             }
             _ => 1.0,
         };
-        Factors {
-            cpu: cpu.max(0.1),
-            frequency,
-            memory,
+        match self.speed(s) {
+            Some(speed) => Factors {
+                cpu: cpu.max(0.1),
+                frequency: 1.0,
+                memory: 1.0,
+                speed,
+            },
+            None => Factors {
+                cpu: cpu.max(0.1),
+                frequency,
+                memory,
+                speed: 1.0,
+            },
         }
     }
 
@@ -175,5 +216,34 @@ mod tests {
         assert!((cpu(&state(1.0, 0.0, 4)) - 1.5).abs() < 1e-9);
         // Four hogs while we do not run: the run queue says four.
         assert!((cpu(&state(1.0, 0.0, 6)) - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reference_workload_sets_the_speed() {
+        let sd = Slowdown {
+            cores: 2.0,
+            reference_workload_cpu_ms: 20.0,
+            memory_weight: 1.0,
+            reference_bandwidth: 10e9,
+            ..Default::default()
+        };
+        let mut s = state(0.05, 0.01, 2);
+        // Not measured: speed unknown, the bandwidth probe counts.
+        s.probe.memory_bandwidth_bytes_per_second.ewma = Some(5e9);
+        let f = sd.factors(&s, 1);
+        assert_eq!(f.speed, 1.0);
+        assert!((f.memory - 2.0).abs() < 1e-9);
+        // Measured 10 % slower than at calibration: every kernel 1.1×, bandwidth term subsumed.
+        s.probe.reference_recent_cpu_ms = Some(22.0);
+        let f = sd.factors(&s, 1);
+        assert!((f.speed - 1.1).abs() < 1e-9);
+        assert_eq!(f.memory, 1.0);
+        assert!((f.kernel(0.7) - 1.1).abs() < 1e-9);
+        // A profile without a reference ignores the measurement.
+        let none = Slowdown {
+            reference_workload_cpu_ms: 0.0,
+            ..sd
+        };
+        assert_eq!(none.factors(&s, 1).speed, 1.0);
     }
 }

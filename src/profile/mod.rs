@@ -48,6 +48,12 @@ pub struct Reference {
     pub probe_bytes_per_second: f64,
     /// Mean CPU frequency, Hz (0 when the board does not expose it).
     pub cpu_frequency_hertz: f64,
+    /// What the reference workload was ([`crate::calibrate::reference::identity`]); empty: none.
+    #[serde(default)]
+    pub workload: String,
+    /// CPU milliseconds of one pass of the reference workload, median over the calibration.
+    #[serde(default)]
+    pub workload_cpu_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

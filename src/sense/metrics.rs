@@ -135,6 +135,10 @@ pub fn record(s: &Snapshot) {
     }
     counter!("augur_probe_runs_total", "probe" => "compute").absolute(pr.compute_runs);
     counter!("augur_probe_runs_total", "probe" => "memory").absolute(pr.memory_runs);
+    counter!("augur_probe_runs_total", "probe" => "reference").absolute(pr.reference_runs);
+    if let Some(ms) = pr.reference_cpu_ms.latest {
+        gauge!("augur_probe_reference_cpu_seconds").set(ms / 1e3);
+    }
     for z in &s.thermal {
         gauge!("augur_thermal_zone_temperature_celsius", "zone" => z.zone.clone(), "type" => z.kind.clone())
             .set(z.celsius);

@@ -96,6 +96,7 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
             seconds(cfg.probe_memory_seconds),
             fast,
         )),
+        Box::new(probe::ProbeSensor::reference(fast)),
         Box::new(thermal::ThermalSensor::new(roots.clone(), slow)),
         Box::new(power::PowerSensor::new(roots, slow)),
     ];
@@ -121,7 +122,8 @@ pub fn read_once(cfg: &SenseConfig) -> Snapshot {
         let waiting = |name: &str, runs: u64| snap.sensor_up(name) && runs == 0;
         let ready = snap.seq >= 5
             && !waiting("probe_compute", snap.probe.compute_runs)
-            && !waiting("probe_memory", snap.probe.memory_runs);
+            && !waiting("probe_memory", snap.probe.memory_runs)
+            && !waiting("probe_reference", snap.probe.reference_runs);
         if ready || Instant::now() >= deadline {
             return (*snap).clone();
         }

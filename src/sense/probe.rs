@@ -194,6 +194,9 @@ enum Kind {
         target: Duration,
         kernel: Option<MemoryKernel>,
     },
+    Reference {
+        workload: Option<crate::calibrate::reference::ReferenceWorkload>,
+    },
 }
 
 /// A probe run as a sensor, paced by its share of the CPU budget.
@@ -210,6 +213,16 @@ impl ProbeSensor {
                 target,
                 kernel: None,
             },
+            every: Every::new(min_period),
+            min_period,
+        }
+    }
+
+    /// The reference workload (a pass of small networks through tract, ~21 ms of CPU here), timed by
+    /// the thread's CPU clock: how fast the board runs now against its calibration.
+    pub fn reference(min_period: Duration) -> Self {
+        ProbeSensor {
+            kind: Kind::Reference { workload: None },
             every: Every::new(min_period),
             min_period,
         }
@@ -233,6 +246,7 @@ impl Sensor for ProbeSensor {
         match self.kind {
             Kind::Compute { .. } => "probe_compute",
             Kind::Memory { .. } => "probe_memory",
+            Kind::Reference { .. } => "probe_reference",
         }
     }
 
@@ -262,6 +276,16 @@ impl Sensor for ProbeSensor {
                 *kernel = Some(k);
                 Ok(Some(detail))
             }
+            Kind::Reference { workload } => {
+                let w = crate::calibrate::reference::ReferenceWorkload::new().map_err(|e| {
+                    Unavailable::new(
+                        format!("reference workload cannot run: {e}"),
+                        "report it; predictions fall back to the frequency and bandwidth terms",
+                    )
+                })?;
+                *workload = Some(w);
+                Ok(Some(crate::calibrate::reference::identity()))
+            }
         }
     }
 
@@ -284,6 +308,16 @@ impl Sensor for ProbeSensor {
             } => {
                 frame.probe_memory_bytes_per_second = Some(k.run());
                 frame.probe_memory_buffer_bytes = Some(k.buffer_bytes());
+            }
+            Kind::Reference {
+                workload: Some(w), ..
+            } => {
+                // As calibration and eval time it: a pass after 150 ms of passes, since the
+                // sampler's thread has slept between samples (~170 ms of CPU a run, so at the
+                // default 1 % budget a run about every minute: enough for drift, slow for a
+                // sudden neighbour; raise `sense.probe_budget` to follow faster).
+                frame.probe_reference_cpu_ms =
+                    Some(w.median_cpu_ms(1).map_err(|_| SenseError::NoData)?)
             }
             _ => return Err(SenseError::NoData),
         }

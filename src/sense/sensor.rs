@@ -72,6 +72,7 @@ pub struct Frame {
     pub probe_compute_flops: Option<f64>,
     pub probe_memory_bytes_per_second: Option<f64>,
     pub probe_memory_buffer_bytes: Option<u64>,
+    pub probe_reference_cpu_ms: Option<f64>,
     pub perf: Option<PerfRates>,
     pub memory_pmu_bytes_per_second: Option<f64>,
     pub thermal: Option<Vec<ThermalZone>>,
@@ -143,6 +144,10 @@ impl Frame {
         take(&mut self.loadavg, other.loadavg);
         take(&mut self.pressure, other.pressure);
         take(&mut self.probe_compute_flops, other.probe_compute_flops);
+        take(
+            &mut self.probe_reference_cpu_ms,
+            other.probe_reference_cpu_ms,
+        );
         take(
             &mut self.probe_memory_bytes_per_second,
             other.probe_memory_bytes_per_second,

@@ -139,6 +139,15 @@ pub struct Probes {
     pub memory_ratio: Option<f64>,
     pub memory_runs: u64,
     pub memory_buffer_bytes: Option<u64>,
+    /// CPU milliseconds of one pass of the reference workload (see `calibrate::reference`).
+    #[serde(default)]
+    pub reference_cpu_ms: Stat,
+    #[serde(default)]
+    pub reference_runs: u64,
+    /// Median of the last three reference runs: follows a change within three runs, where the EWMA
+    /// (runs are seconds apart) would take a minute.
+    #[serde(default)]
+    pub reference_recent_cpu_ms: Option<f64>,
 }
 
 /// Hardware counters of one CPU: totals since the counters were opened, and rates over the last interval.

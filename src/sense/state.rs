@@ -15,7 +15,7 @@ fn modes(f: &Frame) -> Option<super::sensor::ModeFractions> {
 }
 
 /// Every series summarised as a [`Stat`], in the order `stats` indexes them.
-const SERIES: [Get; 10] = [
+const SERIES: [Get; 11] = [
     |f| modes(f).map(|m| m.busy),
     |f| modes(f).map(|m| m.user),
     |f| modes(f).map(|m| m.system),
@@ -26,9 +26,11 @@ const SERIES: [Get; 10] = [
     |f| f.cpu_time.as_ref()?.own_fraction,
     |f| f.probe_compute_flops,
     |f| f.probe_memory_bytes_per_second,
+    |f| f.probe_reference_cpu_ms,
 ];
 const COMPUTE: usize = 8;
 const MEMORY: usize = 9;
+const REFERENCE: usize = 10;
 
 /// Best sustained rate: the max over time of the median of the last three runs, so that one lucky
 /// run does not become the reference.
@@ -64,7 +66,9 @@ pub struct State {
     ring: VecDeque<Frame>,
     /// The newest value of every field, carried forward across ticks where its sensor did not run.
     merged: Frame,
-    ewma: [Option<f64>; 10],
+    ewma: [Option<f64>; 11],
+    reference_runs: u64,
+    reference_recent: VecDeque<f64>,
     compute: Baseline,
     memory: Baseline,
     seq: u64,
@@ -83,7 +87,9 @@ impl State {
             sample_hz: 1.0 / cfg.period().as_secs_f64(),
             ring: VecDeque::new(),
             merged: Frame::default(),
-            ewma: [None; 10],
+            ewma: [None; 11],
+            reference_runs: 0,
+            reference_recent: VecDeque::new(),
             compute: Baseline::default(),
             memory: Baseline::default(),
             seq: 0,
@@ -113,6 +119,13 @@ impl State {
         }
         if let Some(v) = frame.probe_memory_bytes_per_second {
             self.memory.push(v);
+        }
+        if let Some(v) = frame.probe_reference_cpu_ms.filter(|v| v.is_finite()) {
+            self.reference_runs += 1;
+            self.reference_recent.push_back(v);
+            if self.reference_recent.len() > 3 {
+                self.reference_recent.pop_front();
+            }
         }
         self.merged.absorb(frame.clone());
         self.merged.t = frame.t;
@@ -191,6 +204,13 @@ impl State {
             memory_runs: self.memory.runs,
             memory_bandwidth_bytes_per_second: memory,
             memory_buffer_bytes: m.probe_memory_buffer_bytes,
+            reference_cpu_ms: self.stat(REFERENCE),
+            reference_runs: self.reference_runs,
+            reference_recent_cpu_ms: (!self.reference_recent.is_empty()).then(|| {
+                let mut r: Vec<f64> = self.reference_recent.iter().copied().collect();
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
+            }),
         };
         let perf = match (&m.perf, m.memory_pmu_bytes_per_second) {
             (Some(p), bw) => Some(PerfRates {

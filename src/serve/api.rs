@@ -96,6 +96,8 @@ pub struct Factors {
     pub cpu: f64,
     pub memory: f64,
     pub frequency: f64,
+    /// Board speed against calibration, from the reference workload (1 when not measured).
+    pub speed: f64,
     /// Correction learned online from observations (1 until there are some).
     pub learned: f64,
 }
@@ -117,6 +119,7 @@ impl<'a> PredictAnswer<'a> {
                 cpu: p.state.cpu_factor,
                 memory: p.state.memory_factor,
                 frequency: p.state.frequency_factor,
+                speed: p.state.speed_factor,
                 learned: p.state.learned_factor,
             },
             kernels: p.kernels,

@@ -1,0 +1,239 @@
+//! The reference workload: a fixed set of small generated networks run by tract, whose CPU time is
+//! taken all through calibration and again whenever a prediction should know how fast the board runs
+//! now. The ratio of the two is the board's speed relative to its calibration: on a board with DVFS it
+//! follows the clock, on a shared host it follows neighbours on the caches and the memory bus — which
+//! a compute probe's register loop does not see (on this VM it stayed flat while models drifted 4 %).
+//!
+//! CPU time of the timing thread, not wall time: time-sharing is the CPU-share term's business and
+//! must not be counted twice.
+use super::networks::synthetic;
+use crate::kernels::{Kernel, KernelKind};
+use crate::profile::Measurement;
+use crate::runtime::{Prepared, RunSpec, RuntimeError, TractBackend};
+use crate::sense::clock::thread_cpu_seconds;
+
+/// Seed and indices of the networks: one inverted-residual network with squeeze-excitation, one of
+/// fire modules and two of channel shuffles (1–12 ms each here, ~21 ms a pass — small enough for the
+/// sampler to run within its CPU budget).
+const SEED: u64 = 2024;
+const NETWORKS: [usize; 4] = [3, 4, 5, 12];
+
+/// Names what the workload is, so a profile timed on another one is not compared with it.
+pub fn identity() -> String {
+    format!("synthetic/{SEED}/{NETWORKS:?}/v1")
+}
+
+pub struct ReferenceWorkload {
+    nets: Vec<Prepared>,
+}
+
+impl ReferenceWorkload {
+    /// Builds the networks and runs them three times over: the first runs of a plan allocate and
+    /// fault their pages in, and are slower by a margin a speed ratio must not carry.
+    pub fn new() -> Result<ReferenceWorkload, RuntimeError> {
+        let backend = TractBackend::new();
+        let mut nets = Vec::new();
+        for i in NETWORKS {
+            let load = |e: String| RuntimeError::Load {
+                model: format!("reference network {i}"),
+                detail: e,
+            };
+            let g = synthetic(SEED, i).map_err(|e| load(e.to_string()))?;
+            let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| load(e.to_string()))?;
+            nets.push(backend.prepare(&bytes)?);
+        }
+        let w = ReferenceWorkload { nets };
+        for _ in 0..3 {
+            w.pass_cpu_ms()?;
+        }
+        Ok(w)
+    }
+
+    /// CPU milliseconds of one pass over the networks.
+    pub fn pass_cpu_ms(&self) -> Result<f64, RuntimeError> {
+        let c0 = thread_cpu_seconds();
+        for n in &self.nets {
+            n.time(&once())?;
+        }
+        Ok((thread_cpu_seconds() - c0) * 1e3)
+    }
+
+    /// Median CPU milliseconds of `passes` passes, after 150 ms of passes not counted: on this VM a
+    /// thread that has slept runs its first tens of milliseconds up to 25 % slower (the host lends
+    /// an idle core's caches to other tenants), which a job that keeps running does not see.
+    pub fn median_cpu_ms(&self, passes: usize) -> Result<f64, RuntimeError> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(150) {
+            self.pass_cpu_ms()?;
+        }
+        let mut v = (0..passes.max(1))
+            .map(|_| self.pass_cpu_ms())
+            .collect::<Result<Vec<f64>, _>>()?;
+        v.sort_by(f64::total_cmp);
+        Ok(v[v.len() / 2])
+    }
+}
+
+/// The last few timings of the workload and their median: what a prediction takes as "now", so that
+/// one disturbed pass does not move it.
+#[derive(Debug, Default)]
+pub struct Recent {
+    v: std::collections::VecDeque<f64>,
+}
+
+impl Recent {
+    pub const KEEP: usize = 3;
+
+    pub fn push(&mut self, cpu_ms: f64) {
+        self.v.push_back(cpu_ms);
+        if self.v.len() > Self::KEEP {
+            self.v.pop_front();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.v.clear();
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.v.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
+}
+
+fn once() -> RunSpec {
+    RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 1,
+        max_seconds: 10.0,
+    }
+}
+
+/// Times the workload through a calibration, every `every`, from the first call on; the timings go
+/// to the journal with everything else, so a resumed calibration keeps the earlier ones.
+pub struct Pacer {
+    workload: Option<ReferenceWorkload>,
+    every: std::time::Duration,
+    next: std::time::Instant,
+    n: usize,
+}
+
+impl Pacer {
+    /// `taken`: reference timings already in the journal. A workload that cannot be built leaves
+    /// the profile without a reference (predictions then do without the speed term).
+    pub fn new(taken: usize, every: std::time::Duration) -> Pacer {
+        let workload = match ReferenceWorkload::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "reference workload unavailable; the profile will have no speed reference");
+                None
+            }
+        };
+        Pacer {
+            workload,
+            every,
+            next: std::time::Instant::now(),
+            n: taken,
+        }
+    }
+
+    /// When due, times the workload (median of three passes): the journal key and entry to append.
+    pub fn due(&mut self) -> Option<(String, Measurement)> {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + self.every;
+        let ms = self.workload.as_ref()?.median_cpu_ms(3).ok()?;
+        self.n += 1;
+        Some((key(self.n), journal_entry(ms)))
+    }
+}
+
+/// Journal key of the `n`-th reference timing of a calibration.
+pub fn key(n: usize) -> String {
+    format!("reference/{n}")
+}
+
+pub fn is_key(key: &str) -> bool {
+    key.starts_with("reference/")
+}
+
+/// A reference timing as a journal entry: the journal holds measurements of kernels, so this one
+/// names the workload in a kernel of kind `other` that nothing fits on (only `median_ms` is read).
+pub fn journal_entry(cpu_ms: f64) -> Measurement {
+    Measurement {
+        kernel: Kernel {
+            name: identity(),
+            kind: KernelKind::Other,
+            ops: Vec::new(),
+            input_shapes: Vec::new(),
+            output_shape: Vec::new(),
+            kernel_size: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            perm: Vec::new(),
+            groups: 1,
+            cin: 0,
+            cout: 0,
+            hin: 0,
+            win: 0,
+            macs: 0,
+            flops: 0,
+            weight_bytes: 0,
+            input_bytes: 0,
+            output_bytes: 0,
+            arithmetic_intensity: 0.0,
+            scratch_bytes: 0,
+        },
+        median_ms: cpu_ms,
+        p10_ms: cpu_ms,
+        p90_ms: cpu_ms,
+    }
+}
+
+/// The calibration's reference: median of its timings (0 when there are none).
+pub fn calibration_ms(timings: &[f64]) -> f64 {
+    let mut v: Vec<f64> = timings
+        .iter()
+        .copied()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_median() {
+        assert!(is_key(&key(3)));
+        assert!(!is_key("innet/3/1"));
+        assert_eq!(calibration_ms(&[3.0, f64::NAN, 1.0, 2.0, -1.0]), 2.0);
+        assert_eq!(calibration_ms(&[]), 0.0);
+        let mut r = Recent::default();
+        assert_eq!(r.median(), None);
+        for t in [10.0, 11.0, 30.0, 12.0] {
+            r.push(t);
+        }
+        // Keeps the last three: 11, 30, 12.
+        assert_eq!(r.median(), Some(12.0));
+        r.clear();
+        assert_eq!(r.median(), None);
+    }
+
+    #[test]
+    fn workload_runs_and_takes_cpu_time() {
+        let w = ReferenceWorkload::new().unwrap();
+        let t = w.median_cpu_ms(3).unwrap();
+        assert!(t > 0.5 && t < 5_000.0, "{t}");
+    }
+}
