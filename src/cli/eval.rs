@@ -24,12 +24,15 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Seconds each model runs per measurement under --scenarios (a job that keeps running; see
-    /// README "Evaluation under load").
-    #[arg(long, default_value_t = 2.0)]
+    /// README "Checking: augur eval").
+    #[arg(long, default_value_t = 8.0)]
     pub window: f64,
-    /// Scenario of the online-learning run (with --scenarios).
+    /// Scenario of the online-learning run (with --scenarios; `none` skips it).
     #[arg(long, default_value = "quiet")]
     pub online_scenario: String,
+    /// Seconds each model runs per measurement in the online run (six measurements per model).
+    #[arg(long, default_value_t = 2.0)]
+    pub online_window: f64,
     #[arg(long)]
     pub json: bool,
 }
@@ -104,10 +107,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         indicatif::ProgressBar::new(args.models.len() as u64)
     };
     let mut results = Vec::new();
-    // The board's speed against its calibration, from the reference workload timed between models
-    // (median of the last three timings, so one disturbed pass does not move a prediction).
-    let workload = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
-        Some(crate::calibrate::reference::ReferenceWorkload::new()?)
+    // The board's speed against its calibration, from the reference workload timed before each model
+    // (`SpeedNow`).
+    let mut speed = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
+        Some(crate::calibrate::reference::SpeedNow::new()?)
     } else {
         if !args.json {
             eprintln!(
@@ -116,7 +119,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None
     };
-    let mut recent = crate::calibrate::reference::Recent::default();
     for m in &args.models {
         bar.set_message(m.display().to_string());
         let d = super::inspect::load(m, None)?;
@@ -124,9 +126,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Quiet-board prediction: this command checks the profile (and the board's speed against
         // it); `--scenarios` checks the live model under load.
         let mut state = crate::sense::Snapshot::default();
-        if let Some(w) = &workload {
-            recent.push(w.median_cpu_ms(3)?);
-            state.probe.reference_recent_cpu_ms = recent.median();
+        if let Some(sp) = &mut speed {
+            sp.read()?;
+            sp.apply(&mut state);
         }
         let p = predictor.predict(&d, &base, &state, args.threads, false);
         let bytes = std::fs::read(m)?;
@@ -224,11 +226,14 @@ fn run_scenarios(args: Args) -> anyhow::Result<()> {
     let report = super::scenarios::run(
         &predictor,
         &models,
-        &args.scenarios,
-        &args.online_scenario,
-        args.runs,
-        args.window,
-        !args.json,
+        &super::scenarios::Plan {
+            scenarios: &args.scenarios,
+            online_scenario: &args.online_scenario,
+            runs: args.runs,
+            window: args.window,
+            online_window: args.online_window,
+            progress: !args.json,
+        },
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -4,6 +4,7 @@
 use super::eval::Summary;
 use crate::calibrate::background::BackgroundLoad;
 use crate::calibrate::load_fit::settle;
+use crate::calibrate::reference::SpeedNow;
 use crate::kernels::Decomposition;
 use crate::predict::{BasePrediction, Learner, Predictor};
 use crate::runtime::{Prepared, RunSpec};
@@ -29,6 +30,9 @@ pub struct Row {
     pub static_ms: f64,
     pub aware_error_pct: f64,
     pub static_error_pct: f64,
+    /// Factors of the aware prediction: time-sharing and the board's speed.
+    pub cpu_factor: f64,
+    pub speed_factor: f64,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -96,16 +100,32 @@ fn err_pct(p: f64, m: f64) -> f64 {
     (p - m) / m * 100.0
 }
 
+/// What to run: the scenarios, the online run's scenario (`none`: skip it), and how to measure.
+pub struct Plan<'a> {
+    pub scenarios: &'a [String],
+    pub online_scenario: &'a str,
+    /// Runs at least, per measurement.
+    pub runs: usize,
+    /// Seconds per measurement, in the scenarios and in the online run.
+    pub window: f64,
+    pub online_window: f64,
+    pub progress: bool,
+}
+
 /// Runs the scenarios and the online run; returns the JSON report.
 pub fn run(
     predictor: &Predictor,
     models: &[Model],
-    scenarios: &[String],
-    online_scenario: &str,
-    runs: usize,
-    window: f64,
-    progress: bool,
+    plan: &Plan,
 ) -> anyhow::Result<serde_json::Value> {
+    let Plan {
+        scenarios,
+        online_scenario,
+        runs,
+        window,
+        online_window,
+        progress,
+    } = *plan;
     let device = crate::profile::DeviceInfo::detect(
         std::path::Path::new("/sys"),
         std::path::Path::new("/proc"),
@@ -116,34 +136,33 @@ pub fn run(
             eprintln!("{s}");
         }
     };
-    // The board's speed, timed here between measurements (see `SenseConfig::for_measuring`); its
-    // recent median stands in the state each prediction uses, as the sampler's would in a daemon.
-    let workload = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
-        Some(crate::calibrate::reference::ReferenceWorkload::new()?)
+    // The board's speed, timed before each measurement (see `SpeedNow`).
+    let mut speed = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
+        Some(SpeedNow::new()?)
     } else {
         None
     };
-    let mut recent = crate::calibrate::reference::Recent::default();
-    let now = |recent: &mut crate::calibrate::reference::Recent| -> anyhow::Result<Snapshot> {
+    let now = |speed: &mut Option<SpeedNow>| -> anyhow::Result<Snapshot> {
         let mut snap = sampler.snapshot();
-        if let Some(w) = &workload {
-            recent.push(w.median_cpu_ms(3)?);
-            snap.probe.reference_recent_cpu_ms = recent.median();
+        if let Some(sp) = speed {
+            sp.read()?;
+            sp.apply(&mut snap);
         }
         Ok(snap)
     };
-    // A new load: forget the last one's timings, and settle busy — timing the reference workload for
+    // A new load: settle busy — timing the reference workload for
     // the sampler's window — so that the state's means hold this process running under the new load
     // (as it will while measuring), not idle seconds.
     let settle_busy = SenseConfig::for_measuring().window_seconds.max(2.0);
-    let prime = |recent: &mut crate::calibrate::reference::Recent| -> anyhow::Result<()> {
-        recent.clear();
+    let prime = |speed: &mut Option<SpeedNow>| -> anyhow::Result<()> {
         let start = std::time::Instant::now();
-        while start.elapsed().as_secs_f64() < settle_busy {
-            match &workload {
-                Some(w) => recent.push(w.median_cpu_ms(3)?),
-                None => std::thread::sleep(Duration::from_millis(100)),
+        match speed {
+            Some(sp) => {
+                while start.elapsed().as_secs_f64() < settle_busy {
+                    sp.read()?;
+                }
             }
+            None => std::thread::sleep(Duration::from_secs_f64(settle_busy)),
         }
         Ok(())
     };
@@ -155,12 +174,13 @@ pub fn run(
             scenario_load(sc, device.llc_bytes(), device.cores).map_err(anyhow::Error::msg)?;
         let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
         settle(&sampler, 2.0);
-        prime(&mut recent)?;
+        prime(&mut speed)?;
         let mut pairs_a = Vec::new();
         let mut pairs_s = Vec::new();
         for m in models {
-            let snap = now(&mut recent)?;
-            let aware = predictor.predict(&m.d, &m.base, &snap, 1, false).latency_ms;
+            let snap = now(&mut speed)?;
+            let p = predictor.predict(&m.d, &m.base, &snap, 1, false);
+            let aware = p.latency_ms;
             let stat = m.base.latency_ms;
             let measured = measure(m, runs, window)?;
             pairs_a.push((aware, measured));
@@ -173,6 +193,8 @@ pub fn run(
                 static_ms: stat,
                 aware_error_pct: err_pct(aware, measured),
                 static_error_pct: err_pct(stat, measured),
+                cpu_factor: p.state.cpu_factor,
+                speed_factor: p.state.speed_factor,
             });
             say(format!(
                 "{sc:<6} {:<26} measured {:>9.2} ms  aware {:>9.2} ms ({:+6.1} %)  static {:>9.2} ms ({:+6.1} %)",
@@ -194,34 +216,42 @@ pub fn run(
         );
     }
     // Online: one learner for all models, so each model also benefits from the others' observations.
-    let load = scenario_load(online_scenario, device.llc_bytes(), device.cores)
-        .map_err(anyhow::Error::msg)?;
-    let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
-    settle(&sampler, 2.0);
-    prime(&mut recent)?;
-    let mut learner = Learner::new(4096);
     let mut at: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
-    for m in models {
-        for k in 0..=5usize {
-            let snap = now(&mut recent)?;
-            let p = predictor.predict_learned(&m.d, &m.base, &snap, 1, false, &learner, &m.name);
-            let plain = predictor.predict(&m.d, &m.base, &snap, 1, false);
-            let phi = predictor.phi(&m.base, &plain);
-            let measured = measure(m, runs, window)?;
-            if matches!(k, 0 | 1 | 5) {
-                at.entry(k).or_default().push((p.latency_ms, measured));
+    let mut online_rows = Vec::new();
+    if online_scenario != "none" {
+        let load = scenario_load(online_scenario, device.llc_bytes(), device.cores)
+            .map_err(anyhow::Error::msg)?;
+        let guard = load.map(|k| BackgroundLoad::start(k, max)).transpose()?;
+        settle(&sampler, 2.0);
+        prime(&mut speed)?;
+        let mut learner = Learner::new(4096);
+        for m in models {
+            for k in 0..=5usize {
+                let snap = now(&mut speed)?;
+                let p =
+                    predictor.predict_learned(&m.d, &m.base, &snap, 1, false, &learner, &m.name);
+                let plain = predictor.predict(&m.d, &m.base, &snap, 1, false);
+                let phi = predictor.phi(&m.base, &plain);
+                let measured = measure(m, runs, online_window)?;
+                if matches!(k, 0 | 1 | 5) {
+                    at.entry(k).or_default().push((p.latency_ms, measured));
+                }
+                online_rows.push(serde_json::json!({
+                    "model": m.name, "k": k, "predicted_ms": p.latency_ms, "measured_ms": measured,
+                    "speed_factor": p.state.speed_factor, "learned_factor": p.state.learned_factor,
+                }));
+                if let Err(e) = learner.observe(&m.name, &phi, plain.latency_ms, measured) {
+                    say(format!("observation of {} rejected: {e}", m.name));
+                }
             }
-            if let Err(e) = learner.observe(&m.name, &phi, plain.latency_ms, measured) {
-                say(format!("observation of {} rejected: {e}", m.name));
-            }
+            say(format!("online {:<26} k5 error {:+.1} %", m.name, {
+                let v = &at[&5];
+                let (p, me) = v[v.len() - 1];
+                err_pct(p, me)
+            }));
         }
-        say(format!("online {:<26} k5 error {:+.1} %", m.name, {
-            let v = &at[&5];
-            let (p, me) = v[v.len() - 1];
-            err_pct(p, me)
-        }));
+        drop(guard);
     }
-    drop(guard);
     let online: BTreeMap<String, Summary> = at
         .iter()
         .map(|(k, v)| (format!("k{k}"), Summary::of(v)))
@@ -231,5 +261,6 @@ pub fn run(
         "online": online,
         "online_scenario": online_scenario,
         "models": rows,
+        "online_models": online_rows,
     }))
 }
