@@ -106,7 +106,7 @@ pub struct Plan<'a> {
     pub online_scenario: &'a str,
     /// Runs at least, per measurement.
     pub runs: usize,
-    /// Seconds per measurement, in the scenarios and in the online run.
+    /// Seconds per measurement in the scenarios, and in the online run.
     pub window: f64,
     pub online_window: f64,
     pub progress: bool,
@@ -150,9 +150,9 @@ pub fn run(
         }
         Ok(snap)
     };
-    // A new load: settle busy — timing the reference workload for
-    // the sampler's window — so that the state's means hold this process running under the new load
-    // (as it will while measuring), not idle seconds.
+    // A new load: settle busy — timing the reference workload for the sampler's window — so that the
+    // state's means hold this process running under the new load (as it will while measuring), not
+    // idle seconds.
     let settle_busy = SenseConfig::for_measuring().window_seconds.max(2.0);
     let prime = |speed: &mut Option<SpeedNow>| -> anyhow::Result<()> {
         let start = std::time::Instant::now();
