@@ -117,10 +117,9 @@ impl SpeedNow {
     }
 
     /// Times the workload once more.
-    pub fn read(&mut self) -> Result<Reading, RuntimeError> {
-        let r = self.workload.read(5)?;
-        self.latest = Some(r.cpu_ms);
-        Ok(r)
+    pub fn read(&mut self) -> Result<(), RuntimeError> {
+        self.latest = Some(self.workload.median_cpu_ms(5)?);
+        Ok(())
     }
 
     /// The reading as the sampler's reference probe would leave it in a snapshot.
@@ -192,30 +191,7 @@ pub fn is_key(key: &str) -> bool {
 /// names the workload in a kernel of kind `other` that nothing fits on (only `median_ms` is read).
 pub fn journal_entry(cpu_ms: f64) -> Measurement {
     Measurement {
-        kernel: Kernel {
-            name: identity(),
-            kind: KernelKind::Other,
-            ops: Vec::new(),
-            input_shapes: Vec::new(),
-            output_shape: Vec::new(),
-            kernel_size: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pads: [0; 4],
-            perm: Vec::new(),
-            groups: 1,
-            cin: 0,
-            cout: 0,
-            hin: 0,
-            win: 0,
-            macs: 0,
-            flops: 0,
-            weight_bytes: 0,
-            input_bytes: 0,
-            output_bytes: 0,
-            arithmetic_intensity: 0.0,
-            scratch_bytes: 0,
-        },
+        kernel: Kernel::blank(identity(), KernelKind::Other),
         median_ms: cpu_ms,
         p10_ms: cpu_ms,
         p90_ms: cpu_ms,

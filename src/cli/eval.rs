@@ -27,6 +27,10 @@ pub struct Args {
     /// README "Checking: augur eval").
     #[arg(long, default_value_t = 8.0)]
     pub window: f64,
+    /// Under --scenarios, rounds each model's window is cut into: each round is predicted from the
+    /// state just before it is measured, and the model is scored on the rounds' means.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
     /// Scenario of the online-learning run (with --scenarios; `none` skips it).
     #[arg(long, default_value = "quiet")]
     pub online_scenario: String,
@@ -231,6 +235,7 @@ fn run_scenarios(args: Args) -> anyhow::Result<()> {
             online_scenario: &args.online_scenario,
             runs: args.runs,
             window: args.window,
+            rounds: args.rounds,
             online_window: args.online_window,
             progress: !args.json,
         },

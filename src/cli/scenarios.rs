@@ -1,6 +1,7 @@
 //! `augur eval --scenarios`: prediction under background load. Per scenario, the load runs in a child
 //! process; once the sensed state has settled, each model is predicted (runtime-aware and static) at
-//! that moment and then measured. An online run follows: predictions after k = 0, 1, 5 observations.
+//! that moment and then measured, in rounds. An online run follows: predictions after k = 0, 1, 5
+//! observations.
 use super::eval::Summary;
 use crate::calibrate::background::BackgroundLoad;
 use crate::calibrate::load_fit::settle;
@@ -33,6 +34,19 @@ pub struct Row {
     /// Factors of the aware prediction: time-sharing and the board's speed.
     pub cpu_factor: f64,
     pub speed_factor: f64,
+    /// Each round's prediction and measurement, ms (the figures above are their means).
+    pub rounds: Vec<(f64, f64)>,
+}
+
+/// One prediction of the online run: the `k`-th of a model, after `k` observations of it.
+#[derive(Serialize, Clone)]
+pub struct OnlineRow {
+    pub model: String,
+    pub k: usize,
+    pub predicted_ms: f64,
+    pub measured_ms: f64,
+    pub speed_factor: f64,
+    pub learned_factor: f64,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -40,6 +54,8 @@ pub struct Pair {
     pub aware: Summary,
     #[serde(rename = "static")]
     pub static_: Summary,
+    /// The aware predictor scored round by round (each prediction against the measurement after it).
+    pub aware_rounds: Summary,
 }
 
 /// The load of a named scenario.
@@ -106,8 +122,10 @@ pub struct Plan<'a> {
     pub online_scenario: &'a str,
     /// Runs at least, per measurement.
     pub runs: usize,
-    /// Seconds per measurement in the scenarios, and in the online run.
+    /// Seconds per model in the scenarios, and per measurement in the online run.
     pub window: f64,
+    /// Rounds of (prediction, measurement) a scenario's window is cut into.
+    pub rounds: usize,
     pub online_window: f64,
     pub progress: bool,
 }
@@ -123,9 +141,11 @@ pub fn run(
         online_scenario,
         runs,
         window,
+        rounds,
         online_window,
         progress,
     } = *plan;
+    let rounds = rounds.max(1);
     let device = crate::profile::DeviceInfo::detect(
         std::path::Path::new("/sys"),
         std::path::Path::new("/proc"),
@@ -177,14 +197,27 @@ pub fn run(
         prime(&mut speed)?;
         let mut pairs_a = Vec::new();
         let mut pairs_s = Vec::new();
+        let mut pairs_r = Vec::new();
         for m in models {
-            let snap = now(&mut speed)?;
-            let p = predictor.predict(&m.d, &m.base, &snap, 1, false);
-            let aware = p.latency_ms;
+            // A prediction is for the state now; the state under a neighbour moves in spells of
+            // seconds (see `SpeedNow`), so the window is cut into rounds, each predicted just before
+            // it is measured, and the model scored on the means.
+            let mut round = Vec::with_capacity(rounds);
+            let mut factors = (0.0, 0.0);
+            for _ in 0..rounds {
+                let snap = now(&mut speed)?;
+                let p = predictor.predict(&m.d, &m.base, &snap, 1, false);
+                let measured = measure(m, runs.div_ceil(rounds), window / rounds as f64)?;
+                round.push((p.latency_ms, measured));
+                factors.0 += p.state.cpu_factor / rounds as f64;
+                factors.1 += p.state.speed_factor / rounds as f64;
+            }
+            let aware = round.iter().map(|r| r.0).sum::<f64>() / rounds as f64;
+            let measured = round.iter().map(|r| r.1).sum::<f64>() / rounds as f64;
             let stat = m.base.latency_ms;
-            let measured = measure(m, runs, window)?;
             pairs_a.push((aware, measured));
             pairs_s.push((stat, measured));
+            pairs_r.extend(round.iter().copied());
             rows.push(Row {
                 model: m.name.clone(),
                 scenario: sc.clone(),
@@ -193,8 +226,9 @@ pub fn run(
                 static_ms: stat,
                 aware_error_pct: err_pct(aware, measured),
                 static_error_pct: err_pct(stat, measured),
-                cpu_factor: p.state.cpu_factor,
-                speed_factor: p.state.speed_factor,
+                cpu_factor: factors.0,
+                speed_factor: factors.1,
+                rounds: round,
             });
             say(format!(
                 "{sc:<6} {:<26} measured {:>9.2} ms  aware {:>9.2} ms ({:+6.1} %)  static {:>9.2} ms ({:+6.1} %)",
@@ -212,6 +246,7 @@ pub fn run(
             Pair {
                 aware: Summary::of(&pairs_a),
                 static_: Summary::of(&pairs_s),
+                aware_rounds: Summary::of(&pairs_r),
             },
         );
     }
@@ -236,10 +271,14 @@ pub fn run(
                 if matches!(k, 0 | 1 | 5) {
                     at.entry(k).or_default().push((p.latency_ms, measured));
                 }
-                online_rows.push(serde_json::json!({
-                    "model": m.name, "k": k, "predicted_ms": p.latency_ms, "measured_ms": measured,
-                    "speed_factor": p.state.speed_factor, "learned_factor": p.state.learned_factor,
-                }));
+                online_rows.push(OnlineRow {
+                    model: m.name.clone(),
+                    k,
+                    predicted_ms: p.latency_ms,
+                    measured_ms: measured,
+                    speed_factor: p.state.speed_factor,
+                    learned_factor: p.state.learned_factor,
+                });
                 if let Err(e) = learner.observe(&m.name, &phi, plain.latency_ms, measured) {
                     say(format!("observation of {} rejected: {e}", m.name));
                 }

@@ -126,6 +126,37 @@ pub struct Kernel {
     pub scratch_bytes: u64,
 }
 
+impl Kernel {
+    /// A kernel of no size: no shapes, unit window and stride, no work; decomposition fills in
+    /// what it knows, and a journal entry that is not a kernel uses it as is.
+    pub fn blank(name: String, kind: KernelKind) -> Kernel {
+        Kernel {
+            name,
+            kind,
+            ops: Vec::new(),
+            input_shapes: Vec::new(),
+            output_shape: Vec::new(),
+            kernel_size: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pads: [0; 4],
+            perm: Vec::new(),
+            groups: 1,
+            cin: 0,
+            cout: 0,
+            hin: 0,
+            win: 0,
+            macs: 0,
+            flops: 0,
+            weight_bytes: 0,
+            input_bytes: 0,
+            output_bytes: 0,
+            arithmetic_intensity: 0.0,
+            scratch_bytes: 0,
+        }
+    }
+}
+
 /// A model cut into kernels, with totals.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Decomposition {
@@ -494,28 +525,17 @@ fn kernel_of(
         .map(|&t| g.tensor(t).shape.clone())
         .unwrap_or_default();
     let mut k = Kernel {
-        name: anchor.name.clone(),
-        kind,
         ops: nodes.iter().map(|&n| g.nodes[n].op.clone()).collect(),
         input_shapes,
         output_shape,
-        kernel_size: [1, 1],
-        stride: [1, 1],
-        dilation: [1, 1],
-        pads: [0; 4],
-        perm: Vec::new(),
-        groups: 1,
         cin: first_in.get(1).copied().unwrap_or(1),
         cout: anchor_out.get(1).copied().unwrap_or(1),
         hin: first_in.get(2).copied().unwrap_or(1),
         win: first_in.get(3).copied().unwrap_or(1),
-        macs: 0,
-        flops: 0,
         weight_bytes,
         input_bytes: inputs.iter().map(|&t| g.tensor(t).bytes()).sum(),
         output_bytes: g.tensor(out_t).bytes(),
-        arithmetic_intensity: 0.0,
-        scratch_bytes: 0,
+        ..Kernel::blank(anchor.name.clone(), kind)
     };
     match kind {
         KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
