@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod predict;
