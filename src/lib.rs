@@ -2,7 +2,8 @@
 //!
 //! Data flows through the modules in this order: [`model`] (import) → [`kernels`] (decomposition,
 //! features, memory) → [`profile`] (device profile, regressors) ← [`calibrate`] (micro-benchmarks via
-//! [`runtime`]) → [`sense`] (live state) → [`predict`] (base × slowdown + online learning) → [`serve`].
+//! [`runtime`]) → [`sense`] (live state) → [`predict`] (base × slowdown + online learning) →
+//! [`eval`] (the evaluation protocol) and [`serve`].
 pub mod calibrate;
 pub mod cli;
 pub mod config;

@@ -71,6 +71,10 @@ fn the_diverged_checkpoint_is_reset_and_a_full_replay_stays_sane() {
     assert_eq!(rec.replayed, 34_240);
     let l = j.learner().read().unwrap().clone();
     drop(j);
+    eprintln!(
+        "full replay: {} learned, {} refused, {} resets, weights {:?}",
+        l.observations, l.rejected, l.resets, l.w
+    );
     assert_sane(&l, last);
     assert!(
         l.observations > 34_240 * 9 / 10,
@@ -97,6 +101,10 @@ fn replayed_one_by_one_the_corrected_predictions_stay_close_throughout() {
         assert_eq!(l.fault(), None, "after observation {i}");
     }
     let mape = err / n as f64 * 100.0;
+    eprintln!(
+        "one by one: corrected MAPE {mape:.2} %, {} learned, {} refused, {} resets",
+        l.observations, l.rejected, l.resets
+    );
     // The model runs at 25–26 ms; a learner that follows it is off by a few per cent at most.
     assert!(mape < 5.0, "corrected predictions off by {mape:.1} % on average");
     assert_eq!(l.resets, 0, "a sound learner should not need resetting here");
