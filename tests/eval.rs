@@ -94,7 +94,11 @@ fn a_small_run_reports_every_pass_and_the_floor_from_the_previous_pass() {
         if observe {
             // The learner saw the first pass: every second-pass prediction came after an
             // observation of that model.
-            assert!(r.models.iter().all(|m| m.passes[1].observed_before_own == 1));
+            assert!(
+                r.models
+                    .iter()
+                    .all(|m| m.passes[1].observed_before_own == 1)
+            );
         }
     }
 }

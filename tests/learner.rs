@@ -106,7 +106,13 @@ fn replayed_one_by_one_the_corrected_predictions_stay_close_throughout() {
         l.observations, l.rejected, l.resets
     );
     // The model runs at 25–26 ms; a learner that follows it is off by a few per cent at most.
-    assert!(mape < 5.0, "corrected predictions off by {mape:.1} % on average");
-    assert_eq!(l.resets, 0, "a sound learner should not need resetting here");
+    assert!(
+        mape < 5.0,
+        "corrected predictions off by {mape:.1} % on average"
+    );
+    assert_eq!(
+        l.resets, 0,
+        "a sound learner should not need resetting here"
+    );
     assert_sane(&l, all.last().unwrap());
 }

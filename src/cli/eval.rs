@@ -57,10 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for m in &args.models {
         let d = super::inspect::load(m, None)?;
         let base = predictor.base(&d);
-        prepared.push(
-            backend
-                .prepare(&std::fs::read(m).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?)?,
-        );
+        prepared
+            .push(backend.prepare(
+                &std::fs::read(m).map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?,
+            )?);
         let name = m
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

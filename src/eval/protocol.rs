@@ -34,7 +34,10 @@ pub trait Bench {
 pub enum Passes {
     Fixed(usize),
     /// As many passes as it takes for the run to span `seconds`, and at least `min`.
-    Span { seconds: f64, min: usize },
+    Span {
+        seconds: f64,
+        min: usize,
+    },
 }
 
 /// Most passes of a run spanning a time.
@@ -162,8 +165,7 @@ pub fn run(
         let more = match plan.passes {
             Passes::Fixed(p) => pass < p.max(1),
             Passes::Span { seconds, min } => {
-                pass < MAX_PASSES
-                    && (pass < min.max(1) || start.elapsed().as_secs_f64() < seconds)
+                pass < MAX_PASSES && (pass < min.max(1) || start.elapsed().as_secs_f64() < seconds)
             }
         };
         if !more {
@@ -187,7 +189,11 @@ pub fn run(
             let own = learner.residuals.peek(&s.name).map_or(0, |r| r.count);
             let all = learner.observations;
             let measured = bench.measure(i)?;
-            if plan.observe && predictor.observe(&job, &state, &mut learner, measured).is_err() {
+            if plan.observe
+                && predictor
+                    .observe(&job, &state, &mut learner, measured)
+                    .is_err()
+            {
                 refused += 1;
             }
             records[i].push(PassRecord {

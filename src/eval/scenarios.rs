@@ -59,9 +59,7 @@ pub fn run(
             .transpose()
             .map_err(EvalError::Load)?;
         board.settle()?;
-        let report = protocol::run(predictor, subjects, board, plan, &mut |p| {
-            progress(name, p)
-        })?;
+        let report = protocol::run(predictor, subjects, board, plan, &mut |p| progress(name, p))?;
         drop(guard);
         out.insert(name.clone(), report);
     }

@@ -89,7 +89,11 @@ fn every_pass_visits_every_model_and_the_floor_uses_the_previous_pass() {
         let ms: Vec<f64> = m.passes.iter().map(|p| p.measured_ms).collect();
         // 1.0, 1.2, 0.9 × truth: the floor is the mean of |1.0/1.2 − 1| and |1.2/0.9 − 1|.
         let want = ((1.2 - 1.0) / 1.2 + (1.2 - 0.9) / 0.9) / 2.0 * 100.0;
-        assert!((m.floor_mape_pct - want).abs() < 1e-9, "{}", m.floor_mape_pct);
+        assert!(
+            (m.floor_mape_pct - want).abs() < 1e-9,
+            "{}",
+            m.floor_mape_pct
+        );
         let mean = ms.iter().sum::<f64>() / 3.0;
         assert!((m.measured_ms - mean).abs() < 1e-9);
         assert!((m.error_pct - error_pct(m.predicted_ms, m.measured_ms)).abs() < 1e-9);
@@ -133,7 +137,11 @@ fn with_observe_a_first_prediction_follows_other_models_observations_only() {
     // Cross-model learning: the last model of pass 1 is predicted much better than the first.
     let err = |pos: usize| r.models[first_order[pos]].passes[0].error_pct.abs();
     assert!(err(0) > 20.0, "{}", err(0));
-    assert!(err(names.len() - 1) < err(0) / 2.0, "{}", err(names.len() - 1));
+    assert!(
+        err(names.len() - 1) < err(0) / 2.0,
+        "{}",
+        err(names.len() - 1)
+    );
     assert!(r.first_pass.mape_pct < r.static_.mape_pct);
     assert_eq!(r.observations_refused, 0);
 }

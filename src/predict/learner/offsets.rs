@@ -125,7 +125,10 @@ impl Fast {
         let h = kinds.copied().unwrap_or([0.0; KINDS]);
         let s_pred = self.board.var
             + own.var
-            + h.iter().zip(&self.kinds).map(|(h, o)| h * h * o.var).sum::<f64>();
+            + h.iter()
+                .zip(&self.kinds)
+                .map(|(h, o)| h * h * o.var)
+                .sum::<f64>();
         let s = s_pred + self.noise;
         // Huber: one surprise moves the offsets by at most three standard deviations of it.
         let lim = 3.0 * s.sqrt();
@@ -152,11 +155,7 @@ impl Fast {
         if !self.board.sound(BOARD_SD * BOARD_SD) {
             return Some(format!("board offset {:?} out of bounds", self.board));
         }
-        if let Some(i) = self
-            .kinds
-            .iter()
-            .position(|o| !o.sound(KIND_SD * KIND_SD))
-        {
+        if let Some(i) = self.kinds.iter().position(|o| !o.sound(KIND_SD * KIND_SD)) {
             return Some(format!(
                 "{} offset {:?} out of bounds",
                 KernelKind::ALL[i].name(),
@@ -224,6 +223,10 @@ mod tests {
             let e = -f.predict(None) - m.mean;
             f.update(None, &mut m, e);
         }
-        assert!(f.board.mean.abs() < after / 4.0, "{} vs {after}", f.board.mean);
+        assert!(
+            f.board.mean.abs() < after / 4.0,
+            "{} vs {after}",
+            f.board.mean
+        );
     }
 }

@@ -8,6 +8,9 @@
 //! scaling that caps every diagonal entry (which keeps it positive definite, unlike clamping the
 //! diagonal alone); the weights are projected onto a box. [`Rls::fault`] says when the state is
 //! unsound anyway, for the learner to reset it.
+// 4×4 matrix arithmetic reads as the formulas with indices, not with iterator chains.
+#![allow(clippy::needless_range_loop)]
+
 /// Number of state features the shared correction uses.
 pub const N: usize = 4;
 
@@ -117,36 +120,35 @@ impl Rls<'_> {
         }
         *self.p = np;
     }
-
 }
 
 /// Why this state cannot be trusted, if it cannot: non-finite or out-of-bounds weights, a
 /// forgetting factor outside (0.9, 1], a covariance that is not symmetric positive definite or
 /// above its cap.
 pub fn fault(w: &[f64; N], p: &Cov, lambda: f64) -> Option<String> {
-        for (i, (w, max)) in w.iter().zip(W_MAX).enumerate() {
-            if !(w.is_finite() && w.abs() <= max + 1e-9) {
-                return Some(format!("shared weight {i} is {w} (bound ±{max})"));
+    for (i, (w, max)) in w.iter().zip(W_MAX).enumerate() {
+        if !(w.is_finite() && w.abs() <= max + 1e-9) {
+            return Some(format!("shared weight {i} is {w} (bound ±{max})"));
+        }
+    }
+    if !(lambda > 0.9 && lambda <= 1.0) {
+        return Some(format!("forgetting factor {} outside (0.9, 1]", lambda));
+    }
+    for i in 0..N {
+        if !(p[i][i].is_finite() && p[i][i] <= P_MAX * (1.0 + 1e-9)) {
+            return Some(format!("covariance diagonal {i} is {}", p[i][i]));
+        }
+        for j in 0..i {
+            let (a, b) = (p[i][j], p[j][i]);
+            if !(a.is_finite() && (a - b).abs() <= 1e-9 * (1.0 + a.abs())) {
+                return Some("covariance is not symmetric".into());
             }
         }
-        if !(lambda > 0.9 && lambda <= 1.0) {
-            return Some(format!("forgetting factor {} outside (0.9, 1]", lambda));
-        }
-        for i in 0..N {
-            if !(p[i][i].is_finite() && p[i][i] <= P_MAX * (1.0 + 1e-9)) {
-                return Some(format!("covariance diagonal {i} is {}", p[i][i]));
-            }
-            for j in 0..i {
-                let (a, b) = (p[i][j], p[j][i]);
-                if !(a.is_finite() && (a - b).abs() <= 1e-9 * (1.0 + a.abs())) {
-                    return Some("covariance is not symmetric".into());
-                }
-            }
-        }
-        if !positive_definite(p) {
-            return Some("covariance is not positive definite".into());
-        }
-        None
+    }
+    if !positive_definite(p) {
+        return Some("covariance is not positive definite".into());
+    }
+    None
 }
 
 /// Cholesky factorisation succeeds (every pivot positive).
