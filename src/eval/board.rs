@@ -2,8 +2,8 @@
 //! from the reference workload timed just before), and each model measured as a job that keeps
 //! running.
 use super::{Bench, EvalError};
-use crate::calibrate::load_fit::settle;
-use crate::calibrate::reference::SpeedNow;
+use crate::sense::settle;
+use crate::workload::reference::SpeedNow;
 use crate::runtime::{Prepared, RunSpec};
 use crate::sense::{Sampler, SenseConfig, Snapshot};
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ impl Bench for Board {
         let mut snap = self.sampler.snapshot();
         if let Some(sp) = &mut self.speed {
             sp.read()?;
-            sp.apply(&mut snap);
+            snap.probe.reference_recent_cpu_ms = sp.latest();
         }
         Ok(snap)
     }
