@@ -2,10 +2,10 @@
 //! from the reference workload timed just before), and each model measured as a job that keeps
 //! running.
 use super::{Bench, EvalError};
-use crate::sense::settle;
-use crate::workload::reference::SpeedNow;
 use crate::runtime::{Prepared, RunSpec};
+use crate::sense::settle;
 use crate::sense::{Sampler, SenseConfig, Snapshot};
+use crate::workload::reference::SpeedNow;
 use std::time::{Duration, Instant};
 
 pub struct Board {

@@ -3,8 +3,8 @@
 //! static, each with the scenario's own noise floor.
 use super::protocol::{self, Plan, Progress, Report, Subject};
 use super::{Board, EvalError};
-use crate::workload::background::BackgroundLoad;
 use crate::predict::Predictor;
+use crate::workload::background::BackgroundLoad;
 use crate::workload::load::LoadKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
