@@ -88,7 +88,6 @@ pub fn describe() {
     }
     describe_gauge!(
         "augur_memory_bandwidth_bytes_per_second",
-        Unit::BytesPerSecond,
         "Memory traffic of the whole board, from the PMU."
     );
     describe_gauge!(
@@ -101,12 +100,10 @@ pub fn describe() {
     );
     describe_gauge!(
         "augur_probe_memory_bandwidth_bytes_per_second",
-        Unit::BytesPerSecond,
         "Memory bandwidth of the newest memory probe."
     );
     describe_gauge!(
         "augur_probe_memory_baseline_bytes_per_second",
-        Unit::BytesPerSecond,
         "Memory probe bandwidth on the quiet board."
     );
     describe_counter!("augur_probe_runs_total", "Active probe runs, by probe.");
