@@ -261,6 +261,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="augur-prometheus-")
     daemon = prom = None
     failures = []
+    passed = [0]
+    skipped_total = [0]
     try:
         daemon = Daemon(exe, tmp)
         log(f"== augur serve on {daemon.url} (state in {tmp})")
@@ -292,6 +294,7 @@ def main():
         if lint.returncode != 0 or problems:
             failures.append(f"promtool check metrics (exit {lint.returncode}):\n{problems}")
         else:
+            passed[0] += 1
             log(f"   0 problems in {families} families")
 
         def up():
@@ -299,6 +302,7 @@ def main():
             return bool(r) and r[0]["value"][1] == "1"
 
         wait_for('up{job="augur"} == 1', up, 30)
+        passed[0] += 1
         log('== up{job="augur"} is 1')
         r, err = prom.query('augur_build_info{job="augur"}')
         if not r:
@@ -314,6 +318,7 @@ def main():
         if rules_loaded == 0:
             failures.append("Prometheus loaded no alert rule from dashboards/alerts.yml")
         else:
+            passed[0] += 1
             log(f"   {rules_loaded} alert rules loaded")
 
         sensors, _ = prom.query('augur_sensor_up{job="augur"}')
@@ -353,6 +358,8 @@ def main():
                 continue
             what = "no data" if not values else f"only {values}"
             failures.append(f"{path}: `{q}`: {what}")
+        passed[0] += answered
+        skipped_total[0] = skipped
         log(f"   {answered} returned data, {skipped} skipped for what this machine lacks")
     finally:
         if prom:
@@ -364,12 +371,12 @@ def main():
         if failures and daemon:
             log("-- augur log --\n" + daemon.tail())
         shutil.rmtree(tmp, ignore_errors=True)
+    for f in failures:
+        log(f"FAIL: {f}")
+    # Counted as: each dashboard query that returned data, promtool on /metrics, up, the rules.
+    log(f"prometheus: {passed[0]} passed, {len(failures)} failed, {skipped_total[0]} skipped")
     if failures:
-        for f in failures:
-            log(f"FAIL: {f}")
-        log(f"prometheus check: {len(failures)} failures")
         sys.exit(1)
-    log("prometheus check: passed")
 
 
 if __name__ == "__main__":

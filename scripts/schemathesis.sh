@@ -7,6 +7,7 @@
 #
 # Usage: scripts/schemathesis.sh [seconds] [path/to/augur]
 #   seconds: the fuzzing budget (default 200; the issue asks for at least 180)
+#   SCHEMA=src/serve/openapi.yaml tries an edited document without rebuilding the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-200}"
@@ -50,7 +51,7 @@ echo "== schemathesis against $url for ${seconds} s"
 
 rc=0
 timeout --kill-after=15 $((seconds + 120)) \
-  st run "$url/v1/openapi.yaml" --url "$url" \
+  st --config-file scripts/schemathesis.toml run "${SCHEMA:-$url/v1/openapi.yaml}" --url "$url" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
     --max-time "$seconds" \

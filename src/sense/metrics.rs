@@ -61,10 +61,7 @@ pub fn describe() {
         "Share of all CPUs used by augur itself over the sampling window."
     );
     describe_gauge!("augur_procs_running", "Runnable tasks (/proc/stat).");
-    describe_gauge!(
-        "augur_procs_blocked",
-        "Tasks blocked on I/O (/proc/stat)."
-    );
+    describe_gauge!("augur_procs_blocked", "Tasks blocked on I/O (/proc/stat).");
     describe_gauge!("augur_load1", "Load average over 1 minute.");
     describe_gauge!("augur_load5", "Load average over 5 minutes.");
     describe_gauge!("augur_load15", "Load average over 15 minutes.");
@@ -213,7 +210,10 @@ pub fn record(s: &Snapshot) {
     }
     let pr = &s.probe;
     for (name, v) in [
-        ("augur_probe_compute_flop_per_second", pr.compute_flops.latest),
+        (
+            "augur_probe_compute_flop_per_second",
+            pr.compute_flops.latest,
+        ),
         (
             "augur_probe_compute_baseline_flop_per_second",
             pr.compute_baseline_flops,

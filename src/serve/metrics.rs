@@ -132,10 +132,7 @@ fn describe() {
         Unit::Bytes,
         "Estimated memory of the models kept in memory."
     );
-    describe_gauge!(
-        "augur_models_stored",
-        "Models kept in the state directory."
-    );
+    describe_gauge!("augur_models_stored", "Models kept in the state directory.");
     describe_counter!(
         "augur_model_imports_total",
         "Model imports, by result: ok, rejected."
