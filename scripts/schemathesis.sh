@@ -49,6 +49,8 @@ if [ -z "$url" ] || ! curl -fsS -m 2 "$url/ready" >/dev/null; then
 fi
 echo "== schemathesis against $url for ${seconds} s"
 
+# One worker: with two, hypothesis's lambda descriptions race in CPython 3.11's ast.parse
+# ("AST constructor recursion depth mismatch") and the run ends in a tool error, not a finding.
 rc=0
 timeout --kill-after=15 $((seconds + 120)) \
   st --config-file scripts/schemathesis.toml run "${SCHEMA:-$url/v1/openapi.yaml}" --url "$url" \
@@ -56,7 +58,7 @@ timeout --kill-after=15 $((seconds + 120)) \
     --phases examples,coverage,fuzzing,stateful \
     --max-time "$seconds" \
     --request-timeout 35 \
-    --workers 2 \
+    --workers 1 \
     --suppress-health-check too_slow \
     --report junit --report-dir "$tmp/report" \
     --generation-database ':memory:' \
