@@ -16,7 +16,7 @@ pub use observe::RateLimit;
 pub use predict::Hot;
 
 use super::error::ApiError;
-use super::store::{self, ModelEntry};
+use super::store::{self, ModelEntry, StoreError};
 use super::{App, Engine};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -183,9 +183,31 @@ async fn reload(
     let entry = tokio::task::spawn_blocking(move || store.reload(&key, &eng))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(format!("cannot reload stored model {id}: {e}")))?;
+        .map_err(store_error)?;
     Ok(entry.map(|e| app.store.insert(e)))
 }
+
+/// What a store that failed answers: the client may retry once there is room (507) or the store
+/// is back (503). The paths stay in the log.
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!("model store: {e}");
+    match e {
+        StoreError::Full { .. } => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the state directory is full; the model was not kept",
+        ),
+        StoreError::Unwritable { .. } | StoreError::Io { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the state directory cannot be used; the daemon's log has the details",
+        ),
+        StoreError::Decompose(d) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unparsable_model", d)
+        }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

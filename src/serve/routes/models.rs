@@ -5,12 +5,12 @@
 //! client was told is known survives a restart. The body is read first, within the byte budget of
 //! all uploads together, and the import slot (a core and the graph's memory) is taken only then: a
 //! client that never finishes its body holds bytes of the budget, never the slot.
-use super::{AppState, engine, json, lookup, reload};
+use super::{AppState, engine, json, lookup, reload, store_error};
 use crate::model::{Format, ImportError, sniff};
 use crate::serve::api::ModelInfo;
 use crate::serve::body;
 use crate::serve::error::ApiError;
-use crate::serve::store::{self, ModelEntry, StoreError};
+use crate::serve::store::{self, ModelEntry};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -91,25 +91,6 @@ fn wants_json(req: &Request) -> Result<bool, ApiError> {
 
 fn unparsable(d: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unparsable_model", d)
-}
-
-/// What a failed write of an upload answers: the client may retry once there is room (507) or
-/// the store is back (503). The paths stay in the log.
-fn store_error(e: StoreError) -> ApiError {
-    tracing::error!("cannot keep a posted model: {e}");
-    match e {
-        StoreError::Full { .. } => ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "insufficient_storage",
-            "the state directory is full; the model was not kept",
-        ),
-        StoreError::Unwritable { .. } | StoreError::Io { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the state directory cannot be written; the model was not kept",
-        ),
-        StoreError::Decompose(d) => unparsable(&d),
-    }
 }
 
 pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
