@@ -48,6 +48,10 @@ pub struct CacheConfig {
 pub struct Limits {
     /// Largest model body `POST /v1/models` accepts, bytes.
     pub model_body_bytes: u64,
+    /// Largest nn-Meter IR (JSON) model body, bytes: a JSON graph takes several times its size
+    /// in memory while it is decoded, and real IR files are far smaller than ONNX ones (nn-Meter's
+    /// MobileNetV3-Small is 240 KB).
+    pub ir_body_bytes: u64,
     /// Largest JSON body of the other routes, bytes.
     pub json_body_bytes: u64,
     /// Largest graph, in nodes, that is decomposed.
@@ -128,6 +132,7 @@ impl Default for Limits {
         Limits {
             // The largest zoo model (AlexNet) is 233 MiB of ONNX.
             model_body_bytes: 256 << 20,
+            ir_body_bytes: 16 << 20,
             json_body_bytes: 1 << 20,
             max_graph_nodes: 20_000,
             request_timeout_ms: 30_000,
@@ -248,7 +253,7 @@ impl Config {
         if l.request_timeout_ms == 0 {
             return bad("limits.request_timeout_ms must be above 0");
         }
-        if l.json_body_bytes == 0 || l.model_body_bytes == 0 {
+        if l.json_body_bytes == 0 || l.model_body_bytes == 0 || l.ir_body_bytes == 0 {
             return bad("limits.*_body_bytes must be above 0");
         }
         if l.max_batch == 0 || l.concurrent_imports == 0 || l.max_graph_nodes == 0 {
@@ -448,5 +453,18 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let c = Config::load(None, env(&[("AUGUR_SENSE_DISABLE", "perf, power")]), &[]).unwrap();
         assert_eq!(c.sense.disable, vec!["perf", "power"]);
+        // An optional key without a default is settable by the environment and flags too.
+        let c = Config::load(
+            None,
+            env(&[("AUGUR_AUTH_TOKEN_FILE", "/etc/augur/token")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.token_file.as_deref(),
+            Some(Path::new("/etc/augur/token"))
+        );
+        let e = Config::load(None, env(&[("AUGUR_LIMITS_MAX_CONNECTIONS", "0")]), &[]).unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
     }
 }

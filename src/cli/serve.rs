@@ -93,7 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     // Refused before binding: off loopback without a token, augur does not listen at all.
-    crate::serve::auth::Auth::load(&cfg.auth, cfg.listen).map_err(crate::serve::ServeError::from)?;
+    crate::serve::auth::Auth::load(&cfg.auth, cfg.listen)
+        .map_err(crate::serve::ServeError::from)?;
     // The state directory and everything in it (models, journal, learned state, a background
     // calibration's profile) are the daemon's alone.
     // SAFETY: umask(2) only sets the process's file-creation mask.

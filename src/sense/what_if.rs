@@ -52,11 +52,12 @@ fn range_of(path: &str) -> (f64, f64) {
 fn check_numbers(path: &str, v: &Value) -> Result<(), WhatIfError> {
     match v {
         Value::Number(n) => {
-            let x = n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-                WhatIfError::NotANumber {
-                    key: path.to_string(),
-                }
-            })?;
+            let x =
+                n.as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| WhatIfError::NotANumber {
+                        key: path.to_string(),
+                    })?;
             let (min, max) = range_of(path);
             if !(min..=max).contains(&x) {
                 return Err(WhatIfError::OutOfRange {
@@ -132,9 +133,9 @@ pub fn what_if(
         serde_json::from_value::<Snapshot>(v).map_err(|e| WhatIfError::Shape(e.to_string()))?
     };
     let others = match (others, extra) {
-        (_, Some(x)) => Some(
-            (others.or(s.others_busy()).unwrap_or(0.0) + x / cores.max(1.0)).clamp(0.0, 1.0),
-        ),
+        (_, Some(x)) => {
+            Some((others.or(s.others_busy()).unwrap_or(0.0) + x / cores.max(1.0)).clamp(0.0, 1.0))
+        }
         (o, None) => o,
     };
     if let Some(o) = others {
@@ -205,7 +206,10 @@ mod tests {
             serde_json::json!({"others_busy": "lots"}),
             serde_json::json!({"utilization": {"busy": {"mean": "high"}}}),
         ] {
-            assert!(what_if(&live, Some(&map(bad.clone())), 2.0).is_err(), "{bad}");
+            assert!(
+                what_if(&live, Some(&map(bad.clone())), 2.0).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -223,10 +227,7 @@ mod tests {
             serde_json::json!({"extra_busy_cores": -1}),
         ] {
             let e = what_if(&live, Some(&map(bad.clone())), 2.0).unwrap_err();
-            assert!(
-                matches!(e, WhatIfError::OutOfRange { .. }),
-                "{bad}: {e:?}"
-            );
+            assert!(matches!(e, WhatIfError::OutOfRange { .. }), "{bad}: {e:?}");
         }
         let ok = serde_json::json!({"thermal": [{"zone": "z", "kind": "cpu", "celsius": -20.0}],
             "cpus": [{"cpu": 0, "frequency_hertz": 1.8e9, "busy": 0.4}]});

@@ -26,7 +26,9 @@ pub enum AuthError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: the token file holds no token (want at least 16 characters on its first line)")]
+    #[error(
+        "{path}: the token file holds no token (want at least 16 characters on its first line)"
+    )]
     Empty { path: String },
 }
 

@@ -2,8 +2,8 @@
 //! (a body that stalls is cut off by the router's body timeout), model uploads within the byte
 //! budget of all uploads together, JSON into typed requests, and the checks of the numbers in them.
 use super::error::ApiError;
-use crate::sense::what_if::{self, WhatIfError};
 use crate::sense::Snapshot;
+use crate::sense::what_if::{self, WhatIfError};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, Request};

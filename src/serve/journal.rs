@@ -576,13 +576,19 @@ mod tests {
         for i in 0..200 {
             assert!(j.append(obs(9.0 + (i % 3) as f64)).await.unwrap().1.is_ok());
             let len = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
-            assert!(len <= 2048 + 1024, "journal at {len} bytes after {i} appends");
+            assert!(
+                len <= 2048 + 1024,
+                "journal at {len} bytes after {i} appends"
+            );
         }
         assert!(dir.path().join(ROTATED).is_file());
         let c = checkpoint(dir.path());
         assert!(c.last_seq > 150, "the rotation checkpointed first");
         for f in [JOURNAL, ROTATED, LEARNED] {
-            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
         }
         j.close();

@@ -156,10 +156,8 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let evict = Arc::new(Notify::new());
         open.push(&evict);
-        let conn = builder.serve_connection(
-            TokioIo::new(tcp),
-            TowerToHyperService::new(router.clone()),
-        );
+        let conn =
+            builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
         let stop = stop.clone();
         tokio::spawn(async move {
             run_connection(conn, evict, stop).await;
@@ -200,7 +198,10 @@ async fn run_connection(conn: Conn, evict: Arc<Notify>, mut stop: watch::Receive
 /// is waited out briefly rather than spun on.
 async fn accept_failed(e: std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
         return;
     }
     tracing::warn!("accept failed: {e}");

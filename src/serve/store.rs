@@ -12,8 +12,8 @@ use crate::predict::BasePrediction;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -65,7 +65,10 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `bytes` to `path` durably and privately (0600): a temporary file beside it, fsync,
 /// rename, fsync of the directory. The temporary file is removed on any failure.
-pub fn write_private_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn write_private_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -215,7 +218,10 @@ fn remove_leftovers(dir: &Path) {
     for e in rd.filter_map(Result::ok) {
         if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             match std::fs::remove_file(e.path()) {
-                Ok(()) => tracing::info!("removed {}, left by an interrupted upload", e.path().display()),
+                Ok(()) => tracing::info!(
+                    "removed {}, left by an interrupted upload",
+                    e.path().display()
+                ),
                 Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
             }
         }
@@ -420,14 +426,23 @@ mod tests {
         std::fs::write(store.path(&b), br#"{"format_version": 0, "graph": 7}"#).unwrap();
         assert!(store.read(&a).unwrap().is_none());
         assert!(!store.path(&a).exists());
-        assert!(models.join(format!("{a}.json.damaged")).is_file(), "quarantined");
+        assert!(
+            models.join(format!("{a}.json.damaged")).is_file(),
+            "quarantined"
+        );
         assert!(store.read(&b).unwrap().is_none());
-        assert!(store.path(&b).exists(), "an older format is left for a re-POST to replace");
+        assert!(
+            store.path(&b).exists(),
+            "an older format is left for a re-POST to replace"
+        );
         let g = Graph::default();
         store.write(&a, &g).unwrap();
         store.write(&b, &g).unwrap();
         assert!(store.read(&a).unwrap().is_some() && store.read(&b).unwrap().is_some());
-        let mode = std::fs::metadata(store.path(&a)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.path(&a))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(&models).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
@@ -445,7 +460,9 @@ mod tests {
         let store = ModelStore::open(&dir.path().join("m"), 1).unwrap();
         std::fs::remove_dir(dir.path().join("m")).unwrap();
         std::fs::write(dir.path().join("m"), b"not a directory").unwrap();
-        let e = store.write(&digest(b"c", None), &Graph::default()).unwrap_err();
+        let e = store
+            .write(&digest(b"c", None), &Graph::default())
+            .unwrap_err();
         assert!(matches!(e, StoreError::Unwritable { .. }), "{e:?}");
     }
 

@@ -41,7 +41,10 @@ fn off_loopback_without_a_token_augur_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("token") && stderr.contains("0.0.0.0"), "{stderr}");
+    assert!(
+        stderr.contains("token") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty(), "it never listened");
 }
 
@@ -61,7 +64,13 @@ fn with_a_token_every_route_but_the_probes_needs_it() {
     assert_eq!(get(port, "/live").unwrap().status, 200);
     assert_eq!(get(port, "/ready").unwrap().status, 200);
     let bearer = format!("Bearer {TOKEN}");
-    for path in ["/v1/state", "/metrics", "/v1/openapi.yaml", "/v1/models/nope", "/nowhere"] {
+    for path in [
+        "/v1/state",
+        "/metrics",
+        "/v1/openapi.yaml",
+        "/v1/models/nope",
+        "/nowhere",
+    ] {
         let r = get_with(port, path, None);
         assert_error(&r, 401, "unauthorized");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{path}");

@@ -231,7 +231,6 @@ pub fn onnx_with_unknown_op() -> Vec<u8> {
     model
 }
 
-
 /// The value of an unlabelled metric in a scrape (0 when absent).
 pub fn metric(scrape: &str, name: &str) -> f64 {
     scrape
@@ -296,4 +295,3 @@ pub fn check_dashboard(scrape: &str) {
         "dashboard queries metrics that are not exported: {missing:?}"
     );
 }
-

@@ -46,7 +46,8 @@ fn slow_and_idle_connections_are_closed() {
     let mut silent = connect(d.port);
     // Half-sent headers (slowloris).
     let mut slow = connect(d.port);
-    slow.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // An idle keep-alive connection after one answer.
     let mut idle = Conn::open(d.port).unwrap();
     assert_eq!(idle.send("GET", "/live", None, b"").unwrap().status, 200);
@@ -101,7 +102,10 @@ fn a_never_ending_upload_does_not_hold_the_import_slot() {
     let mut endless = Conn::open(d.port).unwrap();
     let head = "POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
     endless.stream().write_all(head.as_bytes()).unwrap();
-    endless.stream().write_all(b"4\r\n\x08\x07\x12\x00\r\n").unwrap();
+    endless
+        .stream()
+        .write_all(b"4\r\n\x08\x07\x12\x00\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     let r = post_model(d.port, &zoo("squeezenet1_1_224.onnx"));
@@ -157,7 +161,12 @@ fn uploads_are_answered_only_once_on_disk() {
     }
 
     // Private files.
-    let o = post_json(d.port, "/v1/observe", &json!({"model": id, "latency_ms": 5.0})).unwrap();
+    let o = post_json(
+        d.port,
+        "/v1/observe",
+        &json!({"model": id, "latency_ms": 5.0}),
+    )
+    .unwrap();
     assert_eq!(o.status, 200, "{}", o.text());
     assert!(d.terminate(Duration::from_secs(20)).success());
     assert_eq!(mode(&dir.join("state")), 0o700);
@@ -236,9 +245,16 @@ fn damaged_and_older_model_files_are_replaced_by_a_re_post() {
         assert_eq!(p.status, 200, "{what}: {}", p.text());
         assert!(d.terminate(Duration::from_secs(20)).success());
         let parsed = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
-        assert_eq!(parsed(&std::fs::read(&file).unwrap()), parsed(&whole), "{what}: replaced");
+        assert_eq!(
+            parsed(&std::fs::read(&file).unwrap()),
+            parsed(&whole),
+            "{what}: replaced"
+        );
     }
-    assert!(dir.join(format!("state/models/{id}.json.damaged")).is_file());
+    assert!(
+        dir.join(format!("state/models/{id}.json.damaged"))
+            .is_file()
+    );
     let log = read(&dir, "stderr.log");
     assert!(log.contains("damaged stored model"), "{log}");
 }
@@ -267,12 +283,22 @@ fn observations_are_bounded_in_size_and_rate() {
     );
     let t0 = Instant::now();
     let answers: Vec<_> = (0..20)
-        .map(|_| post_json(d.port, "/v1/observe", &json!({"model": id, "latency_ms": 5.0})).unwrap())
+        .map(|_| {
+            post_json(
+                d.port,
+                "/v1/observe",
+                &json!({"model": id, "latency_ms": 5.0}),
+            )
+            .unwrap()
+        })
         .collect();
     // A burst of 5, then 5 per second.
     let most = 5 + (t0.elapsed().as_secs_f64() * 5.0).ceil() as usize;
     let accepted = answers.iter().filter(|r| r.status == 200).count();
-    assert!((5..=most).contains(&accepted), "{accepted} accepted, at most {most}");
+    assert!(
+        (5..=most).contains(&accepted),
+        "{accepted} accepted, at most {most}"
+    );
     let refused = answers
         .iter()
         .find(|r| r.status != 200)
@@ -315,7 +341,12 @@ fn every_number_is_validated() {
     )
     .unwrap();
     assert_error(&r, 422, "invalid_request");
-    let ok = post_json(port, "/v1/observe", &json!({"model": id, "latency_ms": 1e-5})).unwrap();
+    let ok = post_json(
+        port,
+        "/v1/observe",
+        &json!({"model": id, "latency_ms": 1e-5}),
+    )
+    .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
     let text = get(port, "/metrics").unwrap().text();
     let sum = text
@@ -323,4 +354,32 @@ fn every_number_is_validated() {
         .find_map(|l| l.strip_prefix("augur_observation_error_ratio_sum "))
         .unwrap_or_else(|| panic!("no error-ratio sum in {text}"));
     assert!(sum.trim().parse::<f64>().unwrap().is_finite(), "sum {sum}");
+}
+
+#[test]
+fn json_model_bodies_have_their_own_limit() {
+    let dir = scratch("ir-limit");
+    config(&dir, "ir_body_bytes = 1024", "");
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let ir = format!("{{\"padding\": \"{}\"}}", " ".repeat(2048));
+    let r = request(
+        d.port,
+        "POST",
+        "/v1/models",
+        Some("application/json"),
+        ir.as_bytes(),
+    )
+    .unwrap();
+    assert_error(&r, 413, "body_too_large");
+    // An ONNX body of that size is still read (and refused for what it is).
+    let r = request(
+        d.port,
+        "POST",
+        "/v1/models",
+        Some("application/octet-stream"),
+        ir.as_bytes(),
+    )
+    .unwrap();
+    assert_error(&r, 422, "unparsable_model");
 }

@@ -94,6 +94,7 @@ fn systemd_unit_is_hardened_and_verifies() {
         "NoNewPrivileges=yes",
         "AmbientCapabilities=CAP_PERFMON",
         "ExecStart=/usr/local/bin/augur serve",
+        "LimitNOFILE=65536",
     ] {
         assert!(
             unit.lines().any(|l| l.starts_with(directive)),

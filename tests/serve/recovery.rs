@@ -162,4 +162,3 @@ fn kill_9_loses_no_acknowledged_observation() {
             .unwrap_or(0)
     );
 }
-

@@ -177,7 +177,6 @@ fn observations_and_state(port: u16, id: &str, pk: &Value) {
     assert_eq!(s["ready"], true);
     assert!(s["snapshot"]["seq"].as_u64().unwrap() >= 1);
     assert!(s["snapshot"]["sensors"].as_array().unwrap().len() >= 5);
-
 }
 
 /// Every documented operation is routed (answers something other than no_route / 405).
@@ -187,7 +186,7 @@ fn documented_operations_are_routed(port: u16, id: &str) {
     let ops = operations(&doc.text());
     assert!(ops.len() >= 9, "{ops:?}");
     for (method, path) in &ops {
-        let path = path.replace("{id}", &id);
+        let path = path.replace("{id}", id);
         let r = request(port, method, &path, Some("application/json"), b"{}").unwrap();
         assert!(r.status != 405, "{method} {path}: {}", r.text());
         if r.status == 404 {
@@ -433,7 +432,6 @@ fn errors_422(port: u16, id: &str) {
         .write_all(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
         .unwrap();
     assert_eq!(c.read_response().unwrap().status, 400);
-
 }
 
 /// Metrics: requests per route and status, predictions, cache, observation error, sensors,
@@ -465,7 +463,6 @@ fn metrics_and_dashboard(port: u16) {
         2.0
     );
     check_dashboard(&text);
-
 }
 
 /// Graceful shutdown: a large import in flight when SIGTERM arrives still gets its answer.

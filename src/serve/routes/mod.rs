@@ -208,7 +208,6 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,7 +97,12 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
     let want_json = wants_json(&req)?;
     let shape = input_shape(&req)?;
     let engine = engine(&app)?;
-    let limit = app.cfg.limits.model_body_bytes;
+    let l = &app.cfg.limits;
+    let limit = if want_json {
+        l.ir_body_bytes.min(l.model_body_bytes)
+    } else {
+        l.model_body_bytes
+    };
     let (bytes, _budget) = body::read_budgeted(req, limit, &app.uploads).await?;
     if bytes.is_empty() {
         return Err(unparsable("the body is empty"));

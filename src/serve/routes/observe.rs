@@ -61,16 +61,19 @@ fn bad(d: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_observation", d)
 }
 
-/// Checks the numbers and kernels of an observation against the model it is of.
-fn validate(r: &ObserveRequest, kernels: &[crate::kernels::Kernel]) -> Result<(), ApiError> {
-    let range = format!(
+fn latency_range() -> String {
+    format!(
         "a finite number of milliseconds within {}..{}",
         body::MIN_LATENCY_MS,
         body::MAX_LATENCY_MS
-    );
-    if !body::valid_latency_ms(r.latency_ms) {
-        return Err(bad(format!("latency_ms must be {range}, got {}", r.latency_ms)));
-    }
+    )
+}
+
+/// Checks an observation's kernels against the model it is of.
+fn validate_kernels(
+    r: &ObserveRequest,
+    kernels: &[crate::kernels::Kernel],
+) -> Result<(), ApiError> {
     let Some(ks) = &r.kernels else {
         return Ok(());
     };
@@ -84,8 +87,9 @@ fn validate(r: &ObserveRequest, kernels: &[crate::kernels::Kernel]) -> Result<()
     for k in ks {
         if !body::valid_latency_ms(k.latency_ms) {
             return Err(bad(format!(
-                "kernel `{}`: latency_ms must be {range}, got {}",
+                "kernel `{}`: latency_ms must be {}, got {}",
                 k.name.chars().take(80).collect::<String>(),
+                latency_range(),
                 k.latency_ms
             )));
         }
@@ -104,18 +108,18 @@ async fn observe(app: &AppState, req: Request) -> Result<Response, ApiError> {
     let bytes = body::read_body(req, super::observe_limit(app)).await?;
     let r: ObserveRequest = body::parse_json(&bytes)?;
     drop(bytes);
+    // Checked before the model is looked up: a bad number is 422 whatever the model.
     if !body::valid_latency_ms(r.latency_ms) {
         return Err(bad(format!(
-            "latency_ms must be a finite number of milliseconds within {}..{}, got {}",
-            body::MIN_LATENCY_MS,
-            body::MAX_LATENCY_MS,
+            "latency_ms must be {}, got {}",
+            latency_range(),
             r.latency_ms
         )));
     }
     let engine = engine(app)?;
     let threads = body::threads(r.threads, engine.threads)?;
     let entry = lookup(app, &engine, &r.model).await?;
-    validate(&r, &entry.decomposition.kernels)?;
+    validate_kernels(&r, &entry.decomposition.kernels)?;
     if !app.observe_rate.try_take() {
         return Err(ApiError::rate_limited(format!(
             "over limits.observations_per_second ({}); retry shortly",

@@ -7,12 +7,12 @@
 //! resolved once at start-up ([`Hot`]) rather than a registry look-up (a hash of the name and
 //! labels) per request, and the content type is checked without allocating.
 use super::{AppState, engine, json, lookup};
+use crate::sense::Snapshot;
 use crate::serve::api::{
     BatchAnswer, BatchItem, PredictAnswer, PredictRequest, StateSource, StateSummary,
 };
 use crate::serve::body;
 use crate::serve::error::ApiError;
-use crate::sense::Snapshot;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
