@@ -2,12 +2,9 @@
 //! (`/live`, `/ready`, and `/metrics` when the operator makes it public). Listening anywhere but on
 //! a loopback address without a token is refused at start-up: anyone who can connect could
 //! otherwise post observations into the learner every client shares.
-use super::error::ApiError;
 use crate::config::AuthConfig;
 use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -73,6 +70,11 @@ impl Auth {
         })))
     }
 
+    /// Whether `req` may pass: its route is open, or it carries the token.
+    pub fn admits(&self, req: &Request) -> bool {
+        self.open(req.uri().path()) || self.allows(req)
+    }
+
     fn open(&self, path: &str) -> bool {
         OPEN.contains(&path) || (self.metrics_public && path == "/metrics")
     }
@@ -103,17 +105,6 @@ fn read_token(path: &Path) -> Result<String, AuthError> {
         return Err(AuthError::Empty { path: p });
     }
     Ok(token.to_string())
-}
-
-/// Middleware: answers 401 to a request without the token, unless its route is open.
-pub async fn check(auth: Option<Arc<Auth>>, req: Request, next: Next) -> Response {
-    match auth {
-        Some(a) if !a.open(req.uri().path()) && !a.allows(&req) => ApiError::unauthorized(
-            "this route needs `Authorization: Bearer <token>` (the token of auth.token_file)",
-        )
-        .into_response(),
-        _ => next.run(req).await,
-    }
 }
 
 #[cfg(test)]

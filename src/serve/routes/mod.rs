@@ -2,7 +2,7 @@
 //! of them: the router is built from it, and a test holds it equal to the OpenAPI document.
 //!
 //! Around every handler, from the outside in: the metrics, time-limit and panic guard
-//! ([`super::metrics::track`]), the bearer-token check ([`super::auth::check`]), and the body
+//! ([`super::metrics::track`]), the bearer-token check ([`super::auth`]), and the body
 //! timeout (a body that stalls longer than `limits.body_timeout_ms` is cut off).
 mod health;
 mod metrics;
@@ -15,12 +15,14 @@ mod state;
 pub use observe::RateLimit;
 pub use predict::Hot;
 
+use super::auth::Auth;
 use super::error::ApiError;
 use super::store::{self, ModelEntry, StoreError};
 use super::{App, Engine};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
@@ -95,12 +97,23 @@ pub fn router(app: AppState, timeout: Duration) -> Router {
             body_timeout,
         ))
         .layer(axum::middleware::from_fn(move |req: Request, next| {
-            super::auth::check(auth.clone(), req, next)
+            authorize(auth.clone(), req, next)
         }))
         .layer(axum::middleware::from_fn(move |req: Request, next| {
             super::metrics::track(timeout, req, next)
         }))
         .with_state(app)
+}
+
+/// Answers 401 to a request the token check does not admit.
+async fn authorize(auth: Option<Arc<Auth>>, req: Request, next: Next) -> Response {
+    match auth {
+        Some(a) if !a.admits(&req) => ApiError::unauthorized(
+            "this route needs `Authorization: Bearer <token>` (the token of auth.token_file)",
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// A JSON answer.

@@ -120,7 +120,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
 
 async fn batch(
     app: &AppState,
-    engine: &Arc<crate::serve::Engine>,
+    engine: &Arc<super::Engine>,
     live: &Arc<Snapshot>,
     r: PredictRequest,
 ) -> Result<Response, ApiError> {
