@@ -1,9 +1,11 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
+mod broadcast;
 pub mod builder;
 pub mod export;
-pub mod graph;
-pub mod nnmeter;
-pub mod onnx;
+pub(crate) mod graph;
+mod nnmeter;
+mod onnx;
+mod topo;
 
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
 
