@@ -76,7 +76,7 @@ pub(crate) fn import(
     }
     let onnx = tract_onnx::onnx();
     check_ops(&onnx, gp, &file)?;
-    let order = topo_order(gp).map_err(|node| ImportError::Cycle {
+    let order = execution_order(gp).map_err(|node| ImportError::Cycle {
         file: file.clone(),
         node,
     })?;
@@ -318,7 +318,7 @@ fn check_references(gp: &pb::GraphProto, file: &str) -> Result<(), ImportError> 
 }
 
 /// The execution order of the nodes; on a cycle, the name of a node on it.
-fn topo_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
+fn execution_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in gp.node.iter().enumerate() {
         for o in n.output.iter().filter(|s| !s.is_empty()) {

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use tract_onnx::pb;
 
 /// The opset every export declares.
-pub(crate) const OPSET: i64 = 17;
+const OPSET: i64 = 17;
 /// The ONNX IR version that goes with opset 17.
 const IR_VERSION: i64 = 8;
 
@@ -36,7 +36,7 @@ pub enum ExportError {
 
 /// The weight pattern: element `i` of a weight tensor whose pattern starts at `offset`. Period 251 in `i`,
 /// magnitude 0.01–0.2, both signs (so deep stacks neither blow up nor die out as fast as with one sign).
-pub(crate) fn weight_value(offset: usize, i: usize) -> f32 {
+fn weight_value(offset: usize, i: usize) -> f32 {
     // 97 is coprime with 251, so one period visits every residue once: all 251 values differ.
     let r = (offset.wrapping_add(i).wrapping_mul(97).wrapping_add(13)) % 251;
     let mag = 0.01 + 0.19 * r as f32 / 250.0;
@@ -150,7 +150,7 @@ fn tensor_names(g: &Graph) -> Vec<String> {
 }
 
 /// The graph as an ONNX ModelProto.
-pub(crate) fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
+fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
     let graph_err = |detail: String| ExportError::Graph {
         graph: g.name.clone(),
         detail,
