@@ -1,5 +1,6 @@
 //! `augur eval`: measure models on this board and compare with predictions, beside a FLOPs-proxy
 //! baseline (latency = a·MACs + b per kernel, fitted on the same calibration measurements).
+use super::summary::Summary;
 use crate::predict::Predictor;
 use crate::profile::{Profile, Roofline};
 use crate::runtime::RunSpec;
@@ -53,31 +54,6 @@ pub struct ModelResult {
     pub speed_ratio: f64,
 }
 
-#[derive(Serialize, Default, Clone, Copy)]
-pub struct Summary {
-    /// Share of models within ±5 % (0–1).
-    pub within_5_pct: f64,
-    pub within_10_pct: f64,
-    pub mape_pct: f64,
-    pub rmse_ms: f64,
-}
-
-impl Summary {
-    pub fn of(pairs: &[(f64, f64)]) -> Summary {
-        if pairs.is_empty() {
-            return Summary::default();
-        }
-        let n = pairs.len() as f64;
-        let rel: Vec<f64> = pairs.iter().map(|(p, m)| ((p - m) / m).abs()).collect();
-        Summary {
-            within_5_pct: rel.iter().filter(|&&e| e <= 0.05).count() as f64 / n,
-            within_10_pct: rel.iter().filter(|&&e| e <= 0.10).count() as f64 / n,
-            mape_pct: rel.iter().sum::<f64>() / n * 100.0,
-            rmse_ms: (pairs.iter().map(|(p, m)| (p - m).powi(2)).sum::<f64>() / n).sqrt(),
-        }
-    }
-}
-
 /// a·MACs + b per kernel, least squares over the profile's measurements.
 pub fn flops_baseline(p: &Profile) -> (f64, f64) {
     let pts: Vec<(f64, f64)> = p
@@ -114,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The board's speed against its calibration, from the reference workload timed before each model
     // (`SpeedNow`).
     let mut speed = if predictor.slowdown.reference_workload_cpu_ms > 0.0 {
-        Some(crate::calibrate::reference::SpeedNow::new()?)
+        Some(crate::workload::reference::SpeedNow::new()?)
     } else {
         if !args.json {
             eprintln!(
@@ -132,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut state = crate::sense::Snapshot::default();
         if let Some(sp) = &mut speed {
             sp.read()?;
-            sp.apply(&mut state);
+            state.probe.reference_recent_cpu_ms = sp.latest();
         }
         let p = predictor.predict(&d, &base, &state, args.threads, false);
         let bytes = std::fs::read(m)?;

@@ -2,15 +2,14 @@
 //! process; once the sensed state has settled, each model is predicted (runtime-aware and static) at
 //! that moment and then measured, in rounds. An online run follows: predictions after k = 0, 1, 5
 //! observations.
-use super::eval::Summary;
-use crate::calibrate::background::BackgroundLoad;
-use crate::calibrate::load_fit::settle;
-use crate::calibrate::reference::SpeedNow;
+use super::summary::Summary;
 use crate::kernels::Decomposition;
 use crate::predict::{BasePrediction, Learner, Predictor};
 use crate::runtime::{Prepared, RunSpec};
-use crate::sense::load::LoadKind;
-use crate::sense::{Sampler, SenseConfig, Snapshot};
+use crate::sense::{Sampler, SenseConfig, Snapshot, settle};
+use crate::workload::background::BackgroundLoad;
+use crate::workload::load::LoadKind;
+use crate::workload::reference::SpeedNow;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -166,7 +165,7 @@ pub fn run(
         let mut snap = sampler.snapshot();
         if let Some(sp) = speed {
             sp.read()?;
-            sp.apply(&mut snap);
+            snap.probe.reference_recent_cpu_ms = sp.latest();
         }
         Ok(snap)
     };

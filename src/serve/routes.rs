@@ -248,7 +248,7 @@ fn input_shape(req: &Request) -> Result<Option<Vec<usize>>, ApiError> {
         match k {
             "input_shape" => {
                 let v = v.replace("%2C", ",").replace("%2c", ",");
-                return crate::cli::parse_shape(&v)
+                return crate::model::parse_shape(&v)
                     .map(Some)
                     .map_err(ApiError::invalid);
             }

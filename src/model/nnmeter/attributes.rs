@@ -1,8 +1,11 @@
 //! Typed reads of a node's `attr{…}` object. nn-Meter writes TensorFlow attributes in several forms
 //! (a number or a one-element list, windows as `[1, h, w, 1]` or `[h, w]`, nested lists): each read
-//! accepts every form seen and says which attribute is wrong when none fits.
-use super::decode::{Dims, dims_of};
+//! accepts every form seen and says which attribute is wrong when none fits. Shapes, stated or given
+//! as attributes, are read here too.
 use serde_json::{Map, Value};
+
+/// A dimension as the file gives it: `None` where unknown (`-1`, `null`, `0`, as TensorFlow writes them).
+pub(super) type Dims = Vec<Option<usize>>;
 
 /// The attributes of one node.
 #[derive(Clone, Copy)]
@@ -80,5 +83,35 @@ impl<'a> Attrs<'a> {
             return Err(format!("attribute `{key}` = {v:?} must be positive"));
         }
         Ok([pair[0] as usize, pair[1] as usize])
+    }
+}
+
+fn dim_of(v: &Value) -> Option<Option<usize>> {
+    match v {
+        Value::Null => Some(None),
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            if f.fract() != 0.0 {
+                None
+            } else if f <= 0.0 {
+                Some(None)
+            } else if f > u32::MAX as f64 {
+                None
+            } else {
+                Some(Some(f as usize))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// One shape.
+pub(super) fn dims_of(v: &Value) -> Result<Dims, String> {
+    match v {
+        Value::Array(d) => d
+            .iter()
+            .map(|x| dim_of(x).ok_or_else(|| format!("`{x}` is not a dimension")))
+            .collect(),
+        _ => Err(format!("`{v}` is not a shape")),
     }
 }

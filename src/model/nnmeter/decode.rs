@@ -2,16 +2,13 @@
 //! (`inbounds`, `outbounds`, TF op type, stated shapes, attributes). Nothing is interpreted here
 //! beyond the JSON forms; stated shapes are parsed when a node is lowered, so a bad one is reported
 //! with its node in execution order.
-use super::attributes::Attrs;
-use crate::model::ImportError;
+use super::attributes::{Attrs, Dims, dims_of};
+use crate::model::error::ImportError;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
-
-/// A dimension as the file gives it: `None` where unknown (`-1`, `null`, `0`, as TensorFlow writes them).
-pub(super) type Dims = Vec<Option<usize>>;
 
 #[derive(Deserialize)]
 pub(super) struct RawNode {
@@ -124,25 +121,6 @@ pub(super) fn decode(bytes: &[u8], file: &str) -> Result<Decoded, ImportError> {
     })
 }
 
-fn dim_of(v: &Value) -> Option<Option<usize>> {
-    match v {
-        Value::Null => Some(None),
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            if f.fract() != 0.0 {
-                None
-            } else if f <= 0.0 {
-                Some(None)
-            } else if f > u32::MAX as f64 {
-                None
-            } else {
-                Some(Some(f as usize))
-            }
-        }
-        _ => None,
-    }
-}
-
 /// A list of shapes (`[[1,224,224,3]]`, as nn-Meter writes them) or a single shape.
 fn shapes_of(v: &Value) -> Result<Vec<Dims>, String> {
     let Value::Array(items) = v else {
@@ -155,15 +133,4 @@ fn shapes_of(v: &Value) -> Result<Vec<Dims>, String> {
         return Ok(vec![dims_of(v)?]);
     }
     items.iter().map(dims_of).collect()
-}
-
-/// One shape.
-pub(super) fn dims_of(v: &Value) -> Result<Dims, String> {
-    match v {
-        Value::Array(d) => d
-            .iter()
-            .map(|x| dim_of(x).ok_or_else(|| format!("`{x}` is not a dimension")))
-            .collect(),
-        _ => Err(format!("`{v}` is not a shape")),
-    }
 }

@@ -16,7 +16,7 @@ mod lower;
 mod stated;
 mod wire;
 
-use super::ImportError;
+use super::error::ImportError;
 use super::graph::Graph;
 use lower::{Builder, Out};
 use stated::Rewrites;

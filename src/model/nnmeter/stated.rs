@@ -6,7 +6,8 @@
 //! the consumer's input: the squeeze-excitation scale `[1, 1, 1, C]` is stated as `[1, H, W, C]`, the
 //! tensor before the final Mean as `[1, C]`. Shapes are inferred here independently, and a stated
 //! shape that differs is accepted only where one of those rewrites by an actual consumer explains it.
-use super::decode::{Decoded, Dims};
+use super::attributes::Dims;
+use super::decode::Decoded;
 
 /// nn-Meter's in-place rewrites that may have changed the stated shape of one node's output.
 #[derive(Clone, Debug, Default)]

@@ -1,10 +1,9 @@
 //! Layout ops: MatMul, ConcatV2, Mean, Pad and the views (Reshape, Squeeze, Flatten, ExpandDims),
 //! with their axes moved from the file's NHWC to NCHW.
 use super::{Builder, Out, nchw, nchw_axis, show};
-use crate::model::ImportError;
+use crate::model::error::ImportError;
 use crate::model::graph::Attr;
-use crate::model::nnmeter::attributes::Attrs;
-use crate::model::nnmeter::decode::Dims;
+use crate::model::nnmeter::attributes::{Attrs, Dims};
 use std::collections::BTreeMap;
 
 impl Builder {

@@ -4,11 +4,11 @@
 mod layout;
 mod window;
 
-use super::attributes::Attrs;
-use super::decode::{Dims, RawNode};
+use super::attributes::{Attrs, Dims};
+use super::decode::RawNode;
 use super::stated::Rewrites;
-use crate::model::ImportError;
 use crate::model::broadcast::broadcast;
+use crate::model::error::ImportError;
 use crate::model::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
 use std::collections::BTreeMap;
 

@@ -1,10 +1,9 @@
 //! Window ops: Conv2D, DepthwiseConv2dNative, AvgPool and MaxPool, with TensorFlow's SAME/VALID
 //! geometry turned into explicit ONNX pads.
 use super::{Builder, Out, nchw, show};
-use crate::model::ImportError;
+use crate::model::error::ImportError;
 use crate::model::graph::Attr;
-use crate::model::nnmeter::attributes::Attrs;
-use crate::model::nnmeter::decode::Dims;
+use crate::model::nnmeter::attributes::{Attrs, Dims};
 use std::collections::BTreeMap;
 
 /// A window op's geometry along one spatial axis.
