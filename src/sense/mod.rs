@@ -26,7 +26,7 @@
 //! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
 //!   `README-section.md` beside this file for the JSON schema).
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
-//! - [`settle`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
+//! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
 //!   change of load (fresh samples, the memory probe re-run).
 //! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
 //! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`

@@ -196,7 +196,6 @@ async fn lookup(
     id: &str,
 ) -> Result<Arc<ModelEntry>, ApiError> {
     if let Some(e) = app.store.cached(id, engine.generation) {
-        metrics::counter!("augur_model_cache_hits_total").increment(1);
         metrics::counter!("augur_model_cache_requests_total", "result" => "hit").increment(1);
         return Ok(e);
     }
