@@ -645,7 +645,7 @@ fn every_route_and_every_error_status() {
         r#"augur_http_request_duration_seconds_bucket{route="/v1/predict",le="0.001"}"#,
         "augur_predictions_total",
         "augur_predicted_latency_seconds_bucket",
-        "augur_model_cache_hits_total",
+        r#"augur_model_cache_requests_total{result="hit"}"#,
         "augur_observation_error_ratio_bucket",
         "augur_observed_latency_seconds_count",
         r#"augur_observations_total{result="rejected"}"#,
@@ -658,7 +658,8 @@ fn every_route_and_every_error_status() {
     }
     // Whether the learner takes an observation or refuses it as an outlier depends on the live load.
     assert_eq!(
-        metric(&text, "augur_learner_observations") + metric(&text, "augur_learner_rejected"),
+        metric(&text, "augur_learner_observations_total")
+            + metric(&text, "augur_learner_rejected_total"),
         2.0
     );
     check_dashboard(&text);
@@ -793,7 +794,8 @@ fn restart_keeps_models_and_learned_state() {
     );
     assert!(!text.contains("augur_model_imports_total"));
     assert_eq!(
-        metric(&text, "augur_learner_observations") + metric(&text, "augur_learner_rejected"),
+        metric(&text, "augur_learner_observations_total")
+            + metric(&text, "augur_learner_rejected_total"),
         5.0
     );
     let o = post_json(
