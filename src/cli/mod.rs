@@ -10,7 +10,6 @@ pub mod prior;
 pub mod scenarios;
 pub mod serve;
 pub mod state;
-pub mod summary;
 
 pub use crate::model::parse_shape;
 
