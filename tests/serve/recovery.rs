@@ -40,7 +40,8 @@ fn restart_keeps_models_and_learned_state() {
     );
     assert!(!text.contains("augur_model_imports_total"));
     assert_eq!(
-        metric(&text, "augur_learner_observations") + metric(&text, "augur_learner_rejected"),
+        metric(&text, "augur_learner_observations_total")
+            + metric(&text, "augur_learner_rejected_total"),
         5.0
     );
     let o = post_json(

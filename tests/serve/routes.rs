@@ -459,7 +459,8 @@ fn metrics_and_dashboard(port: u16) {
     }
     // Whether the learner takes an observation or refuses it as an outlier depends on the live load.
     assert_eq!(
-        metric(&text, "augur_learner_observations") + metric(&text, "augur_learner_rejected"),
+        metric(&text, "augur_learner_observations_total")
+            + metric(&text, "augur_learner_rejected_total"),
         2.0
     );
     check_dashboard(&text);
