@@ -4,6 +4,7 @@
 //! dashboard against the metrics actually exported.
 //!
 //! These tests talk HTTP to a child process and do not link the library, so they build fast.
+mod common;
 #[path = "serve/http.rs"]
 mod http;
 
@@ -20,31 +21,9 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A zoo model, unpacking the zoo first if this checkout does not have it.
+/// A zoo model by file name (`mobilenet_v2_224.onnx`).
 fn zoo(name: &str) -> PathBuf {
-    static UNPACK: Mutex<()> = Mutex::new(());
-    let dir = Path::new(ROOT).join("target/zoo-dev");
-    let path = dir.join(name);
-    let _g = UNPACK.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let st = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(ROOT)
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(st.success(), "unpacking the zoo failed");
-    }
-    path
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(ROOT)
-        .join("target/tmp/serve-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::zoo_model(name)
 }
 
 /// The configuration every test daemon starts from; `extra` is appended (later keys win in
@@ -242,7 +221,8 @@ fn onnx_with_unknown_op() -> Vec<u8> {
 
 #[test]
 fn every_route_and_every_error_status() {
-    let dir = scratch("routes");
+    let tmp = common::scratch("routes");
+    let dir = tmp.path();
     config(
         &dir,
         "json_body_bytes = 65536\nmodel_body_bytes = 134217728\nmax_batch = 200\nmax_graph_nodes = 300",
@@ -762,7 +742,8 @@ fn check_dashboard(scrape: &str) {
 
 #[test]
 fn restart_keeps_models_and_learned_state() {
-    let dir = scratch("restart");
+    let tmp = common::scratch("restart");
+    let dir = tmp.path();
     config(&dir, "", "[observe]\ncheckpoint_seconds = 60.0");
     let d = Daemon::start(&dir, &[]);
     d.wait_ready();
@@ -810,7 +791,8 @@ fn restart_keeps_models_and_learned_state() {
 /// journal parses whole and the learned state agrees with it.
 #[test]
 fn kill_9_loses_no_acknowledged_observation() {
-    let dir = scratch("kill9");
+    let tmp = common::scratch("kill9");
+    let dir = tmp.path();
     config(&dir, "", "[observe]\ncheckpoint_seconds = 0.2");
     let acked: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
     let mut id = String::new();
@@ -918,7 +900,8 @@ fn kill_9_loses_no_acknowledged_observation() {
 
 #[test]
 fn systemd_notify_watchdog_and_timeouts() {
-    let dir = scratch("notify");
+    let tmp = common::scratch("notify");
+    let dir = tmp.path();
     config(&dir, "request_timeout_ms = 1000", "");
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -1013,7 +996,8 @@ fn systemd_unit_is_hardened_and_verifies() {
         return;
     };
     assert!(out.status.success());
-    let dir = scratch("unit");
+    let tmp = common::scratch("unit");
+    let dir = tmp.path();
     let path = dir.join("augur.service");
     std::fs::write(
         &path,
@@ -1039,7 +1023,8 @@ fn systemd_unit_is_hardened_and_verifies() {
 
 #[test]
 fn configuration_layers_file_env_flags() {
-    let dir = scratch("config");
+    let tmp = common::scratch("config");
+    let dir = tmp.path();
     let cfg = config(&dir, "max_batch = 5", "");
     let run = |env: &[(&str, &str)], args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_augur"));

@@ -26,7 +26,8 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-/// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`).
+/// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`);
+/// without one, `profile.json` in the data directory ([`crate::config::data_dir`]).
 pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
     let file = crate::config::find_file(None);
     let cfg = crate::config::Config::load(
