@@ -38,7 +38,10 @@ fn main() {
         runs[15] * 1e3
     );
     if walls[15] >= BAR_MS {
-        eprintln!("time_onnx: the median call took {:.1} ms, the bar is {BAR_MS} ms", walls[15]);
+        eprintln!(
+            "time_onnx: the median call took {:.1} ms, the bar is {BAR_MS} ms",
+            walls[15]
+        );
         std::process::exit(1);
     }
 }

@@ -438,7 +438,10 @@ mod tests {
             PathBuf::from("/home/u/.local/share/augur")
         );
         assert_eq!(data_dir_from(None, None), PathBuf::from(SERVICE_DATA_DIR));
-        assert_eq!(data_dir_from(os(""), os("")), PathBuf::from(SERVICE_DATA_DIR));
+        assert_eq!(
+            data_dir_from(os(""), os("")),
+            PathBuf::from(SERVICE_DATA_DIR)
+        );
     }
 
     #[test]

@@ -63,8 +63,7 @@ fn decomposed(g: &Graph) -> Decomposition {
 #[test]
 fn zoo_inspect_json_macs_within_one_percent_of_reference() {
     let reference: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::zoo_reference())
-            .expect("read zoo-dev.reference.json"),
+        &std::fs::read(common::zoo_reference()).expect("read zoo-dev.reference.json"),
     )
     .expect("reference is JSON");
     let mut worst = 0.0f64;

@@ -9,7 +9,7 @@ use augur::model::{Graph, import_bytes, import_path};
 use augur::runtime::{
     Backend, CommandBackend, RunSpec, RuntimeError, Timing, TractBackend, backend_from_spec,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn conv_model() -> Vec<u8> {

@@ -222,7 +222,7 @@ fn onnx_with_unknown_op() -> Vec<u8> {
 #[test]
 fn every_route_and_every_error_status() {
     let tmp = common::scratch("routes");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     config(
         &dir,
         "json_body_bytes = 65536\nmodel_body_bytes = 134217728\nmax_batch = 200\nmax_graph_nodes = 300",
@@ -743,7 +743,7 @@ fn check_dashboard(scrape: &str) {
 #[test]
 fn restart_keeps_models_and_learned_state() {
     let tmp = common::scratch("restart");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     config(&dir, "", "[observe]\ncheckpoint_seconds = 60.0");
     let d = Daemon::start(&dir, &[]);
     d.wait_ready();
@@ -792,7 +792,7 @@ fn restart_keeps_models_and_learned_state() {
 #[test]
 fn kill_9_loses_no_acknowledged_observation() {
     let tmp = common::scratch("kill9");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     config(&dir, "", "[observe]\ncheckpoint_seconds = 0.2");
     let acked: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
     let mut id = String::new();
@@ -901,7 +901,7 @@ fn kill_9_loses_no_acknowledged_observation() {
 #[test]
 fn systemd_notify_watchdog_and_timeouts() {
     let tmp = common::scratch("notify");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     config(&dir, "request_timeout_ms = 1000", "");
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -997,7 +997,7 @@ fn systemd_unit_is_hardened_and_verifies() {
     };
     assert!(out.status.success());
     let tmp = common::scratch("unit");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("augur.service");
     std::fs::write(
         &path,
@@ -1024,7 +1024,7 @@ fn systemd_unit_is_hardened_and_verifies() {
 #[test]
 fn configuration_layers_file_env_flags() {
     let tmp = common::scratch("config");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
     let cfg = config(&dir, "max_batch = 5", "");
     let run = |env: &[(&str, &str)], args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_augur"));

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Seconds each model runs per measurement under --scenarios (a job that keeps running; see
-    /// README "Checking: augur eval").
+    /// docs/evaluation.md).
     #[arg(long, default_value_t = 8.0)]
     pub window: f64,
     /// Under --scenarios, rounds each model's window is cut into: each round is predicted from the
