@@ -1,14 +1,14 @@
 //! Composition: kernels as they behave inside whole networks rather than timed alone. A kernel timed
 //! alone runs with its inputs and weights hot and nothing between its runs; inside a network its
 //! operands stream through the caches behind other kernels. Where the runtime reports per-node times
-//! (tract), random synthetic networks ([`super::networks`], never the evaluation models) are timed per
+//! (tract), random synthetic networks ([`crate::model::generate`], never the evaluation models) are timed per
 //! node and the times attributed to kernels: those are what the regressors learn from, and networks
 //! held out of that fit give one factor per kind for what is left. Where it cannot (an external
 //! command), whole-network times of the same networks give the per-kind factors by least squares.
 use super::innet::attribute;
-use super::networks::synthetic;
 use crate::kernels::{Decomposition, FusionRules, KernelKind, decompose};
 use crate::model::Graph;
+use crate::model::generate::synthetic;
 use crate::profile::{Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
@@ -265,7 +265,7 @@ pub fn fit(
                 s[2 * j + 1] += ms * m;
             }
         }
-        rows.push((s, crate::calibrate::run::fit_target_timing(&t)));
+        rows.push((s, super::target::fit_target_timing(&t)));
     }
     if rows.len() < 5 {
         return Err(format!(

@@ -1,10 +1,10 @@
-//! The layer-configuration prior: kernels of real models (shipped as `config/prior/layers.json`,
+//! The layer-configuration prior: kernels of real models (shipped as `data/prior/layers.json`,
 //! derived from the development zoo's layers), which calibration samples and perturbs.
 use crate::kernels::{Kernel, KernelKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-const SHIPPED: &str = include_str!("../../config/prior/layers.json");
+const SHIPPED: &str = include_str!("../../data/prior/layers.json");
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Prior {

@@ -1,4 +1,4 @@
-//! `augur prior`: derives the layer-configuration prior from model files (how `config/prior/layers.json`
+//! `augur prior`: derives the layer-configuration prior from model files (how `data/prior/layers.json`
 //! was made from the development zoo).
 use crate::calibrate::prior::Prior;
 use std::path::PathBuf;

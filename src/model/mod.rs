@@ -1,11 +1,14 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
 pub mod builder;
 pub mod export;
+pub mod generate;
 pub mod graph;
 pub mod nnmeter;
 pub mod onnx;
+pub mod shape;
 
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
+pub use shape::parse_shape;
 
 use std::path::Path;
 
