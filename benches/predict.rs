@@ -1,5 +1,8 @@
 //! Cost of a prediction for a cached resnet50 decomposition, and of one online update.
 //! `cargo bench --bench predict` (uses `AUGUR_PROFILE` if set, else a 15-second calibration).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use augur::kernels::{FusionRules, decompose};
 use augur::predict::{Job, Learner, Predictor};
 use augur::profile::{Profile, Roofline};
@@ -27,17 +30,7 @@ fn time(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let zoo = root.join("target/zoo-dev");
-    if !zoo.join("resnet50_224.onnx").exists() {
-        let ok = Command::new("bash")
-            .arg(root.join("../shared/models/unpack.sh"))
-            .arg(&zoo)
-            .status();
-        assert!(
-            ok.map(|s| s.success()).unwrap_or(false),
-            "cannot unpack the zoo"
-        );
-    }
+    let resnet50 = common::zoo_model("resnet50_224");
     let profile_path = match std::env::var("AUGUR_PROFILE") {
         Ok(p) => PathBuf::from(p),
         Err(_) => {
@@ -67,7 +60,7 @@ fn main() {
     };
     let (profile, _) =
         Profile::load(&profile_path, &augur::profile::tract_runtime()).expect("profile");
-    let g = augur::model::import_path(&zoo.join("resnet50_224.onnx"), None).expect("import");
+    let g = augur::model::import_path(&resnet50, None).expect("import");
     let d = decompose(&g, &FusionRules::tract_default()).expect("decompose");
     let predictor = Predictor::new(Some(profile), Roofline::default());
     let state = augur::sense::Snapshot::default();

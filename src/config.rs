@@ -9,10 +9,51 @@
 //! The file is `--config`/`AUGUR_CONFIG` if given (it must exist), else `config/augur.toml` under the
 //! working directory, else `/etc/augur/augur.toml`, else the built-in defaults. Relative paths in
 //! it are relative to the working directory.
+//!
+//! What augur learns about a board (the device profile, imported models, the observation journal,
+//! the learner) lives in [`data_dir`] unless configured elsewhere, never under `target/`: a
+//! `cargo clean` must not delete a calibration that took a quarter of an hour.
 use crate::sense::SenseConfig;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// The data directory of a system service, and the last resort when there is no home directory.
+pub const SERVICE_DATA_DIR: &str = "/var/lib/augur";
+
+/// Where augur keeps its data when no path is configured: `$XDG_DATA_HOME/augur`, else
+/// `~/.local/share/augur`, else [`SERVICE_DATA_DIR`]. The systemd unit names `/var/lib/augur`
+/// itself (its `StateDirectory`).
+pub fn data_dir() -> PathBuf {
+    data_dir_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`data_dir`] for given values of `XDG_DATA_HOME` and `HOME`. Written out rather than taken from
+/// a crate such as `dirs`: it is the XDG rule and one fallback, and `dirs` would send macOS users to
+/// `~/Library` while the fallback for a user-less service is augur's own.
+fn data_dir_from(xdg_data_home: Option<OsString>, home: Option<OsString>) -> PathBuf {
+    // The XDG base directory specification: a relative value is invalid and must be ignored.
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_data_home) {
+        return xdg.join("augur");
+    }
+    if let Some(home) = absolute(home) {
+        return home.join(".local/share/augur");
+    }
+    PathBuf::from(SERVICE_DATA_DIR)
+}
+
+/// The device profile when none is configured: `profile.json` in [`data_dir`].
+pub fn default_profile_path() -> PathBuf {
+    data_dir().join("profile.json")
+}
+
+/// The offline learner of `augur observe` when none is named: `offline-learner.json` in
+/// [`data_dir`] (the daemon's own learner is `learner.json` in its state directory).
+pub fn default_learner_path() -> PathBuf {
+    data_dir().join("offline-learner.json")
+}
 
 /// Where a configuration file is looked for when none is named, in order.
 pub const SEARCH_PATH: [&str; 2] = ["config/augur.toml", "/etc/augur/augur.toml"];
@@ -107,8 +148,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9747)),
-            profile: PathBuf::from("/var/lib/augur/profile.json"),
-            state_dir: PathBuf::from("/var/lib/augur"),
+            profile: default_profile_path(),
+            state_dir: data_dir(),
             calibrate_in_background: false,
             cache: CacheConfig::default(),
             limits: Limits::default(),
@@ -436,6 +477,41 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.sense.sample_hz, 5.0);
         assert_eq!(c.limits.max_batch, 9);
+    }
+
+    #[test]
+    fn data_lives_in_the_xdg_data_home_then_home_then_var_lib() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            data_dir_from(os("/data"), os("/home/u")),
+            PathBuf::from("/data/augur")
+        );
+        assert_eq!(
+            data_dir_from(None, os("/home/u")),
+            PathBuf::from("/home/u/.local/share/augur")
+        );
+        // Relative values are not XDG paths (the specification says to ignore them).
+        assert_eq!(
+            data_dir_from(os("rel"), os("/home/u")),
+            PathBuf::from("/home/u/.local/share/augur")
+        );
+        assert_eq!(data_dir_from(None, None), PathBuf::from(SERVICE_DATA_DIR));
+        assert_eq!(
+            data_dir_from(os(""), os("")),
+            PathBuf::from(SERVICE_DATA_DIR)
+        );
+    }
+
+    #[test]
+    fn the_default_paths_are_outside_the_build_directory() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/augur.toml");
+        for c in [
+            Config::default(),
+            Config::load(Some(&file), env(&[]), &[]).unwrap(),
+        ] {
+            assert_eq!(c.profile, default_profile_path());
+            assert_eq!(c.state_dir, data_dir());
+        }
     }
 
     #[test]

@@ -1,28 +1,14 @@
 //! The evaluation protocol on this board, in miniature: two small models, two passes, short
 //! windows, no profile (roofline predictions; the figures are not what is checked here, the
 //! protocol is).
+mod common;
+
 use augur::eval::protocol::{self, Passes, Plan, Subject};
 use augur::eval::{Board, FlopsProxy};
 use augur::kernels::{FusionRules, decompose};
 use augur::predict::Predictor;
 use augur::profile::Roofline;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn zoo(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/zoo-dev");
-    let p = dir.join(format!("{name}.onnx"));
-    if !p.exists() {
-        let status = Command::new("bash")
-            .arg(root.join("../shared/models/unpack.sh"))
-            .arg(&dir)
-            .status()
-            .expect("unpack the zoo");
-        assert!(status.success());
-    }
-    p
-}
+use common::zoo_model as zoo;
 
 #[test]
 fn a_small_run_reports_every_pass_and_the_floor_from_the_previous_pass() {

@@ -3,7 +3,9 @@
 //! MACs counted from its JSON), the kernels against tract's optimised graph, the
 //! memory requirement against tract's real RSS, and every kind of bad input through the CLI.
 //!
-//! Needs the development zoo (unpacked on demand from `../shared/models`). Run with `--release`.
+//! Needs the development zoo (unpacked on demand from `data/zoo/`). Run with `--release`.
+mod common;
+
 use augur::kernels::{Decomposition, FusionRules, KernelKind, decompose};
 use augur::model::{Attr, Graph, ImportError, import_bytes, import_path};
 use prost::Message;
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+
+use common::{repo, zoo_model};
 
 const ZOO: [&str; 22] = [
     "alexnet_224",
@@ -38,29 +42,6 @@ const ZOO: [&str; 22] = [
     "squeezenet1_1_224",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn zoo() -> PathBuf {
-    let dir = repo().join("target/zoo-dev");
-    let present = ZOO.iter().all(|m| dir.join(format!("{m}.onnx")).exists());
-    if !present {
-        let status = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(repo())
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(status.success(), "unpacking the zoo failed");
-    }
-    dir
-}
-
-fn zoo_model(name: &str) -> PathBuf {
-    zoo().join(format!("{name}.onnx"))
-}
-
 fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/nnmeter").join(name)
 }
@@ -83,8 +64,7 @@ fn decomposed(g: &Graph) -> Decomposition {
 #[test]
 fn zoo_inspect_json_macs_within_one_percent_of_reference() {
     let reference: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("../shared/models/zoo-dev.reference.json"))
-            .expect("read zoo-dev.reference.json"),
+        &std::fs::read(common::zoo_reference()).expect("read zoo-dev.reference.json"),
     )
     .expect("reference is JSON");
     let mut worst = 0.0f64;
@@ -599,7 +579,7 @@ fn augur_group(k: KernelKind) -> &'static str {
 }
 
 /// tract count minus augur count, per group, where they differ for a documented reason
-/// (`src/kernels/README-section.md`, "augur kernels against tract's optimised graph").
+/// (`docs/validation.md`, "Kernels against tract's optimised graph").
 const KNOWN_DIFFERENCES: &[(&str, &[(&str, i64)])] = &[
     // classifier.4: the matrix-vector Gemm's bias and Relu run as a separate Add+Max chain.
     ("alexnet_224", &[("elementwise", 1)]),

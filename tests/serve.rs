@@ -4,6 +4,8 @@
 //! dashboard against the metrics actually exported.
 //!
 //! These tests talk HTTP to a child process and do not link the library, so they build fast.
+mod common;
+
 #[path = "serve/http.rs"]
 mod http;
 

@@ -14,8 +14,9 @@ pub struct Args {
     /// Device profile (default: `profile` of config/augur.toml).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// The learner's state file: read if present, written back atomically.
-    #[arg(long, default_value = "target/augur/offline-learner.json")]
+    /// The learner's state file: read if present, written back atomically (default:
+    /// `offline-learner.json` in the data directory, `$XDG_DATA_HOME/augur` or `~/.local/share/augur`).
+    #[arg(long, default_value_os_t = crate::config::default_learner_path())]
     pub learner: PathBuf,
     #[arg(long)]
     pub json: bool,

@@ -24,7 +24,7 @@
 //!   [`Sampler::snapshot_arc`] (a short lock around an `Arc` swap, never held during sampling),
 //!   [`Sampler::sensors`], [`Sampler::wait_for`], [`Sampler::stop`] (also on drop; joins).
 //! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
-//!   `README-section.md` beside this file for the JSON schema).
+//!   `docs/state.md` for the JSON schema).
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
 //! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
 //!   change of load (fresh samples, the memory probe re-run).

@@ -6,36 +6,18 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A zoo model, unpacking the zoo first if this checkout does not have it.
+/// A zoo model by file name (`mobilenet_v2_224.onnx`), from the repository's zoo.
 pub fn zoo(name: &str) -> PathBuf {
-    static UNPACK: Mutex<()> = Mutex::new(());
-    let dir = Path::new(ROOT).join("target/zoo-dev");
-    let path = dir.join(name);
-    let _g = UNPACK.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let st = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(ROOT)
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(st.success(), "unpacking the zoo failed");
-    }
-    path
+    crate::common::zoo_model(name)
 }
 
+/// A scratch directory for one test, removed when the test process exits.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(ROOT)
-        .join("target/tmp/serve-tests")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::common::process_scratch(name)
 }
 
 /// The configuration every test daemon starts from; `extra` is appended (later keys win in
