@@ -83,6 +83,9 @@ pub struct PassRecord {
     /// Observations the learner had learned before this prediction: of this model, of all.
     pub observed_before_own: u64,
     pub observed_before_all: u64,
+    /// With `observe`: whether the learner took this measurement (false: it refused it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -189,11 +192,12 @@ pub fn run(
             let own = learner.residuals.peek(&s.name).map_or(0, |r| r.count);
             let all = learner.observations;
             let measured = bench.measure(i)?;
-            if plan.observe
-                && predictor
+            let learned = plan.observe.then(|| {
+                predictor
                     .observe(&job, &state, &mut learner, measured)
-                    .is_err()
-            {
+                    .is_ok()
+            });
+            if learned == Some(false) {
                 refused += 1;
             }
             records[i].push(PassRecord {
@@ -207,6 +211,7 @@ pub fn run(
                 learned_factor: p.state.learned_factor,
                 observed_before_own: own,
                 observed_before_all: all,
+                learned,
             });
             done += 1;
             progress(&Progress {

@@ -132,6 +132,7 @@ fn with_observe_a_first_prediction_follows_other_models_observations_only() {
         let p1 = &r.models[i].passes[0];
         assert_eq!(p1.observed_before_own, 0);
         assert_eq!(p1.observed_before_all, pos as u64);
+        assert_eq!(p1.learned, Some(true));
         assert_eq!(r.models[i].passes[1].observed_before_own, 1);
     }
     // Cross-model learning: the last model of pass 1 is predicted much better than the first.
