@@ -1,6 +1,9 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
+mod blocks;
+mod branches;
 pub mod builder;
 pub mod export;
+pub mod families;
 pub mod graph;
 pub mod nnmeter;
 pub mod onnx;
