@@ -74,3 +74,58 @@ fn the_shipped_prior_shares_few_configurations_with_the_zoo() {
         100.0 * of_zoo
     );
 }
+
+/// One network of every family runs in tract, per node, and most of its time lands on augur's
+/// kernels: the composition data calibration takes from these networks can be measured.
+#[test]
+fn every_generated_family_runs_in_tract_per_node() {
+    use augur::calibrate::innet::attribute;
+    use augur::model::families::{FAMILIES, network};
+    use augur::runtime::{Backend, RunSpec, TractBackend};
+    let backend = TractBackend::new();
+    let spec = RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 3,
+        max_seconds: 0.1,
+    };
+    for f in 0..FAMILIES.len() {
+        // The family's first network under 1 GMACs, to keep the test short.
+        let (g, d) = (0..20)
+            .map(|r| {
+                let i = f + r * FAMILIES.len();
+                let g = network(21, i).unwrap_or_else(|e| panic!("network {i}: {e}"));
+                let d = decompose(&g, &FusionRules::tract_default()).expect("decomposes");
+                (g, d)
+            })
+            .find(|(_, d)| d.macs < 1_000_000_000)
+            .unwrap_or_else(|| panic!("no {} network under 1 GMACs", FAMILIES[f]));
+        let bytes = augur::model::export::to_onnx_bytes(&g).expect("exports");
+        let t0 = std::time::Instant::now();
+        let nodes = backend
+            .time_per_node_onnx(&bytes, &spec)
+            .unwrap_or_else(|e| panic!("{}: {e}", g.name))
+            .expect("tract times per node");
+        let a = attribute(&g, &d, &nodes);
+        let timed: f64 = a.kernel_ms.iter().sum();
+        let with_time = a.kernel_ms.iter().filter(|&&ms| ms > 0.0).count();
+        eprintln!(
+            "{}: {} kernels ({} timed), {:.1} GMACs, {timed:.2} ms attributed, {:.2} ms not, {:.1} s",
+            g.name,
+            d.kernels.len(),
+            with_time,
+            d.macs as f64 / 1e9,
+            a.unattributed_ms,
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(timed > 0.0, "{}: no time attributed", g.name);
+        assert!(
+            a.unattributed_ms < 0.2 * (timed + a.unattributed_ms),
+            "{}: {:.2} of {:.2} ms not attributed",
+            g.name,
+            a.unattributed_ms,
+            timed + a.unattributed_ms
+        );
+        assert!(2 * with_time >= d.kernels.len(), "{}", g.name);
+    }
+}

@@ -205,6 +205,19 @@ impl Net<'_> {
         Ok(out)
     }
 
+    /// A 2×2 stride-2 pool that keeps the odd row and column (ceil mode), so its output matches a
+    /// stride-2 "same" convolution's.
+    pub fn pool_down(&mut self, x: TensorId, max: bool) -> R {
+        let s = self.spatial(x)?;
+        let p = s % 2;
+        let pads = [0, 0, p, p];
+        if max {
+            self.b.maxpool(x, [2, 2], [2, 2], pads)
+        } else {
+            self.b.avgpool(x, [2, 2], [2, 2], pads)
+        }
+    }
+
     /// What a residual adds to a block's output: `x` itself, or a projection when the shape changes
     /// (a strided 1×1 conv, or ResNet-D's 2×2 average pool then a 1×1 conv).
     pub fn shortcut(&mut self, x: TensorId, cout: usize, stride: usize, avg_down: bool) -> R {
@@ -213,7 +226,7 @@ impl Net<'_> {
             return Ok(x);
         }
         if avg_down && stride > 1 {
-            let p = self.b.avgpool(x, [2, 2], [2, 2], [0; 4])?;
+            let p = self.pool_down(x, false)?;
             self.conv(p, cout, 1, 1, 1)
         } else {
             self.conv(x, cout, 1, stride, 1)
@@ -512,10 +525,12 @@ impl Net<'_> {
     pub fn inception(&mut self, x: TensorId, cout: usize) -> R {
         let q = self.round(cout as f64 / 4.0);
         let a = self.conv_act(x, q, 1, 1, Act::Relu)?;
-        let r = self.round(q as f64 * self.pick(&[0.5, 0.75, 1.0]));
+        let f = self.pick(&[0.5, 0.75, 1.0]);
+        let r = self.round(q as f64 * f);
         let b = self.conv_act(x, r, 1, 1, Act::Relu)?;
         let b = self.conv_act(b, q, 3, 1, Act::Relu)?;
-        let r = self.round(q as f64 / self.pick(&[2.0, 4.0, 8.0]));
+        let f = self.pick(&[2.0, 4.0, 8.0]);
+        let r = self.round(q as f64 / f);
         let c = self.conv_act(x, r, 1, 1, Act::Relu)?;
         let k = self.pick(&[3usize, 5]);
         let c = self.conv_act(c, q, k, 1, Act::Relu)?;

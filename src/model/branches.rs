@@ -135,7 +135,7 @@ fn tree(
     groups: usize,
 ) -> R {
     let bottom = if stride > 1 {
-        n.b.maxpool(x, [stride, stride], [stride, stride], [0; 4])?
+        n.pool_down(x, true)?
     } else {
         x
     };

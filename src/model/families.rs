@@ -214,7 +214,7 @@ fn regnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let gw = n.pick(&[8usize, 16, 24, 32, 40, 48, 56, 64]);
     let se = n.chance(0.5);
     let w0 = n.pick(&[24.0, 32.0, 48.0, 56.0, 64.0, 80.0, 96.0]) * w.clamp(0.5, 1.5);
-    let m = n.pick(&[1.9, 2.1, 2.3, 2.5, 2.7]);
+    let m: f64 = n.pick(&[1.9, 2.1, 2.3, 2.5, 2.7]);
     for st in 0..4 {
         let raw = w0 * m.powi(st);
         let g = gw.min(n.round(raw));
@@ -276,7 +276,7 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     ];
     let stages = n.range(5, 7);
     for (st, &(c, s)) in plan.iter().take(stages).enumerate() {
-        let cout = n.round(c * n.pick(&[0.75, 1.0, 1.0, 1.25]) * w);
+        let cout = n.pick_width(&[0.75, 1.0, 1.0, 1.25], c * w);
         let act = if st < 2 { early } else { late };
         let mut k = n.pick(&[3usize, 3, 5, 7]);
         let mut t = if st == 0 { 1 } else { n.pick(&[3usize, 4, 6, 6]) };
@@ -318,7 +318,8 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     if late == Act::HardSwish && n.chance(0.7) {
         // MobileNetV3: a 1×1 to the last width, then a conv head on the pooled vector.
         let y = n.conv_act(y, last, 1, 1, late)?;
-        return head_conv(n, y, n.pick(&[1024usize, 1280]), late, classes);
+        let width = n.pick(&[1024usize, 1280]);
+        return head_conv(n, y, width, late, classes);
     }
     let y = n.conv_act(y, last, 1, 1, late)?;
     head_fc(n, y, classes)
@@ -388,7 +389,8 @@ fn ghost(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         for bi in 0..repeats {
             let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
             let cin = n.channels(y)?;
-            let mid = n.round(cin as f64 * n.pick(&[1.0, 2.3, 2.5, 3.0, 4.0, 6.0]));
+            let t = n.pick(&[1.0, 2.3, 2.5, 3.0, 4.0, 6.0]);
+            let mid = n.round(cin as f64 * t);
             let se = (st >= 2 && n.chance(0.5)).then(|| Se {
                 reduced: n.round(mid as f64 / 4.0),
                 act: Act::Relu,
@@ -415,7 +417,8 @@ fn mixnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
             let cin = n.channels(y)?;
             let kernels: Vec<usize> = [3usize, 5, 7, 9][..n.range(1, 4)].to_vec();
-            let mid = n.round((cin * n.pick(&[3usize, 6])) as f64);
+            let t = n.pick(&[3usize, 6]);
+            let mid = n.round((cin * t) as f64);
             let se = (act == Act::Silu).then(|| Se {
                 reduced: (cin / 2).max(1),
                 act: Act::Silu,
@@ -482,7 +485,8 @@ fn fire(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         }
         for _ in 0..n.range(1, 3) {
             let cout = n.round(c * w);
-            let squeeze = n.round(cout as f64 / n.pick(&[6.0, 8.0]));
+            let f = n.pick(&[6.0, 8.0]);
+            let squeeze = n.round(cout as f64 / f);
             y = n.fire(y, cout, squeeze)?;
             c += 64.0;
         }
@@ -506,7 +510,8 @@ fn shuffle(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             y = n.shuffle(y, cout, stride, k)?;
         }
     }
-    let y = n.conv_act(y, n.pick(&[1024usize, 2048]), 1, 1, Act::Relu)?;
+    let last = n.pick(&[1024usize, 2048]);
+    let y = n.conv_act(y, last, 1, 1, Act::Relu)?;
     head_fc(n, y, classes)
 }
 
@@ -517,7 +522,8 @@ fn dense(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     y = n.b.maxpool(y, [3, 3], [2, 2], [1; 4])?;
     let blocks = n.range(3, 4);
     for bi in 0..blocks {
-        y = n.dense(y, n.range(2, 16), growth)?;
+        let layers = n.range(2, 16);
+        y = n.dense(y, layers, growth)?;
         if bi + 1 < blocks && n.spatial(y)? >= 4 {
             let c = n.channels(y)? / 2;
             y = n.transition(y, c)?;
