@@ -53,7 +53,8 @@ pub fn network(seed: u64, i: usize) -> Result<Graph, BuildError> {
         bn: false,
         div: 8,
     };
-    n.bn = n.chance(0.15);
+    // Exports mostly fold a BatchNormalization into the conv before it; a few do not.
+    n.bn = n.chance(0.05);
     let r = n.pick(&RESOLUTIONS);
     let w = n.pick(&WIDTHS);
     let classes = n.pick(&[1000usize, 1000, 1000, 100, 10]);
