@@ -68,7 +68,7 @@ fn the_shipped_prior_shares_few_configurations_with_the_zoo() {
         eprintln!("  shared: {k}");
     }
     assert!(
-        of_prior < 0.08 && of_zoo < 0.08,
+        of_prior < 0.05 && of_zoo < 0.05,
         "the prior shares {:.1} % of its configurations with the zoo ({:.1} % of the zoo's)",
         100.0 * of_prior,
         100.0 * of_zoo
@@ -89,8 +89,8 @@ fn every_generated_family_runs_in_tract_per_node() {
         runs: 3,
         max_seconds: 0.1,
     };
-    for f in 0..FAMILIES.len() {
-        // The family's first network under 1 GMACs, to keep the test short.
+    for (f, family) in FAMILIES.iter().enumerate() {
+        // The family's first network under 2 GMACs and 64 MB of weights, to keep the test short.
         let (g, d) = (0..20)
             .map(|r| {
                 let i = f + r * FAMILIES.len();
@@ -98,8 +98,8 @@ fn every_generated_family_runs_in_tract_per_node() {
                 let d = decompose(&g, &FusionRules::tract_default()).expect("decomposes");
                 (g, d)
             })
-            .find(|(_, d)| d.macs < 1_000_000_000)
-            .unwrap_or_else(|| panic!("no {} network under 1 GMACs", FAMILIES[f]));
+            .find(|(_, d)| d.macs < 2_000_000_000 && d.weights_bytes < 64 << 20)
+            .unwrap_or_else(|| panic!("no {family} network under 2 GMACs"));
         let bytes = augur::model::export::to_onnx_bytes(&g).expect("exports");
         let t0 = std::time::Instant::now();
         let nodes = backend

@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn the_shipped_prior_is_generated_and_rebuilds_the_same() {
         let shipped = Prior::shipped();
-        assert!(!shipped.kernels.is_empty(), "the shipped prior does not parse");
+        assert!(
+            !shipped.kernels.is_empty(),
+            "the shipped prior does not parse"
+        );
         let g = shipped
             .generated
             .clone()
@@ -188,8 +191,20 @@ mod tests {
             assert_eq!(config_key(a), config_key(b));
             assert_eq!(a.name, b.name);
             assert_eq!(
-                (a.macs, a.flops, a.weight_bytes, a.input_bytes, a.output_bytes),
-                (b.macs, b.flops, b.weight_bytes, b.input_bytes, b.output_bytes),
+                (
+                    a.macs,
+                    a.flops,
+                    a.weight_bytes,
+                    a.input_bytes,
+                    a.output_bytes
+                ),
+                (
+                    b.macs,
+                    b.flops,
+                    b.weight_bytes,
+                    b.input_bytes,
+                    b.output_bytes
+                ),
                 "{}",
                 a.name
             );

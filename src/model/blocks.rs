@@ -103,7 +103,11 @@ impl Net<'_> {
     /// A scalar constant operand (the 0.5 and 1/√2 of GELU).
     fn scalar(&mut self, x: TensorId, add: bool) -> R {
         let c = self.b.weight(&[]);
-        if add { self.b.add(x, c) } else { self.b.mul(x, c) }
+        if add {
+            self.b.add(x, c)
+        } else {
+            self.b.mul(x, c)
+        }
     }
 
     pub fn act(&mut self, x: TensorId, a: Act) -> R {
@@ -169,9 +173,16 @@ impl Net<'_> {
     pub fn se(&mut self, x: TensorId, se: Se) -> R {
         let c = self.channels(x)?;
         let g = self.b.global_avg_pool(x)?;
-        let h = self
-            .b
-            .conv(g, se.reduced.max(1), [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
+        let h = self.b.conv(
+            g,
+            se.reduced.max(1),
+            [1, 1],
+            [1, 1],
+            [0; 4],
+            [1, 1],
+            1,
+            true,
+        )?;
         let h = self.act(h, se.act)?;
         let h = self.b.conv(h, c, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
         let h = match se.gate {
@@ -239,11 +250,14 @@ impl Net<'_> {
         let mut z = self.conv(z, cout, 3, 1, 1)?;
         if self.chance(0.15) {
             let reduced = (cout / 16).max(8);
-            z = self.se(z, Se {
-                reduced,
-                act: Act::Relu,
-                gate: Gate::Sigmoid,
-            })?;
+            z = self.se(
+                z,
+                Se {
+                    reduced,
+                    act: Act::Relu,
+                    gate: Gate::Sigmoid,
+                },
+            )?;
         }
         let short = self.shortcut(x, cout, stride, avg_down)?;
         let y = self.b.add(z, short)?;
@@ -279,6 +293,7 @@ impl Net<'_> {
 
     /// Depthwise separable: depthwise k×k with its activation, optional squeeze-excitation,
     /// pointwise with `pw_act` (MobileNetV1, LCNet, the first block of EfficientNet).
+    #[allow(clippy::too_many_arguments)] // one argument per design choice of the block
     pub fn separable(
         &mut self,
         x: TensorId,
@@ -442,9 +457,7 @@ impl Net<'_> {
                 .b
                 .conv(z, c * ratio, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
             let z = self.act(z, Act::Gelu)?;
-            let z = self
-                .b
-                .conv(z, c, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
+            let z = self.b.conv(z, c, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
             let gamma = self.b.weight(&[1, c, 1, 1]);
             self.b.mul(z, gamma)?
         } else {

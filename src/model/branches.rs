@@ -45,7 +45,10 @@ fn hr_fuse(n: &mut Net, xs: &[TensorId]) -> Result<Vec<TensorId>, BuildError> {
 /// from high to low resolution.
 pub(crate) fn hrnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     n.div = 2;
-    let c = n.pick_width(&[18.0, 30.0, 32.0, 40.0, 44.0, 48.0, 64.0], w.clamp(0.5, 1.5));
+    let c = n.pick_width(
+        &[18.0, 30.0, 32.0, 40.0, 44.0, 48.0, 64.0],
+        w.clamp(0.5, 1.5),
+    );
     let y = n.conv_act(x, 64, 3, 2, Act::Relu)?;
     let mut y = n.conv_act(y, 64, 3, 2, Act::Relu)?;
     for _ in 0..n.range(1, 4) {
@@ -97,8 +100,8 @@ pub(crate) fn hrnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     head_fc(n, y, classes)
 }
 
-/// One DLA block with the residual given: a basic block, or a bottleneck of expansion 2 (with
-/// groups in the X variants).
+/// One DLA block with the residual given: a basic block (`groups` 0), or a bottleneck of
+/// expansion 2 (with groups in the X variants).
 fn dla_block(
     n: &mut Net,
     x: TensorId,
@@ -107,15 +110,16 @@ fn dla_block(
     residual: TensorId,
     groups: usize,
 ) -> R {
-    let z = if groups == 0 {
-        let z = n.conv_act(x, cout, 3, stride, Act::Relu)?;
-        n.conv(z, cout, 3, 1, 1)?
-    } else {
-        let mid = (n.round(cout as f64 / 2.0) / groups).max(1) * groups;
+    let half = n.round(cout as f64 / 2.0);
+    let z = if let Some(per_group) = half.checked_div(groups) {
+        let mid = per_group.max(1) * groups;
         let z = n.conv_act(x, mid, 1, 1, Act::Relu)?;
         let z = n.conv(z, mid, 3, stride, groups)?;
         let z = n.b.relu(z)?;
         n.conv(z, cout, 1, 1, 1)?
+    } else {
+        let z = n.conv_act(x, cout, 3, stride, Act::Relu)?;
+        n.conv(z, cout, 3, 1, 1)?
     };
     let y = n.b.add(z, residual)?;
     n.b.relu(y)
@@ -134,11 +138,7 @@ fn tree(
     mut children: Vec<TensorId>,
     groups: usize,
 ) -> R {
-    let bottom = if stride > 1 {
-        n.pool_down(x, true)?
-    } else {
-        x
-    };
+    let bottom = if stride > 1 { n.pool_down(x, true)? } else { x };
     if level_root {
         children.push(bottom);
     }
@@ -180,12 +180,15 @@ pub(crate) fn dla(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             n.range(1, 3)
         };
         let s = down(n, y)?;
-        let g = if groups > 1 { groups.min(c / 2) } else { groups };
+        let g = if groups > 1 {
+            groups.min(c / 2)
+        } else {
+            groups
+        };
         y = tree(n, y, levels, c, s, lvl > 2, Vec::new(), g)?;
     }
     let g = n.b.global_avg_pool(y)?;
-    let h = n
-        .b
-        .conv(g, classes, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
+    let h =
+        n.b.conv(g, classes, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
     n.b.flatten(h, 1)
 }

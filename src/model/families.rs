@@ -45,7 +45,7 @@ const WIDTHS: [f64; 12] = [
 /// consecutive indices go round [`FAMILIES`].
 pub fn network(seed: u64, i: usize) -> Result<Graph, BuildError> {
     let mut rng =
-        StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xde51_9e);
+        StdRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x00de_519e);
     let family = FAMILIES[i % FAMILIES.len()];
     let mut n = Net {
         b: GraphBuilder::new(&format!("generated{i}_{family}")),
@@ -92,9 +92,8 @@ pub(crate) fn head_fc(n: &mut Net, x: TensorId, classes: usize) -> R {
 /// classifier (MobileNetV3, LCNet, GhostNet).
 fn head_conv(n: &mut Net, x: TensorId, width: usize, act: Act, classes: usize) -> R {
     let g = n.b.global_avg_pool(x)?;
-    let h = n
-        .b
-        .conv(g, width, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
+    let h =
+        n.b.conv(g, width, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)?;
     let h = n.act(h, act)?;
     let f = n.b.flatten(h, 1)?;
     n.b.gemm(f, classes, true)
@@ -174,7 +173,11 @@ fn resnet(n: &mut Net, x: TensorId, w: f64, classes: usize, bottleneck: bool) ->
     } else {
         (1, 64.0)
     };
-    let expansion = if bottleneck { n.pick(&[4usize, 4, 2]) } else { 1 };
+    let expansion = if bottleneck {
+        n.pick(&[4usize, 4, 2])
+    } else {
+        1
+    };
     let se = n.chance(0.2);
     let stages = n.pick(&[3usize, 4, 4, 4]);
     for st in 0..stages {
@@ -243,7 +246,14 @@ fn regnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
 fn mobilenet_v1(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let act = n.pick(&[Act::Relu, Act::Relu6]);
     let mut y = n.conv_act(x, n.round(32.0 * w), 3, 2, act)?;
-    let mut plan = vec![(64.0, 1), (128.0, 2), (128.0, 1), (256.0, 2), (256.0, 1), (512.0, 2)];
+    let mut plan = vec![
+        (64.0, 1),
+        (128.0, 2),
+        (128.0, 1),
+        (256.0, 2),
+        (256.0, 1),
+        (512.0, 2),
+    ];
     for _ in 0..n.range(1, 5) {
         plan.push((512.0, 1));
     }
@@ -280,7 +290,11 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         let cout = n.pick_width(&[0.75, 1.0, 1.0, 1.25], c * w);
         let act = if st < 2 { early } else { late };
         let mut k = n.pick(&[3usize, 3, 5, 7]);
-        let mut t = if st == 0 { 1 } else { n.pick(&[3usize, 4, 6, 6]) };
+        let mut t = if st == 0 {
+            1
+        } else {
+            n.pick(&[3usize, 4, 6, 6])
+        };
         let se = n.chance(se_share);
         let repeats = if st == 0 { 1 } else { n.range(1, 4) };
         for bi in 0..repeats {
@@ -290,7 +304,11 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
                 t = n.pick(&[1usize, 3, 6]);
             }
             let cin = n.channels(y)?;
-            let mid = if t == 1 { cin } else { n.round((cin * t) as f64) };
+            let mid = if t == 1 {
+                cin
+            } else {
+                n.round((cin * t) as f64)
+            };
             let se = se.then(|| Se {
                 reduced: if hard_gate {
                     n.round(mid as f64 / 4.0)
@@ -519,7 +537,13 @@ fn shuffle(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
 /// DenseNet: dense blocks of pre-activation layers joined by transitions.
 fn dense(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let growth = n.pick(&[12usize, 24, 32, 48]);
-    let mut y = n.conv_act(x, n.round(2.0 * growth as f64 * w.max(0.5)), 7, 2, Act::Relu)?;
+    let mut y = n.conv_act(
+        x,
+        n.round(2.0 * growth as f64 * w.max(0.5)),
+        7,
+        2,
+        Act::Relu,
+    )?;
     y = n.b.maxpool(y, [3, 3], [2, 2], [1; 4])?;
     let blocks = n.range(3, 4);
     for bi in 0..blocks {
@@ -560,16 +584,13 @@ fn convnext(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let d = n.pick_width(&[40.0, 48.0, 64.0, 80.0, 96.0, 128.0], w.clamp(0.5, 1.5));
     let conv_mlp = n.chance(0.5);
     let k = n.pick(&[7usize, 7, 7, 5, 3]);
-    let mut y = n
-        .b
-        .conv(x, d, [4, 4], [4, 4], [0; 4], [1, 1], 1, true)?;
+    let mut y = n.b.conv(x, d, [4, 4], [4, 4], [0; 4], [1, 1], 1, true)?;
     y = n.layer_norm_2d(y)?;
     for st in 0..4 {
         if st > 0 && n.spatial(y)? >= 2 {
             y = n.layer_norm_2d(y)?;
-            y = n
-                .b
-                .conv(y, d << st, [2, 2], [2, 2], [0; 4], [1, 1], 1, true)?;
+            y =
+                n.b.conv(y, d << st, [2, 2], [2, 2], [0; 4], [1, 1], 1, true)?;
         }
         let depth = if st == 2 {
             n.range(2, 9)
@@ -600,8 +621,7 @@ mod tests {
             let d = decompose(&g, &FusionRules::tract_default())
                 .unwrap_or_else(|e| panic!("network {i}: {e}"));
             assert!(d.kernels.len() > 10, "network {i}: {}", d.kernels.len());
-            crate::model::export::to_onnx_bytes(&g)
-                .unwrap_or_else(|e| panic!("network {i}: {e}"));
+            crate::model::export::to_onnx_bytes(&g).unwrap_or_else(|e| panic!("network {i}: {e}"));
             kinds.extend(d.kernels.iter().map(|k| k.kind));
         }
         for k in [
@@ -625,9 +645,8 @@ mod tests {
         let b = network(3, 5).unwrap();
         assert_eq!(a.name, b.name);
         assert_eq!(a.nodes.len(), b.nodes.len());
-        let shapes = |g: &Graph| -> Vec<Vec<usize>> {
-            g.tensors.iter().map(|t| t.shape.clone()).collect()
-        };
+        let shapes =
+            |g: &Graph| -> Vec<Vec<usize>> { g.tensors.iter().map(|t| t.shape.clone()).collect() };
         assert_eq!(shapes(&a), shapes(&b));
         let differ = (0..FAMILIES.len()).any(|i| {
             let (x, y) = (network(3, i).unwrap(), network(4, i).unwrap());
