@@ -3,9 +3,9 @@
 //! the zoo) for a while, then scores estimators of "speed now" — the fresh reading, the median of the
 //! last three — by how well they predict the job's time relative to its median. For choosing how
 //! `augur eval` turns readings into a speed; nothing here is fitted.
-use augur::calibrate::networks::synthetic;
-use augur::calibrate::reference::ReferenceWorkload;
+use augur::model::generate::synthetic;
 use augur::runtime::{RunSpec, TractBackend};
+use augur::workload::reference::ReferenceWorkload;
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

@@ -1,11 +1,26 @@
 //! augur: predicts how long a neural network takes on this board, right now, and how much memory it needs.
 //!
-//! Data flows through the modules in this order: [`model`] (import) → [`kernels`] (decomposition,
-//! features, memory) → [`profile`] (device profile, regressors) ← [`calibrate`] (micro-benchmarks via
-//! [`runtime`]) → [`sense`] (live state) → [`predict`] (base × slowdown + online learning) → [`serve`].
+//! The modules are stages, each using only the stages below it (checked by `tests/stages.rs`), from
+//! the ground up:
+//!
+//! 1. [`util`]: small helpers any stage may use.
+//! 2. [`model`]: import (ONNX, nn-Meter IR) into one graph IR; the synthetic network generator.
+//! 3. [`kernels`]: decomposition into the kernels a runtime executes, their features and memory.
+//! 4. [`profile`]: the device profile and its per-kind regressors.
+//! 5. [`runtime`]: measurement backends that time a model on this board.
+//! 6. [`workload`]: what augur runs on purpose: the reference workload and the background loads.
+//! 7. [`sense`]: live state from the sensors (its reference probe times the reference workload).
+//! 8. [`predict`]: base latency × slowdown from the live state, with online correction.
+//! 9. [`calibrate`]: micro-benchmarks and fits that write the profile (it checks its fit with the
+//!    predictor, so it stands above [`predict`]).
+//! 10. [`eval`]: the evaluation protocol (passes, noise floor, FLOPs proxy, scenarios under load).
+//! 11. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
+//! 12. [`serve`]: the HTTP daemon.
+//! 13. [`cli`]: the command line.
 pub mod calibrate;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod predict;
@@ -14,3 +29,4 @@ pub mod runtime;
 pub mod sense;
 pub mod serve;
 pub mod util;
+pub mod workload;

@@ -1,4 +1,6 @@
 //! Small helpers shared by several stages.
+pub mod clock;
+
 use std::io::Write;
 use std::path::Path;
 

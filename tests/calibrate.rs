@@ -190,7 +190,17 @@ fn predict_json_and_fallback_flag() {
 fn eval_reports_errors_and_the_flops_baseline() {
     let p = profile();
     let o = augur()
-        .args(["eval", "--json", "--runs", "3", "--profile"])
+        .args([
+            "eval",
+            "--json",
+            "--runs",
+            "3",
+            "--passes",
+            "2",
+            "--window-s",
+            "0.2",
+            "--profile",
+        ])
         .arg(p)
         .arg(zoo("mobilenet_v3_small_224"))
         .arg(zoo("squeezenet1_1_224"))

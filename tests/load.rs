@@ -1,7 +1,7 @@
 //! The background loads that calibration and `eval --scenarios` start as `augur load` child
 //! processes: they stop when their guard drops, at their deadline, and when their parent dies.
-use augur::calibrate::background::BackgroundLoad;
-use augur::sense::load::LoadKind;
+use augur::workload::background::BackgroundLoad;
+use augur::workload::load::LoadKind;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -270,7 +270,7 @@ fn the_onnxruntime_script_times_a_kernel() {
         eprintln!("skipped: onnxruntime is not importable ({why}); pip install onnxruntime numpy");
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/backends/onnxruntime_bench.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnxruntime_bench.py");
     let b = CommandBackend::new(&format!(
         "python3 '{}' {{model}} --threads {{threads}} --runs {{runs}} --warmup {{warmup}}",
         script.display()

@@ -3,8 +3,8 @@
 //! and a bounded background load that utilisation and the probes must follow.
 use augur::sense::cputime::CpuTimeSensor;
 use augur::sense::fs::Roots;
-use augur::sense::load::{LoadGuard, LoadKind};
 use augur::sense::{Frame, SampleCtx, Sampler, SenseConfig, Sensor, Snapshot, read_once};
+use augur::workload::load::{LoadGuard, LoadKind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! The layer-configuration prior: the kernel configurations calibration samples and perturbs. The
-//! shipped one (`config/prior/layers.json`) is generated: the kernels of networks drawn from the
+//! shipped one (`data/prior/layers.json`) is generated: the kernels of networks drawn from the
 //! design space of CNN families ([`crate::model::families`]), never of a model augur is judged on.
 //! Its `generated` record says how, and a test rebuilds it from that record.
 use super::build::kernel_graph;
@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-const SHIPPED: &str = include_str!("../../config/prior/layers.json");
+const SHIPPED: &str = include_str!("../../data/prior/layers.json");
 
 /// Names the network generator a prior was drawn from; changes whenever the generator's stream does,
 /// so a shipped prior that no longer rebuilds says why.

@@ -3,11 +3,12 @@ use super::build::kernel_graph;
 use super::compose;
 use super::journal::{Header, Journal};
 use super::prior::{Prior, config_key};
-use super::reference;
 use super::sample;
+use super::target::fit_target;
 use crate::kernels::{FusionRules, Kernel, KernelKind, decompose};
 use crate::profile::{DeviceInfo, Measurement, Profile, Reference, Regressor, Roofline};
 use crate::runtime::{Backend, RunSpec};
+use crate::workload::reference;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -145,26 +146,6 @@ pub fn fit_roofline(ms: &[Measurement]) -> Roofline {
         flops_per_second: pct(compute, 0.95).unwrap_or(d.flops_per_second),
         bytes_per_second: pct(memory, 0.95).unwrap_or(d.bytes_per_second),
         overhead_seconds: (overhead * 0.5).min(50e-6),
-    }
-}
-
-/// The figure a regressor learns from one measurement: its median, unless the runs spread so much
-/// (another job took the core for part of them) that the 10th percentile is the better estimate of the
-/// board's own speed.
-pub fn fit_target(m: &Measurement) -> f64 {
-    if m.p90_ms - m.p10_ms > 0.2 * m.median_ms {
-        m.p10_ms
-    } else {
-        m.median_ms
-    }
-}
-
-/// [`fit_target`] for a whole-model timing.
-pub fn fit_target_timing(t: &crate::runtime::Timing) -> f64 {
-    if t.p90_ms - t.p10_ms > 0.2 * t.median_ms {
-        t.p10_ms
-    } else {
-        t.median_ms
     }
 }
 

@@ -1,6 +1,6 @@
 //! `augur load` (hidden): runs a bounded background load; calibration and `eval --scenarios` start it
 //! as a child process so that it counts as another job's work.
-use crate::sense::load::{LoadGuard, LoadKind};
+use crate::workload::load::{LoadGuard, LoadKind};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::calibrate::background::die_with_parent();
+    crate::workload::background::die_with_parent();
     let kind = match args.kind.as_str() {
         "cpu" => LoadKind::Cpu {
             threads: args.threads,

@@ -11,20 +11,11 @@ pub mod scenarios;
 pub mod serve;
 pub mod state;
 
+pub use crate::model::parse_shape;
+
 /// A tensor shape on the command line. An alias, not `Vec<usize>` spelled out: clap's derive reads
 /// `Option<Vec<T>>` as a list of `T` values and panics handing `parse_shape`'s `Vec` to that type.
 pub type Shape = Vec<usize>;
-
-/// Parses `1,3,224,224` (also `1x3x224x224`) into dimensions.
-pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
-    s.split([',', 'x'])
-        .map(|d| {
-            d.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{s}` is not a shape like 1,3,224,224"))
-        })
-        .collect()
-}
 
 /// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`).
 pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {

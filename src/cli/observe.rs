@@ -1,6 +1,6 @@
 //! `augur observe`: feeds a JSON-lines log of observed latencies to the online learner, offline.
 //! Each line: `{"model": "path.onnx", "latency_ms": 12.3, "threads"?: 1, "state"?: {…snapshot…}}`.
-use crate::predict::{Learner, Predictor};
+use crate::predict::{Job, Learner, Predictor};
 use crate::profile::Roofline;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -76,11 +76,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let Some((d, base)) = models.get(&obs.model) else {
             continue;
         };
-        let plain = predictor.predict(d, base, &obs.state, obs.threads, false);
-        let phi = predictor.phi(base, &plain);
         let key = obs.model.display().to_string();
-        match learner.observe(&key, &phi, plain.latency_ms, obs.latency_ms) {
-            Ok(()) => accepted += 1,
+        let job = Job {
+            model: &key,
+            d,
+            base,
+            threads: obs.threads,
+        };
+        match predictor.observe(&job, &obs.state, &mut learner, obs.latency_ms) {
+            Ok(_) => accepted += 1,
             Err(e) => {
                 rejected += 1;
                 eprintln!("{}:{}: rejected: {e}", args.log.display(), n + 1);
@@ -94,7 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"accepted": accepted, "rejected": rejected, "malformed": bad,
-                "learner": args.learner.display().to_string(), "weights": learner.w, "observations": learner.observations})
+                "learner": args.learner.display().to_string(), "weights": learner.w, "observations": learner.observations,
+                "resets": learner.resets})
         );
     } else {
         println!(

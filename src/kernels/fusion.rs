@@ -1,5 +1,5 @@
 //! Fusion rules as data: which (producer class, consumer class) pairs a runtime executes as one kernel.
-//! The built-in set for tract ships in `config/fusion/tract.json`; calibration re-detects it per runtime
+//! The built-in set for tract ships in `data/fusion/tract.json`; calibration re-detects it per runtime
 //! and stores the result in the device profile.
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -14,7 +14,11 @@ pub struct FusionRules {
     pub pairs: BTreeSet<(String, String)>,
 }
 
-const TRACT_RULES: &str = include_str!("../../config/fusion/tract.json");
+/// The tract release augur is built with (checked against Cargo.lock by a test): the built-in rules
+/// are read off its optimiser, and a profile names the runtime by it.
+pub const TRACT_VERSION: &str = "0.23.9";
+
+const TRACT_RULES: &str = include_str!("../../data/fusion/tract.json");
 
 impl FusionRules {
     /// tract 0.23's rules, as read off its optimiser.

@@ -3,9 +3,11 @@
 //!
 //! Entry point: [`decompose`].
 pub mod classify;
+mod features;
 pub mod fusion;
 pub mod memory;
 
+pub use features::{N_FEATURES, features};
 pub use fusion::FusionRules;
 
 use crate::model::{Graph, Node, TensorId};
@@ -172,7 +174,7 @@ pub struct Decomposition {
     pub kernels: Vec<Kernel>,
     /// Regressor features of each kernel, computed once with the decomposition (see [`Decomposition::features`]).
     #[serde(skip)]
-    pub feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+    pub feature_cache: Vec<[f64; N_FEATURES]>,
     /// Kernels grouped by kind, with their distinct feature rows (see [`Decomposition::feature_groups`]).
     #[serde(skip)]
     pub group_cache: Vec<FeatureGroup>,
@@ -184,11 +186,11 @@ pub struct Decomposition {
 
 impl Decomposition {
     /// Features of kernel `i`, from the cache when it was filled.
-    pub fn features(&self, i: usize) -> [f64; crate::profile::regressor::N_FEATURES] {
+    pub fn features(&self, i: usize) -> [f64; N_FEATURES] {
         match (self.feature_cache.get(i), self.kernels.get(i)) {
             (Some(f), _) => *f,
-            (None, Some(k)) => crate::profile::regressor::features(k),
-            (None, None) => [0.0; crate::profile::regressor::N_FEATURES],
+            (None, Some(k)) => features::features(k),
+            (None, None) => [0.0; N_FEATURES],
         }
     }
 
@@ -208,18 +210,17 @@ impl Decomposition {
 #[derive(Clone, Debug)]
 pub struct FeatureGroup {
     pub kind: KernelKind,
-    pub rows: Vec<[f64; crate::profile::regressor::N_FEATURES]>,
+    pub rows: Vec<[f64; N_FEATURES]>,
     /// (kernel index, row index) of every kernel of the kind.
     pub members: Vec<(usize, usize)>,
 }
 
 fn feature_groups(
     kernels: &[Kernel],
-    features: &dyn Fn(usize) -> [f64; crate::profile::regressor::N_FEATURES],
+    features: &dyn Fn(usize) -> [f64; N_FEATURES],
 ) -> Vec<FeatureGroup> {
     let mut groups: Vec<FeatureGroup> = Vec::new();
-    let mut seen: HashMap<(KernelKind, [u64; crate::profile::regressor::N_FEATURES]), usize> =
-        HashMap::new();
+    let mut seen: HashMap<(KernelKind, [u64; N_FEATURES]), usize> = HashMap::new();
     for (i, k) in kernels.iter().enumerate() {
         let slot = match groups.iter().position(|g| g.kind == k.kind) {
             Some(s) => s,
@@ -356,10 +357,7 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
     let weights_bytes = g.weight_bytes();
     let peak_activation_bytes =
         memory::peak_activation_bytes(g, &kernels, &building_io(g, &building, &alias));
-    let feature_cache: Vec<[f64; crate::profile::regressor::N_FEATURES]> = kernels
-        .iter()
-        .map(crate::profile::regressor::features)
-        .collect();
+    let feature_cache: Vec<[f64; N_FEATURES]> = kernels.iter().map(features::features).collect();
     let group_cache = feature_groups(&kernels, &|i| feature_cache[i]);
     Ok(Decomposition {
         model: g.name.clone(),

@@ -4,11 +4,14 @@ mod branches;
 pub mod builder;
 pub mod export;
 pub mod families;
+pub mod generate;
 pub mod graph;
 pub mod nnmeter;
 pub mod onnx;
+pub mod shape;
 
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
+pub use shape::parse_shape;
 
 use std::path::Path;
 

@@ -18,7 +18,7 @@ pub struct Slowdown {
     /// Weight of lost bandwidth on a memory-bound kernel.
     pub memory_weight: f64,
     /// CPU ms of one pass of the reference workload at calibration (0: none; see
-    /// [`crate::calibrate::reference`]). Taken from the profile's reference, not fitted.
+    /// [`crate::workload::reference`]). Taken from the profile's reference, not fitted.
     #[serde(default)]
     pub reference_workload_cpu_ms: f64,
     /// Relative half-width of the prediction interval, calibrated and not.
@@ -64,7 +64,7 @@ impl Factors {
 
 impl Slowdown {
     pub fn from_profile(p: &Profile) -> Slowdown {
-        let workload = if p.reference.workload == crate::calibrate::reference::identity() {
+        let workload = if p.reference.workload == crate::workload::reference::identity() {
             p.reference.workload_cpu_ms
         } else {
             0.0

@@ -48,7 +48,7 @@ pub struct Reference {
     pub probe_bytes_per_second: f64,
     /// Mean CPU frequency, Hz (0 when the board does not expose it).
     pub cpu_frequency_hertz: f64,
-    /// What the reference workload was ([`crate::calibrate::reference::identity`]); empty: none.
+    /// What the reference workload was ([`crate::workload::reference::identity`]); empty: none.
     #[serde(default)]
     pub workload: String,
     /// CPU milliseconds of one pass of the reference workload, median over the calibration.
@@ -108,11 +108,11 @@ pub enum ProfileError {
 impl Profile {
     /// Predicted latency of one kernel, and whether the roofline fallback gave it (no regressor).
     pub fn kernel_ms(&self, k: &Kernel) -> (f64, bool) {
-        self.kernel_ms_with(k, &regressor::features(k))
+        self.kernel_ms_with(k, &crate::kernels::features(k))
     }
 
     /// As [`Profile::kernel_ms`], with the kernel's features already computed.
-    pub fn kernel_ms_with(&self, k: &Kernel, x: &[f64; regressor::N_FEATURES]) -> (f64, bool) {
+    pub fn kernel_ms_with(&self, k: &Kernel, x: &[f64; crate::kernels::N_FEATURES]) -> (f64, bool) {
         match self.regressors.get(&k.kind) {
             Some(r) => (r.predict_with(&self.roofline, k, x), false),
             None => (self.roofline.kernel_ms(k), true),
@@ -175,5 +175,5 @@ impl Profile {
 
 /// The runtime string for the built-in backend (the version a test keeps in step with Cargo.lock).
 pub fn tract_runtime() -> String {
-    format!("tract {}", crate::runtime::tract::TRACT_VERSION)
+    format!("tract {}", crate::kernels::fusion::TRACT_VERSION)
 }

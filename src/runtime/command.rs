@@ -1,7 +1,7 @@
 //! The command backend: any runtime that a command can time. augur writes the model to a temporary file,
 //! runs the command made from a template, and reads one JSON object from its standard output:
 //! `{"latency_ms": {"median": f, "p10": f, "p90": f}, "runs": n, "version": "…"}` (`samples_ms`
-//! optional). `config/backends/onnxruntime_bench.py` is such a command for ONNX Runtime.
+//! optional). `scripts/onnxruntime_bench.py` is such a command for ONNX Runtime.
 //!
 //! The template is split into words like a shell would (quotes, backslashes) but no shell runs it, so a
 //! model path never needs quoting. Placeholders: `{model}` (required), `{threads}`, `{runs}`,
@@ -203,7 +203,7 @@ fn read_all(mut r: impl Read) -> Vec<u8> {
 
 impl CommandBackend {
     /// A backend from a command template, e.g.
-    /// `python3 config/backends/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}`.
+    /// `python3 scripts/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}`.
     pub fn new(template: &str) -> Result<CommandBackend, RuntimeError> {
         let spec_err = |detail: String| RuntimeError::Spec {
             spec: format!("cmd:{template}"),
@@ -438,7 +438,7 @@ mod tests {
     #[test]
     fn names_and_placeholders() {
         let b = CommandBackend::new(
-            "python3 config/backends/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}",
+            "python3 scripts/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}",
         )
         .unwrap();
         assert_eq!(b.name, "onnxruntime_bench");

@@ -7,6 +7,7 @@
 //! shorter than [`BATCH_BELOW`] are timed in batches, and the per-run time reported, so that timer
 //! overhead and jitter do not dominate the sample.
 use super::{Backend, RunSpec, RuntimeError, Timing, model_name};
+use crate::kernels::fusion::TRACT_VERSION;
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -15,9 +16,6 @@ use tract_onnx::pb;
 use tract_onnx::prelude::tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
-
-/// The tract release augur is built with (checked against Cargo.lock by a test).
-pub const TRACT_VERSION: &str = "0.23.9";
 
 /// Runs shorter than this are timed in batches.
 pub const BATCH_BELOW: Duration = Duration::from_micros(50);

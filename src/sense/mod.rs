@@ -26,22 +26,21 @@
 //! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
 //!   `README-section.md` beside this file for the JSON schema).
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
+//! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
+//!   change of load (fresh samples, the memory probe re-run).
 //! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
 //! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`
 //!   (bytes/s): one-shot probes for a roofline fallback.
-//! - [`load::LoadGuard`]: bounded CPU/memory/cache background loads that always stop.
 //! - [`Sensor`]: the one interface of every sensor; [`sensors`] builds them from a config.
 //!
 //! Sensors: `cpufreq`, `cpu_time`, `loadavg`, `pressure`, `perf`, `memory_pmu`, `probe_compute`,
 //! `probe_memory`, `thermal`, `power`. One that cannot work on this board is listed with
 //! `available: false`, a reason and a remedy; it never stops the others or start-up.
-pub mod clock;
 pub mod config;
 pub mod cpufreq;
 pub mod cputime;
 pub mod error;
 pub mod fs;
-pub mod load;
 pub mod loadavg;
 pub mod metrics;
 pub mod overhead;
@@ -52,6 +51,7 @@ pub mod probe;
 pub mod psi;
 pub mod sampler;
 pub mod sensor;
+pub mod settle;
 pub mod snapshot;
 pub mod state;
 pub mod thermal;
@@ -60,6 +60,7 @@ pub use config::SenseConfig;
 pub use error::{SenseError, Unavailable};
 pub use sampler::{OnSample, Sampler};
 pub use sensor::{Frame, SampleCtx, Sensor};
+pub use settle::settle;
 pub use snapshot::{SensorStatus, Snapshot, Stat};
 
 use std::time::{Duration, Instant};

@@ -4,10 +4,10 @@
 //! included; they are spaced so that their CPU time stays within the budget.
 //!
 //! One-shot use (roofline at start-up): [`compute_rate`] and [`memory_bandwidth`].
-use super::clock::thread_cpu_seconds;
 use super::error::{SenseError, Unavailable};
 use super::fs::{Roots, numbered_entries, read_trimmed};
 use super::sensor::{Every, Frame, SampleCtx, Sensor};
+use crate::util::clock::thread_cpu_seconds;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -195,7 +195,7 @@ enum Kind {
         kernel: Option<MemoryKernel>,
     },
     Reference {
-        workload: Option<crate::calibrate::reference::ReferenceWorkload>,
+        workload: Option<crate::workload::reference::ReferenceWorkload>,
     },
 }
 
@@ -277,14 +277,14 @@ impl Sensor for ProbeSensor {
                 Ok(Some(detail))
             }
             Kind::Reference { workload } => {
-                let w = crate::calibrate::reference::ReferenceWorkload::new().map_err(|e| {
+                let w = crate::workload::reference::ReferenceWorkload::new().map_err(|e| {
                     Unavailable::new(
                         format!("reference workload cannot run: {e}"),
                         "report it; predictions fall back to the frequency and bandwidth terms",
                     )
                 })?;
                 *workload = Some(w);
-                Ok(Some(crate::calibrate::reference::identity()))
+                Ok(Some(crate::workload::reference::identity()))
             }
         }
     }

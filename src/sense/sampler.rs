@@ -5,12 +5,12 @@
 //! Sensors run on a separate worker thread so that each sample has a real timeout: a sensor whose
 //! read hangs (a wedged I2C hwmon, say) is abandoned with its worker and reported as timed out,
 //! and sampling goes on with a fresh worker.
-use super::clock::thread_cpu_seconds;
 use super::config::SenseConfig;
 use super::error::{SenseError, Unavailable};
 use super::sensor::{Frame, SampleCtx, Sensor};
 use super::snapshot::{SamplerCost, SensorStatus, Snapshot};
 use super::state::State;
+use crate::util::clock::thread_cpu_seconds;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

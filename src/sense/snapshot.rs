@@ -139,7 +139,7 @@ pub struct Probes {
     pub memory_ratio: Option<f64>,
     pub memory_runs: u64,
     pub memory_buffer_bytes: Option<u64>,
-    /// CPU milliseconds of one pass of the reference workload (see `calibrate::reference`).
+    /// CPU milliseconds of one pass of the reference workload (see `workload::reference`).
     #[serde(default)]
     pub reference_cpu_ms: Stat,
     #[serde(default)]

@@ -485,8 +485,8 @@ impl Writer {
     fn publish(&self) {
         {
             let l = self.learner.read().unwrap_or_else(PoisonError::into_inner);
-            metrics::gauge!("augur_learner_observations").set(l.observations as f64);
-            metrics::gauge!("augur_learner_rejected").set(l.rejected as f64);
+            metrics::counter!("augur_learner_observations_total").absolute(l.observations);
+            metrics::counter!("augur_learner_rejected_total").absolute(l.rejected);
             metrics::gauge!("augur_learner_models").set(l.residuals.len() as f64);
             for (term, w) in ["bias", "cpu", "memory", "frequency"].iter().zip(l.w) {
                 metrics::gauge!("augur_learner_weight", "term" => *term).set(w);

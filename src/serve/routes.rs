@@ -196,7 +196,6 @@ async fn lookup(
     id: &str,
 ) -> Result<Arc<ModelEntry>, ApiError> {
     if let Some(e) = app.store.cached(id, engine.generation) {
-        metrics::counter!("augur_model_cache_hits_total").increment(1);
         metrics::counter!("augur_model_cache_requests_total", "result" => "hit").increment(1);
         return Ok(e);
     }
@@ -248,7 +247,7 @@ fn input_shape(req: &Request) -> Result<Option<Vec<usize>>, ApiError> {
         match k {
             "input_shape" => {
                 let v = v.replace("%2C", ",").replace("%2c", ",");
-                return crate::cli::parse_shape(&v)
+                return crate::model::parse_shape(&v)
                     .map(Some)
                     .map_err(ApiError::invalid);
             }

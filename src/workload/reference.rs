@@ -6,11 +6,11 @@
 //!
 //! CPU time of the timing thread, not wall time: time-sharing is the CPU-share term's business and
 //! must not be counted twice.
-use super::networks::synthetic;
 use crate::kernels::{Kernel, KernelKind};
+use crate::model::generate::synthetic;
 use crate::profile::Measurement;
 use crate::runtime::{Prepared, RunSpec, RuntimeError, TractBackend};
-use crate::sense::clock::thread_cpu_seconds;
+use crate::util::clock::thread_cpu_seconds;
 
 /// Seed and indices of the networks: one inverted-residual network with squeeze-excitation, one of
 /// fire modules and two of channel shuffles (1–12 ms each here, ~21 ms a pass — small enough for the
@@ -122,9 +122,10 @@ impl SpeedNow {
         Ok(())
     }
 
-    /// The reading as the sampler's reference probe would leave it in a snapshot.
-    pub fn apply(&self, snap: &mut crate::sense::Snapshot) {
-        snap.probe.reference_recent_cpu_ms = self.latest;
+    /// The latest reading, CPU milliseconds of a pass: what the sampler's reference probe leaves in
+    /// a snapshot's `probe.reference_recent_cpu_ms` (none before the first [`Self::read`]).
+    pub fn latest(&self) -> Option<f64> {
+        self.latest
     }
 }
 

@@ -1,4 +1,5 @@
-//! CPU time of the calling thread: how the sampler measures its own cost and paces the probes.
+//! CPU time of the calling thread: how the sampler measures its own cost and paces the probes, and
+//! how the reference workload is timed.
 
 /// CPU seconds the calling thread has used; 0 if the clock is unavailable (never on Linux).
 pub fn thread_cpu_seconds() -> f64 {

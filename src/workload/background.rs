@@ -1,7 +1,7 @@
 //! Background load in a child process (`augur load …`), so that the sensors see it as another job's
 //! work — load threads inside augur would count as augur's own CPU. The child stops at its deadline,
 //! when this guard drops, and when augur dies (parent-death signal).
-use crate::sense::load::LoadKind;
+use super::load::LoadKind;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times an ONNX model with ONNX Runtime (CPU), for augur's command backend.
 
-    augur bench MODEL --backend 'cmd:python3 config/backends/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}'
+    augur bench MODEL --backend 'cmd:python3 scripts/onnxruntime_bench.py {model} --threads {threads} --runs {runs} --warmup {warmup}'
 
 Prints one JSON object on stdout, the reply augur reads:
 
