@@ -266,7 +266,7 @@ pub fn fit(
                 s[2 * j + 1] += ms * m;
             }
         }
-        rows.push((s, crate::calibrate::run::fit_target_timing(&t)));
+        rows.push((s, super::target::fit_target_timing(&t)));
     }
     if rows.len() < 5 {
         return Err(format!(

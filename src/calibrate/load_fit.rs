@@ -3,67 +3,14 @@
 //! thrasher (each a bounded child process), and fit the weights that map the sensed state to the
 //! slowdowns seen. Whole networks matter here: a neighbour that streams memory also evicts a
 //! network's weights and activations from the shared cache, which a kernel timed alone never shows.
-use super::background::BackgroundLoad;
 use crate::kernels::{Kernel, KernelKind};
 use crate::predict::Slowdown;
 use crate::profile::Roofline;
 use crate::runtime::{Prepared, RunSpec, TractBackend};
-use crate::sense::load::LoadKind;
-use crate::sense::{Sampler, Snapshot};
+use crate::sense::{Sampler, settle};
+use crate::workload::background::BackgroundLoad;
+use crate::workload::table::calibration_loads;
 use std::time::Duration;
-
-/// The loads calibration runs, with their names.
-pub fn calibration_loads(llc_bytes: u64, cores: usize) -> Vec<(&'static str, Option<LoadKind>)> {
-    let llc = (llc_bytes.max(8 << 20)) as usize;
-    vec![
-        ("quiet", None),
-        ("cpu1", Some(LoadKind::Cpu { threads: 1 })),
-        (
-            "cpu_all",
-            Some(LoadKind::Cpu {
-                threads: cores.max(1),
-            }),
-        ),
-        (
-            "cpu_over",
-            Some(LoadKind::Cpu {
-                threads: cores.max(1) * 2,
-            }),
-        ),
-        (
-            "memory",
-            Some(LoadKind::Memory {
-                threads: 1,
-                bytes: llc * 8,
-            }),
-        ),
-        (
-            "cache",
-            Some(LoadKind::Cache {
-                threads: 1,
-                bytes: llc,
-            }),
-        ),
-    ]
-}
-
-/// Waits until the sampler has taken fresh samples and re-run its probes under the new conditions.
-pub fn settle(sampler: &Sampler, seconds: f64) -> Snapshot {
-    let start = sampler.snapshot();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    let mut s = sampler.snapshot();
-    // Probes are rate-limited: give the memory probe up to 5 s more to run once under the new load.
-    // (Its callers measure in this process and time the reference workload themselves.)
-    let t0 = std::time::Instant::now();
-    let waiting = |s: &Snapshot| {
-        s.probe.memory_runs <= start.probe.memory_runs + 1 && t0.elapsed() < Duration::from_secs(5)
-    };
-    while waiting(&s) {
-        std::thread::sleep(Duration::from_millis(200));
-        s = sampler.snapshot();
-    }
-    s
-}
 
 struct Probe {
     prepared: Prepared,
@@ -174,7 +121,7 @@ pub fn fit(
     let mut quiet: Option<Vec<f64>> = None;
     let mut quiet_reference: Option<f64> = None;
     // Timed here, between the measurements (see `SenseConfig::for_measuring`).
-    let workload = super::reference::ReferenceWorkload::new().ok();
+    let workload = crate::workload::reference::ReferenceWorkload::new().ok();
     let reference_now = || workload.as_ref().and_then(|w| w.median_cpu_ms(5).ok());
     let mut reference_bw = base.reference_bandwidth;
     let unit = Slowdown {

@@ -1,5 +1,5 @@
 //! Building blocks of vision CNNs as graph-builder calls: the vocabulary the design-space generator
-//! ([`super::families`]) draws networks from. A block takes its shape decisions (widths, kernels,
+//! (`super::families`) draws networks from. A block takes its shape decisions (widths, kernels,
 //! expansions, gates) as arguments, so one block serves every family that uses it; the families decide.
 use super::TensorId;
 use super::builder::{BuildError, GraphBuilder};
@@ -98,6 +98,18 @@ impl Net<'_> {
 
     pub fn spatial(&self, x: TensorId) -> Result<usize, BuildError> {
         Ok(self.b.shape(x)?.get(2).copied().unwrap_or(1))
+    }
+
+    /// Stride 2 unless the map is already small (low resolutions run out of pixels first).
+    pub fn down(&self, x: TensorId) -> Result<usize, BuildError> {
+        Ok(if self.spatial(x)? >= 4 { 2 } else { 1 })
+    }
+
+    /// Global average pool, flatten, one linear classifier.
+    pub fn head_fc(&mut self, x: TensorId, classes: usize) -> R {
+        let g = self.b.global_avg_pool(x)?;
+        let f = self.b.flatten(g, 1)?;
+        self.b.gemm(f, classes, true)
     }
 
     /// A scalar constant operand (the 0.5 and 1/√2 of GELU).

@@ -1,11 +1,10 @@
-//! Multi-branch topologies of the design-space generator ([`super::families`]): HRNet's parallel
+//! Multi-branch topologies of the design-space generator (`super::families`): HRNet's parallel
 //! resolutions fused by strided convs and nearest upsampling, and DLA's hierarchical aggregation
 //! trees. Their joins (sums of resampled branches, concatenations of many levels) are kernels the
 //! chain-like families never make.
 use super::TensorId;
 use super::blocks::{Act, Net, R};
 use super::builder::BuildError;
-use super::families::{down, head_fc};
 
 /// HRNet's exchange: every branch receives the sum of all branches brought to its resolution and
 /// width (1×1 conv then nearest upsampling from lower resolutions, chains of strided 3×3 convs
@@ -57,7 +56,7 @@ pub(crate) fn hrnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let mut branches = vec![n.conv_act(y, c, 3, 1, Act::Relu)?];
     for stage in 1..4 {
         let last = branches[branches.len() - 1];
-        let s = down(n, last)?;
+        let s = n.down(last)?;
         branches.push(n.conv_act(last, c << stage, 3, s, Act::Relu)?);
         let modules = if stage == 2 {
             n.range(1, 4)
@@ -97,7 +96,7 @@ pub(crate) fn hrnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         detail: "an HRNet without branches".into(),
     })?;
     let y = n.conv_act(y, 2048, 1, 1, Act::Relu)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// One DLA block with the residual given: a basic block (`groups` 0), or a bottleneck of
@@ -179,7 +178,7 @@ pub(crate) fn dla(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         } else {
             n.range(1, 3)
         };
-        let s = down(n, y)?;
+        let s = n.down(y)?;
         let g = if groups > 1 {
             groups.min(c / 2)
         } else {

@@ -81,13 +81,6 @@ pub fn network(seed: u64, i: usize) -> Result<Graph, BuildError> {
     n.b.finish(&[y])
 }
 
-/// Global average pool, flatten, one linear classifier.
-pub(crate) fn head_fc(n: &mut Net, x: TensorId, classes: usize) -> R {
-    let g = n.b.global_avg_pool(x)?;
-    let f = n.b.flatten(g, 1)?;
-    n.b.gemm(f, classes, true)
-}
-
 /// Global average pool, a 1×1 conv with bias and an activation on the pooled vector, then the
 /// classifier (MobileNetV3, LCNet, GhostNet).
 fn head_conv(n: &mut Net, x: TensorId, width: usize, act: Act, classes: usize) -> R {
@@ -97,11 +90,6 @@ fn head_conv(n: &mut Net, x: TensorId, width: usize, act: Act, classes: usize) -
     let h = n.act(h, act)?;
     let f = n.b.flatten(h, 1)?;
     n.b.gemm(f, classes, true)
-}
-
-/// Stride 2 unless the map is already small (low resolutions run out of pixels first).
-pub(crate) fn down(n: &Net, x: TensorId) -> Result<usize, BuildError> {
-    Ok(if n.spatial(x)? >= 4 { 2 } else { 1 })
 }
 
 /// Activation of a mobile network: the early and the late one (MobileNetV3 and MixNet switch).
@@ -135,7 +123,7 @@ fn plain(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         }
     }
     if !n.chance(0.6) {
-        return head_fc(n, y, classes);
+        return n.head_fc(y, classes);
     }
     // A classifier on pooled 6×6 (or smaller) maps, at most ~10 k features wide.
     let (sp, c) = (n.spatial(y)?, n.channels(y)?);
@@ -188,7 +176,7 @@ fn resnet(n: &mut Net, x: TensorId, w: f64, classes: usize, bottleneck: bool) ->
             n.pick(&[1usize, 2, 3, 3])
         };
         for bi in 0..depth {
-            let stride = if bi == 0 && st > 0 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 && st > 0 { n.down(y)? } else { 1 };
             y = if bottleneck {
                 let mid = if groups > 1 {
                     n.round(width as f64 / 64.0 * base_width * groups as f64)
@@ -208,7 +196,7 @@ fn resnet(n: &mut Net, x: TensorId, w: f64, classes: usize, bottleneck: bool) ->
             };
         }
     }
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// RegNetX/Y: a 32-wide stem, stages of group-conv bottlenecks (ratio 1) whose widths grow
@@ -229,7 +217,7 @@ fn regnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             n.range(1, 4)
         };
         for bi in 0..depth {
-            let stride = if bi == 0 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 { n.down(y)? } else { 1 };
             let cin = n.channels(y)?;
             let se = se.then_some(Se {
                 reduced: (cin / 4).max(1),
@@ -239,7 +227,7 @@ fn regnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             y = n.bottleneck(y, width, stride, width, width / g, se, false)?;
         }
     }
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// MobileNetV1: depthwise separable convolutions.
@@ -259,11 +247,11 @@ fn mobilenet_v1(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     }
     plan.extend([(1024.0, 2), (1024.0, 1)]);
     for (c, s) in plan {
-        let stride = if s == 2 { down(n, y)? } else { 1 };
+        let stride = if s == 2 { n.down(y)? } else { 1 };
         let c = n.round(c * w);
         y = n.separable(y, c, stride, 3, act, None, act)?;
     }
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// Inverted-residual networks: MobileNetV2/V3, EfficientNet and -Lite, MnasNet, FBNet, TinyNet
@@ -298,7 +286,7 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         let se = n.chance(se_share);
         let repeats = if st == 0 { 1 } else { n.range(1, 4) };
         for bi in 0..repeats {
-            let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 && s == 2 { n.down(y)? } else { 1 };
             if per_block && bi > 0 {
                 k = n.pick(&[3usize, 5]);
                 t = n.pick(&[1usize, 3, 6]);
@@ -341,7 +329,7 @@ fn inverted(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         return head_conv(n, y, width, late, classes);
     }
     let y = n.conv_act(y, last, 1, 1, late)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// ReXNet: inverted residuals whose width grows linearly block by block (channel counts not
@@ -359,7 +347,7 @@ fn rexnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let mut idx = 0;
     for (st, (&l, &s)) in layers.iter().zip(&strides).enumerate() {
         for bi in 0..l {
-            let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 && s == 2 { n.down(y)? } else { 1 };
             let cout = n.round((16.0 + (final_c - 16.0) * idx as f64 / total as f64) * w);
             let cin = n.channels(y)?;
             let mid = if idx == 0 { cin } else { cin * 6 };
@@ -381,7 +369,7 @@ fn rexnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         }
     }
     let y = n.conv_act(y, n.round(1280.0 * w), 1, 1, Act::Silu)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// GhostNet: ghost bottlenecks (channel counts multiples of 4), hard-sigmoid squeeze-excitation,
@@ -406,7 +394,7 @@ fn ghost(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         };
         let repeats = if st == 0 { 1 } else { n.range(1, 4) };
         for bi in 0..repeats {
-            let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 && s == 2 { n.down(y)? } else { 1 };
             let cin = n.channels(y)?;
             let t = n.pick(&[1.0, 2.3, 2.5, 3.0, 4.0, 6.0]);
             let mid = n.round(cin as f64 * t);
@@ -433,7 +421,7 @@ fn mixnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         let cout = n.round(c * w);
         let act = if st == 0 { Act::Relu } else { Act::Silu };
         for bi in 0..n.range(1, 4) {
-            let stride = if bi == 0 && s == 2 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 && s == 2 { n.down(y)? } else { 1 };
             let cin = n.channels(y)?;
             let kernels: Vec<usize> = [3usize, 5, 7, 9][..n.range(1, 4)].to_vec();
             let t = n.pick(&[3usize, 6]);
@@ -455,7 +443,7 @@ fn mixnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
         }
     }
     let y = n.conv_act(y, 1536, 1, 1, Act::Relu)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// LCNet: depthwise separable blocks with hard-swish, 5×5 kernels late, squeeze-excitation in the
@@ -478,7 +466,7 @@ fn lcnet(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     let se = n.chance(0.7);
     plan.extend([(5, 512.0, 2, se), (5, 512.0, 1, se)]);
     for (k, c, s, se) in plan {
-        let stride = if s == 2 { down(n, y)? } else { 1 };
+        let stride = if s == 2 { n.down(y)? } else { 1 };
         let cout = n.round(c * w);
         let cin = n.channels(y)?;
         let se = se.then(|| Se {
@@ -525,13 +513,13 @@ fn shuffle(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     for (st, max) in [4usize, 8, 4].into_iter().enumerate() {
         let cout = n.round(base * (1 << st) as f64);
         for bi in 0..n.range(1, max) {
-            let stride = if bi == 0 { down(n, y)? } else { 1 };
+            let stride = if bi == 0 { n.down(y)? } else { 1 };
             y = n.shuffle(y, cout, stride, k)?;
         }
     }
     let last = n.pick(&[1024usize, 2048]);
     let y = n.conv_act(y, last, 1, 1, Act::Relu)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// DenseNet: dense blocks of pre-activation layers joined by transitions.
@@ -556,7 +544,7 @@ fn dense(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
     }
     let y = n.b.batchnorm(y)?;
     let y = n.b.relu(y)?;
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// GoogLeNet: a conv stem, inception modules between max pools.
@@ -575,7 +563,7 @@ fn inception(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             c += 64.0;
         }
     }
-    head_fc(n, y, classes)
+    n.head_fc(y, classes)
 }
 
 /// ConvNeXt: a 4×4 patchify stem, stages of large-kernel depthwise blocks with layer norms and
