@@ -55,6 +55,7 @@ pub mod settle;
 pub mod snapshot;
 pub mod state;
 pub mod thermal;
+pub mod what_if;
 
 pub use config::SenseConfig;
 pub use error::{SenseError, Unavailable};
