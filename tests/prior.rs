@@ -2,42 +2,18 @@
 //! so configurations it shares with the zoo are common shapes both happened to draw (a 3×3 conv of
 //! 64 channels at 56×56 is everywhere), not copies. The test reports the overlap and bounds it.
 //!
-//! Needs the development zoo (unpacked on demand from `../shared/models`). Run with `--release`.
+//! Needs the development zoo (unpacked on demand from `data/zoo`). Run with `--release`.
 use augur::calibrate::prior::{Prior, config_key};
 use augur::kernels::{FusionRules, decompose};
 use augur::model::import_path;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-/// The unpacked zoo's ONNX files (unpacking it first when it is not there).
+/// The unpacked zoo's ONNX files (from the repository's data/zoo).
 fn zoo_models() -> Vec<PathBuf> {
-    let dir = repo().join("target/zoo-dev");
-    let list = |dir: &PathBuf| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    if list(&dir).len() < 22 {
-        let status = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(repo())
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(status.success(), "unpacking the zoo failed");
-    }
-    let models = list(&dir);
+    let models = common::zoo_models();
     assert_eq!(models.len(), 22, "the development zoo has 22 models");
     models
 }
