@@ -1,14 +1,15 @@
 //! Composition: kernels as they behave inside whole networks rather than timed alone. A kernel timed
 //! alone runs with its inputs and weights hot and nothing between its runs; inside a network its
 //! operands stream through the caches behind other kernels. Where the runtime reports per-node times
-//! (tract), random synthetic networks ([`crate::model::generate`], never the evaluation models) are timed per
-//! node and the times attributed to kernels: those are what the regressors learn from, and networks
-//! held out of that fit give one factor per kind for what is left. Where it cannot (an external
-//! command), whole-network times of the same networks give the per-kind factors by least squares.
+//! (tract), random networks of the design space ([`crate::model::families`], never the evaluation
+//! models) are timed per node and the times attributed to kernels: those are what the regressors
+//! learn from, and networks held out of that fit give one factor per kind for what is left. Where it
+//! cannot (an external command), whole-network times of the same networks give the per-kind factors
+//! by least squares.
 use super::innet::attribute;
 use crate::kernels::{Decomposition, FusionRules, KernelKind, decompose};
 use crate::model::Graph;
-use crate::model::generate::synthetic;
+use crate::model::families::network as generated;
 use crate::profile::{Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ pub fn held_out(i: usize) -> bool {
 }
 
 fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), String> {
-    let g = synthetic(seed, i).map_err(|e| e.to_string())?;
+    let g = generated(seed, i).map_err(|e| e.to_string())?;
     let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
     Ok((g, d))
 }
@@ -247,7 +248,7 @@ pub fn fit(
         profile.roofline,
     );
     for i in 0..n {
-        let Ok(g) = synthetic(seed ^ 0xc0_3b05e, i) else {
+        let Ok(g) = generated(seed ^ 0xc0_3b05e, i) else {
             continue;
         };
         let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;

@@ -201,7 +201,8 @@ pub fn calibrate(
     let device = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
     let runtime = backend.version();
     let header = Header {
-        journal: 1,
+        // 2: in-network keys number `model::families` networks, not the classic ones.
+        journal: 2,
         runtime: runtime.clone(),
         threads: opts.threads,
         cpu_model: device.cpu_model.clone(),

@@ -1,8 +1,11 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
+mod blocks;
+mod branches;
 mod broadcast;
 pub mod builder;
 mod error;
 pub mod export;
+pub mod families;
 pub mod generate;
 pub(crate) mod graph;
 mod nnmeter;

@@ -188,6 +188,51 @@ impl GraphBuilder {
         self.unary("HardSwish", x)
     }
 
+    /// The Gauss error function, the core of GELU as exporters write it (x·½·(1 + erf(x/√2))).
+    pub fn erf(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.unary("Erf", x)
+    }
+
+    /// `clip(x/6 + ½, 0, 1)`, the gate of hard squeeze-excitation (MobileNetV3, LCNet, GhostNet).
+    pub fn hard_sigmoid(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "HardSigmoid";
+        let s = self.operand(OP, x, None)?;
+        let attrs = BTreeMap::from([
+            ("alpha".into(), Attr::Float(1.0 / 6.0)),
+            ("beta".into(), Attr::Float(0.5)),
+        ]);
+        Ok(self.push(OP, vec![x], attrs, s))
+    }
+
+    /// Layer normalisation over the last axis, with a scale and a bias (ConvNeXt's norm, applied to
+    /// a channels-last tensor).
+    pub fn layer_norm(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "LayerNormalization";
+        let s = self.operand(OP, x, None)?;
+        let Some(&c) = s.last() else {
+            return Err(self.invalid(OP, "needs an input of rank 1 or more"));
+        };
+        let name = self.next_name(OP);
+        let scale = self.const_weight(&name, "scale", vec![c], DType::F32);
+        let bias = self.const_weight(&name, "bias", vec![c], DType::F32);
+        let attrs = BTreeMap::from([
+            ("axis".into(), Attr::Int(-1)),
+            ("epsilon".into(), Attr::Float(1e-6)),
+        ]);
+        Ok(self.push(OP, vec![x, scale, bias], attrs, s))
+    }
+
+    /// Nearest-neighbour resize of an NCHW input to `size` ([H, W]), as upsampling layers export.
+    pub fn resize(&mut self, x: TensorId, size: [usize; 2]) -> Result<TensorId, BuildError> {
+        const OP: &str = "Resize";
+        let s = self.operand(OP, x, Some(4))?;
+        if size.contains(&0) {
+            return Err(self.invalid(OP, format!("target size {size:?} is empty")));
+        }
+        let attrs = BTreeMap::from([("mode".into(), Attr::Str("nearest".into()))]);
+        Ok(self.push(OP, vec![x], attrs, vec![s[0], s[1], size[0], size[1]]))
+    }
+
     /// Clip to [lo, hi] (ReLU6 is `clip(x, 0.0, 6.0)`).
     pub fn clip(&mut self, x: TensorId, lo: f32, hi: f32) -> Result<TensorId, BuildError> {
         const OP: &str = "Clip";
