@@ -10,7 +10,7 @@
 //! lines after the checkpoint are folded in again, which gives the same learner, since learning
 //! is deterministic. A `kill -9` can therefore lose nothing that was acknowledged: at worst it
 //! leaves a torn last line that was never acknowledged, which start-up cuts off (and keeps aside).
-use crate::predict::learner::{Learner, Phi, Rejected};
+use crate::predict::learner::{Features, KindShares, Learner, Phi, Rejected};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -67,6 +67,9 @@ pub struct Observation {
     /// The prediction as answered, with the learner's correction.
     pub served_ms: f64,
     pub phi: Phi,
+    /// The model's time per kernel kind, for the per-kind corrections (absent in older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<KindShares>,
     pub threads: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelObservation>>,
@@ -317,7 +320,11 @@ fn recover(dir: &Path) -> Result<(Learner, File, Recovery), JournalError> {
 fn fold(learner: &mut Learner, last_seq: &mut u64, r: &Record) -> Learned {
     *last_seq = (*last_seq).max(r.seq);
     let o = &r.observation;
-    learner.observe(&o.model, &o.phi, o.predicted_ms, o.latency_ms)
+    let x = Features {
+        phi: o.phi,
+        kinds: o.kinds,
+    };
+    learner.learn(&o.model, &x, o.predicted_ms, o.latency_ms)
 }
 
 fn unix_now() -> f64 {
@@ -521,6 +528,7 @@ mod tests {
             predicted_ms: 10.0,
             served_ms: 10.0,
             phi: [1.0, 0.2, 0.0, 0.0],
+            kinds: None,
             threads: 1,
             kernels: None,
         }

@@ -3,6 +3,7 @@
 //! (`limits.observations_per_second`, 429 past it), so that no client can fill the disk with
 //! journal or the learner's time with observations.
 use super::{AppState, engine, json, lookup};
+use crate::predict::Job;
 use crate::serve::api::ObserveRequest;
 use crate::serve::body;
 use crate::serve::error::ApiError;
@@ -127,30 +128,34 @@ async fn observe(app: &AppState, req: Request) -> Result<Response, ApiError> {
         )));
     }
     let live = app.snapshot();
-    let p = engine
-        .predictor
-        .predict(&entry.decomposition, &entry.base, &live, threads, false);
-    // JSON has no NaN: a non-finite figure would not read back, so it is journalled as 0 (which
-    // the learner refuses, now and on replay alike).
-    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
-    let phi = engine.predictor.phi(&entry.base, &p).map(finite);
-    let served = {
+    let job = Job {
+        model: &entry.id,
+        d: &entry.decomposition,
+        base: &entry.base,
+        threads,
+    };
+    // Predicted under the same read lock the answer's correction comes from; non-finite figures are
+    // journalled as 0 (JSON has no NaN), which the learner refuses now and on replay alike.
+    let pending = {
         let learner = app
             .journal
             .learner()
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        p.latency_ms * learner.correction(&entry.id, &phi)
+        engine.predictor.pending(&job, &live, &learner)
     };
+    let served = pending.served_ms;
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let observed = r.latency_ms;
     let (seq, learned) = app
         .journal
         .append(Observation {
             model: entry.id.clone(),
             latency_ms: observed,
-            predicted_ms: finite(p.latency_ms),
-            served_ms: finite(served),
-            phi,
+            predicted_ms: pending.predicted_ms,
+            served_ms: pending.served_ms,
+            phi: pending.features.phi,
+            kinds: pending.features.kinds,
             threads,
             kernels: r.kernels,
         })

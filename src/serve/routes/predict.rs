@@ -7,6 +7,7 @@
 //! resolved once at start-up ([`Hot`]) rather than a registry look-up (a hash of the name and
 //! labels) per request, and the content type is checked without allocating.
 use super::{AppState, engine, json, lookup};
+use crate::predict::Job;
 use crate::sense::Snapshot;
 use crate::serve::api::{
     BatchAnswer, BatchItem, PredictAnswer, PredictRequest, StateSource, StateSummary,
@@ -94,15 +95,15 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             .learner()
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        engine.predictor.predict_learned(
-            &entry.decomposition,
-            &entry.base,
-            &state,
+        let job = Job {
+            model: &entry.id,
+            d: &entry.decomposition,
+            base: &entry.base,
             threads,
-            r.kernels,
-            &learner,
-            &entry.id,
-        )
+        };
+        engine
+            .predictor
+            .predict_live(&job, &state, &learner, r.kernels)
     };
     if let Some(e) = unusable(p.latency_ms) {
         return Err(e);
@@ -170,14 +171,17 @@ async fn batch(
         .zip(&items)
         .map(|(d, item)| {
             let answered = d.and_then(|(entry, state, threads, ix)| {
-                let p = engine.predictor.predict_learned(
-                    &entry.decomposition,
-                    &entry.base,
-                    &state,
+                let job = Job {
+                    model: &entry.id,
+                    d: &entry.decomposition,
+                    base: &entry.base,
                     threads,
-                    item.kernels.unwrap_or(r.kernels),
+                };
+                let p = engine.predictor.predict_live(
+                    &job,
+                    &state,
                     &learner,
-                    &entry.id,
+                    item.kernels.unwrap_or(r.kernels),
                 );
                 if let Some(e) = unusable(p.latency_ms) {
                     return Err(e);
