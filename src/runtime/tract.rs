@@ -108,11 +108,10 @@ fn executor(threads: usize) -> Result<Executor, RuntimeError> {
     let e = std::panic::catch_unwind(|| Executor::multithread_with_name(threads, "augur-tract"))
         .map_err(|p| RuntimeError::Threads {
             threads,
-            detail: p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the thread pool could not be built".into()),
+            detail: crate::util::panic::panic_message(
+                p.as_ref(),
+                "the thread pool could not be built",
+            ),
         })?;
     pools.insert(threads, e.clone());
     Ok(e)
@@ -408,8 +407,7 @@ impl Prepared {
             if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>() {
                 continue;
             }
-            let mut v = per_node[id].clone();
-            v.sort_by(f64::total_cmp);
+            let v = crate::util::stats::sorted_finite(per_node[id].iter().copied());
             timings.push(NodeTiming {
                 name: node.name.clone(),
                 op: node.op().name().to_string(),
