@@ -3,9 +3,10 @@
 //! thrasher (each a bounded child process), and fit the weights that map the sensed state to the
 //! slowdowns seen. Whole networks matter here: a neighbour that streams memory also evicts a
 //! network's weights and activations from the shared cache, which a kernel timed alone never shows.
+use super::error::{FitError, MeasureError};
+use super::progress::{Progress, note};
 use crate::kernels::{Kernel, KernelKind};
-use crate::predict::Slowdown;
-use crate::profile::Roofline;
+use crate::profile::{Roofline, Slowdown};
 use crate::runtime::{Prepared, RunSpec, TractBackend};
 use crate::sense::{Sampler, settle};
 use crate::workload::background::BackgroundLoad;
@@ -24,13 +25,16 @@ pub struct LoadProbe {
 }
 
 /// Probes of single kernels.
-pub fn kernel_probes(kernels: &[Kernel], roofline: &Roofline) -> Result<Vec<LoadProbe>, String> {
+pub fn kernel_probes(
+    kernels: &[Kernel],
+    roofline: &Roofline,
+) -> Result<Vec<LoadProbe>, MeasureError> {
     kernels
         .iter()
         .map(|k| {
-            let g = super::build::kernel_graph(k).map_err(|e| e.to_string())?;
+            let g = super::build::kernel_graph(k)?;
             Ok(LoadProbe {
-                onnx: crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?,
+                onnx: crate::model::export::to_onnx_bytes(&g)?,
                 memory_share: crate::predict::memory_share_of(roofline, k),
             })
         })
@@ -79,13 +83,13 @@ pub fn fit(
     sampler: &Sampler,
     exe: Option<&std::path::Path>,
     llc_bytes: u64,
-    log: &dyn Fn(String),
-) -> Result<Slowdown, String> {
+    progress: Progress,
+) -> Result<Slowdown, FitError> {
     let backend = TractBackend::new();
     let mut probes = Vec::new();
     for p in to_time {
         probes.push(Probe {
-            prepared: backend.prepare(&p.onnx).map_err(|e| e.to_string())?,
+            prepared: backend.prepare(&p.onnx).map_err(MeasureError::from)?,
             memory_share: p.memory_share,
         });
     }
@@ -103,15 +107,15 @@ pub fn fit(
         runs: 100_000,
         max_seconds: 0.6,
     };
-    let time_all = |probes: &[Probe]| -> Result<Vec<f64>, String> {
+    let time_all = |probes: &[Probe]| -> Result<Vec<f64>, FitError> {
         probes
             .iter()
             .map(|p| {
-                p.prepared.time(&burn).map_err(|e| e.to_string())?;
+                p.prepared.time(&burn).map_err(MeasureError::from)?;
                 // The mean, not the median: preemption shows as a few long samples, and a job's
                 // throughput pays for them (the slowest and fastest tenth dropped, as
                 // `eval --scenarios` measures).
-                let t = p.prepared.time(&spec).map_err(|e| e.to_string())?;
+                let t = p.prepared.time(&spec).map_err(MeasureError::from)?;
                 Ok(crate::util::trimmed_mean(t.samples_ms, 0.1))
             })
             .collect()
@@ -138,7 +142,10 @@ pub fn fit(
                     Some(e) => BackgroundLoad::start_with(e, kind, max),
                     None => BackgroundLoad::start(kind, max),
                 };
-                Some(g.map_err(|e| format!("starting the {name} load: {e}"))?)
+                Some(g.map_err(|e| FitError::Load {
+                    load: name.to_string(),
+                    detail: e.to_string(),
+                })?)
             }
         };
         let snap = settle(sampler, if guard.is_some() { 2.0 } else { 1.0 });
@@ -151,7 +158,7 @@ pub fn fit(
             }
             quiet = Some(times.clone());
             quiet_reference = reference;
-            log(format!(
+            note(progress, format!(
                 "slowdown fit: quiet reference taken ({} probes; reference workload {})",
                 times.len(),
                 quiet_reference.map_or("not run".to_string(), |r| format!("{r:.2} ms"))
@@ -183,7 +190,7 @@ pub fn fit(
                 ),
             });
         }
-        log(format!(
+        note(progress, format!(
             "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, reference speed {}, observed median slowdown {:.2}",
             snap.others_busy().unwrap_or(0.0),
             f.cpu,
@@ -216,21 +223,15 @@ pub fn fit(
         ..base
     };
     // Interval: the 90th percentile of the relative residuals under load.
-    let mut res: Vec<f64> = rows
-        .iter()
-        .map(|(x1, x2, y)| {
-            ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05))
-                .ln()
-                .abs()
-        })
-        .collect();
-    res.sort_by(f64::total_cmp);
-    let q = res
-        .get(((res.len() as f64 - 1.0) * 0.9).round().max(0.0) as usize)
-        .copied()
+    let residuals = rows.iter().map(|(x1, x2, y)| {
+        ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05))
+            .ln()
+            .abs()
+    });
+    let q = crate::util::percentile(residuals, 0.9)
         .unwrap_or(0.1)
         .max(0.05);
-    log(format!(
+    note(progress, format!(
         "slowdown fit: cpu weight {:.2}, memory weight {:.2}, interval ±{:.0} %",
         fitted.cpu_weight,
         fitted.memory_weight,

@@ -145,10 +145,7 @@ pub fn run(
         progress,
     } = *plan;
     let rounds = rounds.max(1);
-    let device = crate::profile::DeviceInfo::detect(
-        std::path::Path::new("/sys"),
-        std::path::Path::new("/proc"),
-    );
+    let device = crate::profile::DeviceInfo::detect(&crate::util::roots::Roots::default());
     let sampler = Sampler::start(SenseConfig::for_measuring());
     let say = |s: String| {
         if progress {

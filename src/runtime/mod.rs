@@ -108,6 +108,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// `tract 0.23.9`, `onnxruntime 1.22.0` …
     fn version(&self) -> String;
+    /// Whether this is tract in this process, whose optimiser can be asked which ops it fuses
+    /// (any other runtime's fusion rules are found by timing).
+    fn is_in_process_tract(&self) -> bool {
+        false
+    }
     /// Times a whole model; its inputs are filled with a fixed pattern at their static shapes.
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError>;
     /// Per-node median times of whole-model runs, where the runtime can report them (`None` when it

@@ -234,6 +234,10 @@ impl Backend for TractBackend {
         format!("tract {TRACT_VERSION}")
     }
 
+    fn is_in_process_tract(&self) -> bool {
+        true
+    }
+
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError> {
         self.prepare(onnx)?.time(spec)
     }
