@@ -148,18 +148,21 @@ pub fn held_out_factors(
     // The factors are a model choice made on held-out data: kept only when they help there.
     let keep = matches!((after, before), (Some(a), Some(b)) if a < b);
     let pct = |e: Option<f64>| e.map_or(f64::NAN, |e| e * 100.0);
-    note(progress, format!(
-        "composition: {} held-out networks; median error {:.1} % → {:.1} % with factors {} ({})",
-        nets.len(),
-        pct(before),
-        pct(after),
-        factors
-            .iter()
-            .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if keep { "kept" } else { "not kept" }
-    ));
+    note(
+        progress,
+        format!(
+            "composition: {} held-out networks; median error {:.1} % → {:.1} % with factors {} ({})",
+            nets.len(),
+            pct(before),
+            pct(after),
+            factors
+                .iter()
+                .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if keep { "kept" } else { "not kept" }
+        ),
+    );
     if keep {
         Fitted {
             factors,
@@ -206,7 +209,9 @@ pub fn fit(
         };
         let d = decompose(&g, &FusionRules::tract_default()).map_err(MeasureError::from)?;
         let bytes = crate::model::export::to_onnx_bytes(&g).map_err(MeasureError::from)?;
-        let t = backend.time_onnx(&bytes, &spec).map_err(MeasureError::from)?;
+        let t = backend
+            .time_onnx(&bytes, &spec)
+            .map_err(MeasureError::from)?;
         let speed = match reader.read() {
             Some(now) if nominal > 0.0 => now / nominal,
             _ => 1.0,
@@ -273,18 +278,21 @@ pub fn fit(
             .unwrap_or(1.0)
     });
     let pct = |e: Option<f64>| e.map_or(f64::NAN, |e| e * 100.0);
-    note(progress, format!(
-        "composition: {} synthetic networks; median error {:.1} % → {:.1} %; factors {}",
-        rows.len(),
-        pct(before),
-        pct(after),
-        factors
-            .iter()
-            .filter(|(_, c)| (c.compute - 1.0).abs() > 1e-3 || (c.memory - 1.0).abs() > 1e-3)
-            .map(|(k, c)| format!("{} {:.2}/{:.2}", k.name(), c.compute, c.memory))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    note(
+        progress,
+        format!(
+            "composition: {} synthetic networks; median error {:.1} % → {:.1} %; factors {}",
+            rows.len(),
+            pct(before),
+            pct(after),
+            factors
+                .iter()
+                .filter(|(_, c)| (c.compute - 1.0).abs() > 1e-3 || (c.memory - 1.0).abs() > 1e-3)
+                .map(|(k, c)| format!("{} {:.2}/{:.2}", k.name(), c.compute, c.memory))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
     Ok(Fitted {
         factors,
         error: after,

@@ -163,10 +163,7 @@ pub fn detect_tract() -> Result<FusionRules, FusionError> {
 }
 
 /// nn-Meter's timing test against any backend.
-pub fn detect_by_timing(
-    backend: &dyn Backend,
-    threads: usize,
-) -> Result<FusionRules, FusionError> {
+pub fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, FusionError> {
     let spec = RunSpec {
         threads,
         warmup: 3,

@@ -200,11 +200,7 @@ impl Journal {
 
 /// The entries of an existing journal, and whether the file must be rewritten (it was empty or of
 /// format 1).
-fn read(
-    path: &Path,
-    f: impl BufRead,
-    header: &Header,
-) -> Result<(Vec<Entry>, bool), JournalError> {
+fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bool), JournalError> {
     let mut lines = f.lines();
     let Some(Ok(first)) = lines.next() else {
         return Ok((Vec::new(), true));
@@ -212,7 +208,9 @@ fn read(
     let found: Option<Header> = serde_json::from_str(&first).ok();
     let format = found.as_ref().map_or(0, |h| h.journal);
     let same = found.as_ref().is_some_and(|h| {
-        h.runtime == header.runtime && h.threads == header.threads && h.cpu_model == header.cpu_model
+        h.runtime == header.runtime
+            && h.threads == header.threads
+            && h.cpu_model == header.cpu_model
     });
     if !same {
         return Err(JournalError::Conditions {

@@ -158,11 +158,14 @@ pub fn fit(
             }
             quiet = Some(times.clone());
             quiet_reference = reference;
-            note(progress, format!(
-                "slowdown fit: quiet reference taken ({} probes; reference workload {})",
-                times.len(),
-                quiet_reference.map_or("not run".to_string(), |r| format!("{r:.2} ms"))
-            ));
+            note(
+                progress,
+                format!(
+                    "slowdown fit: quiet reference taken ({} probes; reference workload {})",
+                    times.len(),
+                    quiet_reference.map_or("not run".to_string(), |r| format!("{r:.2} ms"))
+                ),
+            );
             continue;
         }
         let Some(q) = quiet.as_ref() else { continue };
@@ -190,14 +193,17 @@ pub fn fit(
                 ),
             });
         }
-        note(progress, format!(
-            "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, reference speed {}, observed median slowdown {:.2}",
-            snap.others_busy().unwrap_or(0.0),
-            f.cpu,
-            f.memory,
-            speed.map_or("n/a".to_string(), |s| format!("{s:.3}")),
-            crate::util::median(&seen)
-        ));
+        note(
+            progress,
+            format!(
+                "slowdown fit: {name}: others busy {:.2}, cpu factor {:.2}, memory factor {:.2}, reference speed {}, observed median slowdown {:.2}",
+                snap.others_busy().unwrap_or(0.0),
+                f.cpu,
+                f.memory,
+                speed.map_or("n/a".to_string(), |s| format!("{s:.3}")),
+                crate::util::median(&seen)
+            ),
+        );
     }
     // Two-parameter least squares without intercept (no load, no slowdown).
     let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -231,12 +237,15 @@ pub fn fit(
     let q = crate::util::percentile(residuals, 0.9)
         .unwrap_or(0.1)
         .max(0.05);
-    note(progress, format!(
-        "slowdown fit: cpu weight {:.2}, memory weight {:.2}, interval ±{:.0} %",
-        fitted.cpu_weight,
-        fitted.memory_weight,
-        q * 100.0
-    ));
+    note(
+        progress,
+        format!(
+            "slowdown fit: cpu weight {:.2}, memory weight {:.2}, interval ±{:.0} %",
+            fitted.cpu_weight,
+            fitted.memory_weight,
+            q * 100.0
+        ),
+    );
     Ok(Slowdown {
         interval_calibrated: [(-q).exp(), q.exp()],
         ..fitted

@@ -301,3 +301,59 @@ fn save(opts: &Options, profile: &Profile) -> Result<PathBuf, CalibrateError> {
     profile.save(&opts.out)?;
     Ok(opts.out.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Quality, Roofline};
+
+    fn profile(problems: Vec<String>) -> Profile {
+        Profile {
+            format_version: crate::profile::FORMAT_VERSION,
+            augur_version: String::new(),
+            created_unix: 0,
+            device: DeviceInfo::default(),
+            runtime: "tract".into(),
+            threads: 1,
+            budget: "quick".into(),
+            fusion: FusionRules::tract_default(),
+            roofline: Roofline::default(),
+            reference: Reference::default(),
+            regressors: BTreeMap::new(),
+            measurements: Vec::new(),
+            cache_model: true,
+            composition: BTreeMap::new(),
+            slowdown: None,
+            quality: Some(Quality {
+                problems,
+                ..Quality::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_poor_calibration_never_overwrites_an_existing_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("profile.json");
+        let mut opts = Options::new(&out);
+        // Where there is none yet, even a poor profile is written (with its problems inside).
+        let poor = profile(vec!["pointwise kernels held-out error 27 %".into()]);
+        assert_eq!(save(&opts, &poor).unwrap(), out);
+        let good = profile(Vec::new());
+        save(&opts, &good).unwrap();
+        let before = std::fs::read(&out).unwrap();
+        match save(&opts, &poor) {
+            Err(CalibrateError::Poor { kept, aside, .. }) => {
+                assert_eq!(kept, out);
+                assert_eq!(aside, aside_path(&out));
+                assert!(aside.exists());
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&out).unwrap(), before);
+        // Asked to, it writes over.
+        opts.accept_poor = true;
+        save(&opts, &poor).unwrap();
+        assert_ne!(std::fs::read(&out).unwrap(), before);
+    }
+}

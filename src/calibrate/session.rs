@@ -44,7 +44,10 @@ pub struct Session<'a> {
     opts: &'a Options,
     backend: &'a dyn Backend,
     journal: Journal,
-    reader: Reader,
+    /// Times the reference workload (a script in tests).
+    read: Box<dyn FnMut() -> Option<f64> + 'a>,
+    /// How long a window lasts before its closing reading.
+    every: Duration,
     read_once: bool,
     before: Option<f64>,
     window_start: Instant,
@@ -64,11 +67,13 @@ impl<'a> Session<'a> {
         journal: Journal,
         progress: Progress<'a>,
     ) -> Session<'a> {
+        let reader = Reader::new();
         Session {
             opts,
             backend,
             journal,
-            reader: Reader::new(),
+            read: Box::new(move || reader.read()),
+            every: speed::EVERY,
             read_once: false,
             before: None,
             window_start: Instant::now(),
@@ -150,7 +155,7 @@ impl<'a> Session<'a> {
 
     /// Times the reference workload and journals the reading.
     fn reading(&mut self) -> Result<Option<f64>, CalibrateError> {
-        let r = self.reader.read();
+        let r = (self.read)();
         if let Some(cpu_ms) = r {
             let n = self.journal.references() + 1;
             self.journal.append(Entry::Reference { n, cpu_ms })?;
@@ -202,7 +207,7 @@ impl<'a> Session<'a> {
             networks: self.journal.networks(),
             repeats: self.repeats,
         });
-        if self.window_start.elapsed() >= speed::EVERY {
+        if self.window_start.elapsed() >= self.every {
             self.close_window(true)?;
         }
         Ok(())
@@ -262,5 +267,95 @@ impl<'a> Session<'a> {
             self.take(item, attempts);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::journal::Header;
+    use crate::calibrate::prior::Prior;
+    use crate::kernels::KernelKind;
+    use crate::runtime::{RuntimeError, Timing};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// A backend that answers each timing with the next runs of a script.
+    struct Scripted(Mutex<VecDeque<Vec<f64>>>);
+
+    impl Backend for Scripted {
+        fn name(&self) -> String {
+            "scripted".into()
+        }
+        fn version(&self) -> String {
+            "scripted 1".into()
+        }
+        fn time_onnx(&self, _: &[u8], _: &crate::runtime::RunSpec) -> Result<Timing, RuntimeError> {
+            let runs = self.0.lock().unwrap().pop_front().unwrap_or(vec![1.0; 7]);
+            Ok(Timing::from_samples(runs).unwrap())
+        }
+    }
+
+    #[test]
+    fn a_window_spoiled_by_a_switch_or_a_wide_spread_is_measured_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::new(dir.path().join("p.json"));
+        let header = Header {
+            journal: crate::calibrate::journal::FORMAT,
+            runtime: "scripted 1".into(),
+            threads: 1,
+            cpu_model: String::new(),
+        };
+        let journal = Journal::open(&dir.path().join("j.jsonl"), &header).unwrap();
+        let steady = vec![1.0; 7];
+        let spread = vec![1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0];
+        // Kernel timings in the order taken.
+        let backend = Scripted(Mutex::new(VecDeque::from(vec![
+            steady.clone(), // a
+            steady.clone(), // b: its window ends in a switch
+            steady.clone(), // b, again
+            steady.clone(), // c
+            spread,         // d: its runs spread wide
+            steady.clone(), // d, again
+        ])));
+        // Readings: before a, after a, after b (the speed switched), after b's repeat and c, after
+        // d, after d's repeat (when the session finishes).
+        let mut readings = VecDeque::from(vec![20.0, 20.0, 30.0, 30.0, 30.0, 30.0]);
+        let mut s = Session::new(&opts, &backend, journal, &|_| {});
+        s.read = Box::new(move || readings.pop_front());
+        s.every = Duration::ZERO;
+        let kernels: Vec<Kernel> = Prior::shipped()
+            .kernels
+            .into_iter()
+            .filter(|k| k.kind == KernelKind::Pointwise)
+            .take(4)
+            .collect();
+        for k in &kernels {
+            s.kernel(k).unwrap();
+        }
+        // A configuration already journalled is not taken again.
+        s.kernel(&kernels[0]).unwrap();
+        let (journal, failures) = s.finish().unwrap();
+        assert_eq!(failures.kernels, 0);
+        let windows: Vec<Window> = journal
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Kernel { window, .. } => Some(*window),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(windows.len(), 4, "{:?}", journal.entries());
+        let w = |reference_ms: f64, attempts: u32| Window {
+            reference_ms: Some(reference_ms),
+            spoiled: false,
+            attempts,
+        };
+        // b was journalled after its repeat, in the window of 30 ms readings, and so was d.
+        assert_eq!(
+            windows,
+            vec![w(20.0, 1), w(30.0, 2), w(30.0, 1), w(30.0, 2)]
+        );
+        assert_eq!(journal.references(), 6);
     }
 }
