@@ -93,33 +93,6 @@ pub fn fit(
             memory_share: p.memory_share,
         });
     }
-    // A thread that has slept gets the CPU first when it wakes, so a short timing under load sees no
-    // contention at all. A job runs for longer: burn 150 ms first, then time 600 ms of steady running.
-    let burn = RunSpec {
-        threads: 1,
-        warmup: 0,
-        runs: 100_000,
-        max_seconds: 0.15,
-    };
-    let spec = RunSpec {
-        threads: 1,
-        warmup: 0,
-        runs: 100_000,
-        max_seconds: 0.6,
-    };
-    let time_all = |probes: &[Probe]| -> Result<Vec<f64>, FitError> {
-        probes
-            .iter()
-            .map(|p| {
-                p.prepared.time(&burn).map_err(MeasureError::from)?;
-                // The mean, not the median: preemption shows as a few long samples, and a job's
-                // throughput pays for them (the slowest and fastest tenth dropped, as
-                // `eval --scenarios` measures).
-                let t = p.prepared.time(&spec).map_err(MeasureError::from)?;
-                Ok(crate::util::trimmed_mean(t.samples_ms, 0.1))
-            })
-            .collect()
-    };
     let cores = base.cores.round().max(1.0) as usize;
     let mut rows: Vec<(f64, f64, f64)> = Vec::new(); // (cpu_raw − 1, share·(mem_raw − 1), observed − 1)
     let mut quiet: Option<Vec<f64>> = None;
@@ -136,21 +109,11 @@ pub fn fit(
     for (name, load) in calibration_loads(llc_bytes, cores) {
         let guard = match load {
             None => None,
-            Some(kind) => {
-                let max = Duration::from_secs(30);
-                let g = match exe {
-                    Some(e) => BackgroundLoad::start_with(e, kind, max),
-                    None => BackgroundLoad::start(kind, max),
-                };
-                Some(g.map_err(|e| FitError::Load {
-                    load: name.to_string(),
-                    detail: e.to_string(),
-                })?)
-            }
+            Some(kind) => Some(start_load(name, kind, exe)?),
         };
         let snap = settle(sampler, if guard.is_some() { 2.0 } else { 1.0 });
         let reference = reference_now();
-        let times = time_all(&probes)?;
+        let times = time_probes(&probes)?;
         drop(guard);
         if load.is_none() {
             if let Some(bw) = snap.probe.memory_bandwidth_bytes_per_second.ewma {
@@ -205,38 +168,14 @@ pub fn fit(
             ),
         );
     }
-    // Two-parameter least squares without intercept (no load, no slowdown).
-    let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (x1, x2, y) in &rows {
-        a11 += x1 * x1;
-        a12 += x1 * x2;
-        a22 += x2 * x2;
-        b1 += x1 * y;
-        b2 += x2 * y;
-    }
-    let det = a11 * a22 - a12 * a12;
-    let (cw, mw) = if det.abs() > 1e-9 {
-        ((b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det)
-    } else if a11 > 1e-9 {
-        (b1 / a11, 1.0)
-    } else {
-        (1.0, 1.0)
-    };
+    let (cw, mw) = least_squares(&rows);
     let fitted = Slowdown {
         reference_bandwidth: reference_bw,
         cpu_weight: cw.clamp(0.0, 3.0),
         memory_weight: mw.clamp(0.0, 5.0),
         ..base
     };
-    // Interval: the 90th percentile of the relative residuals under load.
-    let residuals = rows.iter().map(|(x1, x2, y)| {
-        ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05))
-            .ln()
-            .abs()
-    });
-    let q = crate::util::percentile(residuals, 0.9)
-        .unwrap_or(0.1)
-        .max(0.05);
+    let q = interval(&rows, &fitted);
     note(
         progress,
         format!(
@@ -250,6 +189,86 @@ pub fn fit(
         interval_calibrated: [(-q).exp(), q.exp()],
         ..fitted
     })
+}
+
+/// Starts background load `kind` (bounded to 30 s), through `exe` where given.
+fn start_load(
+    name: &str,
+    kind: crate::workload::load::LoadKind,
+    exe: Option<&std::path::Path>,
+) -> Result<BackgroundLoad, FitError> {
+    let max = Duration::from_secs(30);
+    let g = match exe {
+        Some(e) => BackgroundLoad::start_with(e, kind, max),
+        None => BackgroundLoad::start(kind, max),
+    };
+    g.map_err(|e| FitError::Load {
+        load: name.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Times every probe as a job runs: a thread that has slept gets the CPU first when it wakes, so a
+/// short timing under load sees no contention at all. A job runs for longer: burn 150 ms first,
+/// then time 600 ms of steady running.
+fn time_probes(probes: &[Probe]) -> Result<Vec<f64>, FitError> {
+    let burn = RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 100_000,
+        max_seconds: 0.15,
+    };
+    let spec = RunSpec {
+        threads: 1,
+        warmup: 0,
+        runs: 100_000,
+        max_seconds: 0.6,
+    };
+    probes
+        .iter()
+        .map(|p| {
+            p.prepared.time(&burn).map_err(MeasureError::from)?;
+            // The mean, not the median: preemption shows as a few long samples, and a job's
+            // throughput pays for them (the slowest and fastest tenth dropped, as
+            // `eval --scenarios` measures).
+            let t = p.prepared.time(&spec).map_err(MeasureError::from)?;
+            Ok(crate::util::trimmed_mean(t.samples_ms, 0.1))
+        })
+        .collect()
+}
+
+/// Two-parameter least squares without intercept (no load, no slowdown) on rows of
+/// (cpu_raw − 1, share·(mem_raw − 1), observed − 1): the CPU and memory weights.
+fn least_squares(rows: &[(f64, f64, f64)]) -> (f64, f64) {
+    let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (x1, x2, y) in rows {
+        a11 += x1 * x1;
+        a12 += x1 * x2;
+        a22 += x2 * x2;
+        b1 += x1 * y;
+        b2 += x2 * y;
+    }
+    let det = a11 * a22 - a12 * a12;
+    if det.abs() > 1e-9 {
+        ((b1 * a22 - b2 * a12) / det, (a11 * b2 - a12 * b1) / det)
+    } else if a11 > 1e-9 {
+        (b1 / a11, 1.0)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
+/// The interval's half-width in log space: the 90th percentile of the relative residuals under
+/// load (at least 5 %).
+fn interval(rows: &[(f64, f64, f64)], fitted: &Slowdown) -> f64 {
+    let residuals = rows.iter().map(|(x1, x2, y)| {
+        ((1.0 + y) / (1.0 + fitted.cpu_weight * x1 + fitted.memory_weight * x2).max(0.05))
+            .ln()
+            .abs()
+    });
+    crate::util::percentile(residuals, 0.9)
+        .unwrap_or(0.1)
+        .max(0.05)
 }
 
 /// Representative kernels for the fit: a few of each kind that dominates CNN time.
@@ -276,4 +295,32 @@ pub fn representative(prior: &[Kernel], per_kind: usize) -> Vec<Kernel> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_squares_recovers_the_weights() {
+        let rows: Vec<(f64, f64, f64)> = (1..20)
+            .map(|i| {
+                let (x1, x2) = (i as f64 * 0.1, ((i * 7) % 5) as f64 * 0.2);
+                (x1, x2, 1.5 * x1 + 2.0 * x2)
+            })
+            .collect();
+        let (cw, mw) = least_squares(&rows);
+        assert!(
+            (cw - 1.5).abs() < 1e-9 && (mw - 2.0).abs() < 1e-9,
+            "{cw} {mw}"
+        );
+        // Nothing to fit on: the weights stay at 1.
+        assert_eq!(least_squares(&[]), (1.0, 1.0));
+        let fitted = Slowdown {
+            cpu_weight: cw,
+            memory_weight: mw,
+            ..Slowdown::default()
+        };
+        assert_eq!(interval(&rows, &fitted), 0.05);
+    }
 }
