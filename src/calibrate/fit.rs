@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// In-network measurements a kind needs before its regressor is fitted on them instead of on
 /// kernels timed alone.
-pub const MIN_IN_NETWORK: usize = 100;
+const MIN_IN_NETWORK: usize = 100;
 
 /// Most measurements a profile carries (about 0.6 KB each, keeping it well under 10 MB); the journal
 /// beside it keeps them all, and the regressors are fitted on all of them.

@@ -95,7 +95,7 @@ fn consumer(
 }
 
 /// op1 alone, op2 alone, and op1→op2.
-pub fn pair_graphs(p: &str, c: &str) -> Result<(Graph, Graph, Graph), BuildError> {
+fn pair_graphs(p: &str, c: &str) -> Result<(Graph, Graph, Graph), BuildError> {
     let mut b1 = GraphBuilder::new("p");
     let x = b1.input(&[1, C, HW, HW]);
     let y = producer(&mut b1, x, p)?;
@@ -141,7 +141,7 @@ fn tract_compute_nodes(g: &Graph) -> Result<usize, FusionError> {
 }
 
 /// Reads tract's fusion rules off its optimiser.
-pub fn detect_tract() -> Result<FusionRules, FusionError> {
+fn detect_tract() -> Result<FusionRules, FusionError> {
     let mut pairs = BTreeSet::new();
     for p in PRODUCERS {
         for c in CONSUMERS {
@@ -163,7 +163,7 @@ pub fn detect_tract() -> Result<FusionRules, FusionError> {
 }
 
 /// nn-Meter's timing test against any backend.
-pub fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, FusionError> {
+fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, FusionError> {
     let spec = RunSpec {
         threads,
         warmup: 3,

@@ -14,12 +14,12 @@ use crate::runtime::{Backend, NodeTiming, RunSpec};
 use std::collections::HashMap;
 
 /// Every fifth network is held out of the regressor fit, for the composition factors.
-pub fn held_out(i: usize) -> bool {
+pub(crate) fn held_out(i: usize) -> bool {
     i % 5 == 4
 }
 
 /// Synthetic network `i` of the calibration seeded `seed`, and its decomposition.
-pub fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), MeasureError> {
+pub(crate) fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), MeasureError> {
     let g = synthetic(seed, i)?;
     let d = decompose(&g, &FusionRules::tract_default())?;
     Ok((g, d))
@@ -27,7 +27,7 @@ pub fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), MeasureErr
 
 /// Times synthetic network `i` per node (as measured: not normalised); one measurement per kernel
 /// that got time, keyed by kernel index. `Ok(None)` when the backend cannot time per node.
-pub fn measure_network(
+pub(crate) fn measure_network(
     backend: &dyn Backend,
     seed: u64,
     i: usize,

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 /// Something to measure.
 #[derive(Clone, Debug)]
 enum Item {
-    Kernel(Kernel),
+    Kernel(Box<Kernel>),
     Network(usize),
 }
 
 /// What a measurement gave, raw.
 enum Taken {
-    Kernel(Measurement),
+    Kernel(Box<Measurement>),
     Network(usize, Vec<(usize, Measurement)>),
 }
 
@@ -108,7 +108,7 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         self.first_reading()?;
-        self.take(Item::Kernel(cfg.clone()), 1);
+        self.take(Item::Kernel(Box::new(cfg.clone())), 1);
         self.after_item()
     }
 
@@ -168,7 +168,7 @@ impl<'a> Session<'a> {
         let threads = self.opts.threads;
         let taken = match &item {
             Item::Kernel(cfg) => match measure::kernel(self.backend, cfg, threads) {
-                Ok(m) => Taken::Kernel(m),
+                Ok(m) => Taken::Kernel(Box::new(m)),
                 Err(e) => {
                     self.failures.kernels += 1;
                     self.failures.last = Some(e);
@@ -240,7 +240,7 @@ impl<'a> Session<'a> {
             };
             match p.taken {
                 Taken::Kernel(measurement) => self.journal.append(Entry::Kernel {
-                    measurement,
+                    measurement: *measurement,
                     window,
                 })?,
                 Taken::Network(network, ms) => {

@@ -13,11 +13,11 @@ use std::time::Duration;
 pub const EVERY: Duration = Duration::from_millis(1500);
 
 /// Readings before and after a window that differ by more than this share: the speed switched.
-pub const SWITCH: f64 = 0.10;
+const SWITCH: f64 = 0.10;
 
 /// A kernel whose runs spread wider than this share of their median ((p90 − p10) / median) was
 /// disturbed for part of them.
-pub const WIDE: f64 = 0.5;
+const WIDE: f64 = 0.5;
 
 /// Most times one measurement is taken: the first and one repeat.
 pub const ATTEMPTS: u32 = 2;
