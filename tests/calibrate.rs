@@ -251,11 +251,7 @@ fn interrupted_calibration_resumes_without_remeasuring() {
             .skip(1)
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .map(|v| match v["entry"].as_str().unwrap() {
-                "kernel" => {
-                    let mut k = v["measurement"]["kernel"].clone();
-                    k["name"] = "".into();
-                    format!("kernel/{k}")
-                }
+                "kernel" => format!("kernel/{}", v["config"]),
                 "in_network" => format!("innet/{}/{}", v["network"], v["index"]),
                 "reference" => format!("reference/{}", v["n"]),
                 other => panic!("unknown journal entry {other}"),

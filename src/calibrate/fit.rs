@@ -53,6 +53,7 @@ pub fn collect(entries: &[Entry]) -> Collected {
             Entry::Kernel {
                 measurement,
                 window,
+                ..
             } => {
                 out.alone
                     .push(speed::normalise(measurement, window, nominal));
@@ -203,6 +204,7 @@ mod tests {
             Entry::Reference { n: 1, cpu_ms: 20.0 },
             Entry::Reference { n: 3, cpu_ms: 20.0 },
             Entry::Kernel {
+                config: "slow".into(),
                 measurement: m("slow", 3.0),
                 window: w(30.0),
             },

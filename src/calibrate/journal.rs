@@ -1,7 +1,6 @@
 //! The measurement journal: every measurement is appended (and flushed) the moment it is taken, so an
 //! interrupted calibration loses nothing and resumes where it stopped. One JSON line per entry, a
 //! header first; entries are a tagged enum, so a reader never guesses what a line holds.
-use super::prior::config_key;
 use crate::profile::Measurement;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
@@ -42,8 +41,10 @@ fn one() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum Entry {
-    /// A kernel timed alone.
+    /// A kernel timed alone: `config` is the key (`prior::config_key`) of the configuration asked for,
+    /// what a resumed run looks up (the measured kernel is decomposed from the built graph).
     Kernel {
+        config: String,
         measurement: Measurement,
         #[serde(flatten)]
         window: Window,
@@ -186,8 +187,8 @@ impl Journal {
 
     fn index(&mut self, e: Entry) {
         match &e {
-            Entry::Kernel { measurement, .. } => {
-                self.kernels.insert(config_key(&measurement.kernel));
+            Entry::Kernel { config, .. } => {
+                self.kernels.insert(config.clone());
             }
             Entry::InNetwork { network, .. } => {
                 self.networks.insert(*network);
@@ -270,6 +271,7 @@ impl V1 {
             });
         }
         Some(Entry::Kernel {
+            config: self.key,
             measurement: self.m,
             window,
         })
@@ -279,6 +281,7 @@ impl V1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibrate::prior::config_key;
     use crate::kernels::{Kernel, KernelKind};
 
     fn header() -> Header {
@@ -308,6 +311,7 @@ mod tests {
         };
         j.append(Entry::Reference { n: 1, cpu_ms: 21.0 }).unwrap();
         j.append(Entry::Kernel {
+            config: config_key(&m("a", 3.0).kernel),
             measurement: m("a", 3.0),
             window: w,
         })

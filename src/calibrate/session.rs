@@ -22,7 +22,8 @@ enum Item {
 
 /// What a measurement gave, raw.
 enum Taken {
-    Kernel(Box<Measurement>),
+    /// The configuration's key and its measurement.
+    Kernel(String, Box<Measurement>),
     Network(usize, Vec<(usize, Measurement)>),
 }
 
@@ -168,7 +169,7 @@ impl<'a> Session<'a> {
         let threads = self.opts.threads;
         let taken = match &item {
             Item::Kernel(cfg) => match measure::kernel(self.backend, cfg, threads) {
-                Ok(m) => Taken::Kernel(Box::new(m)),
+                Ok(m) => Taken::Kernel(config_key(cfg), Box::new(m)),
                 Err(e) => {
                     self.failures.kernels += 1;
                     self.failures.last = Some(e);
@@ -188,8 +189,8 @@ impl<'a> Session<'a> {
                 }
             }
         };
-        if let Item::Kernel(cfg) = &item {
-            self.pending_keys.insert(config_key(cfg));
+        if let Taken::Kernel(key, _) = &taken {
+            self.pending_keys.insert(key.clone());
         }
         self.pending.push(Pending {
             item,
@@ -228,7 +229,7 @@ impl<'a> Session<'a> {
         self.pending_keys.clear();
         let mut again = Vec::new();
         for p in std::mem::take(&mut self.pending) {
-            let spoiled = switched || matches!(&p.taken, Taken::Kernel(m) if speed::wide(m));
+            let spoiled = switched || matches!(&p.taken, Taken::Kernel(_, m) if speed::wide(m));
             if spoiled && repeat && p.attempts < speed::ATTEMPTS {
                 again.push((p.item, p.attempts + 1));
                 continue;
@@ -239,7 +240,8 @@ impl<'a> Session<'a> {
                 attempts: p.attempts,
             };
             match p.taken {
-                Taken::Kernel(measurement) => self.journal.append(Entry::Kernel {
+                Taken::Kernel(config, measurement) => self.journal.append(Entry::Kernel {
+                    config,
                     measurement: *measurement,
                     window,
                 })?,
