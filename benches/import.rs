@@ -3,11 +3,13 @@
 //! `cargo bench --bench import` (runs: `AUGUR_BENCH_RUNS`, default 25). Prints median, p10 and p90 of
 //! the whole path (`import_path`: read + parse + shape inference + decomposition) and of the same
 //! without the file read, so a slow disk is told from slow code.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use augur::kernels::{FusionRules, decompose};
 use augur::model::{import_bytes, import_path};
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "resnet50_224";
@@ -30,22 +32,7 @@ fn report(what: &str, mut t: Vec<Duration>) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = repo.join(format!("target/zoo-dev/{MODEL}.onnx"));
-    if !path.exists() {
-        let unpacked = Command::new("sh")
-            .args(["../shared/models/unpack.sh", "target/zoo-dev"])
-            .current_dir(&repo)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unpacked {
-            eprintln!(
-                "import bench: {} is missing and the zoo could not be unpacked",
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    }
+    let path = common::zoo_model(MODEL);
     let runs: usize = std::env::var("AUGUR_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())

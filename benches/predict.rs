@@ -1,7 +1,10 @@
 //! Cost of a prediction for a cached resnet50 decomposition, and of one online update.
 //! `cargo bench --bench predict` (uses `AUGUR_PROFILE` if set, else a 15-second calibration).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use augur::kernels::{FusionRules, decompose};
-use augur::predict::{Learner, Predictor};
+use augur::predict::{Job, Learner, Predictor};
 use augur::profile::{Profile, Roofline};
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,17 +30,7 @@ fn time(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let zoo = root.join("target/zoo-dev");
-    if !zoo.join("resnet50_224.onnx").exists() {
-        let ok = Command::new("bash")
-            .arg(root.join("../shared/models/unpack.sh"))
-            .arg(&zoo)
-            .status();
-        assert!(
-            ok.map(|s| s.success()).unwrap_or(false),
-            "cannot unpack the zoo"
-        );
-    }
+    let resnet50 = common::zoo_model("resnet50_224");
     let profile_path = match std::env::var("AUGUR_PROFILE") {
         Ok(p) => PathBuf::from(p),
         Err(_) => {
@@ -67,7 +60,7 @@ fn main() {
     };
     let (profile, _) =
         Profile::load(&profile_path, &augur::profile::tract_runtime()).expect("profile");
-    let g = augur::model::import_path(&zoo.join("resnet50_224.onnx"), None).expect("import");
+    let g = augur::model::import_path(&resnet50, None).expect("import");
     let d = decompose(&g, &FusionRules::tract_default()).expect("decompose");
     let predictor = Predictor::new(Some(profile), Roofline::default());
     let state = augur::sense::Snapshot::default();
@@ -81,17 +74,25 @@ fn main() {
         std::hint::black_box(predictor.predict(std::hint::black_box(&d), &base, &state, 1, false));
     });
     let mut learner = Learner::new(4096);
+    let job = Job {
+        model: "resnet50",
+        d: &d,
+        base: &base,
+        threads: 1,
+    };
     let learned = time(15, 2000, || {
-        std::hint::black_box(
-            predictor.predict_learned(&d, &base, &state, 1, false, &learner, "resnet50"),
-        );
+        std::hint::black_box(predictor.predict_live(&job, &state, &learner, false));
     });
-    let phi = [1.0, 0.2, 0.1, 0.0];
+    // The learner's update alone (board, kernel-kind and model offsets and the shared regression).
+    let features = augur::predict::learner::Features {
+        phi: [1.0, 0.2, 0.1, 0.0],
+        kinds: Some(base.kind_shares),
+    };
     let mut i = 0u64;
     let update = time(15, 2000, || {
         i += 1;
         let obs = 100.0 * (1.0 + 0.01 * ((i % 7) as f64 - 3.0));
-        let _ = std::hint::black_box(learner.observe("resnet50", &phi, 100.0, obs));
+        let _ = std::hint::black_box(learner.learn("resnet50", &features, 100.0, obs));
     });
     println!("resnet50: {} kernels", d.kernels.len());
     println!(

@@ -12,6 +12,9 @@
 #[path = "../tests/serve/http.rs"]
 mod http;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use http::{Conn, get, request};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -29,16 +32,7 @@ fn knob(name: &str, default: f64) -> f64 {
 }
 
 fn zoo(name: &str) -> PathBuf {
-    let path = Path::new(ROOT).join("target/zoo-dev").join(name);
-    if !path.exists() {
-        let st = Command::new("sh")
-            .args(["../shared/models/unpack.sh", "target/zoo-dev"])
-            .current_dir(ROOT)
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(st.success(), "unpacking the zoo failed");
-    }
-    path
+    common::zoo_model(name)
 }
 
 struct Daemon(Child);

@@ -9,10 +9,51 @@
 //! The file is `--config`/`AUGUR_CONFIG` if given (it must exist), else `config/augur.toml` under the
 //! working directory, else `/etc/augur/augur.toml`, else the built-in defaults. Relative paths in
 //! it are relative to the working directory.
+//!
+//! What augur learns about a board (the device profile, imported models, the observation journal,
+//! the learner) lives in [`data_dir`] unless configured elsewhere, never under `target/`: a
+//! `cargo clean` must not delete a calibration that took a quarter of an hour.
 use crate::sense::SenseConfig;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// The data directory of a system service, and the last resort when there is no home directory.
+pub const SERVICE_DATA_DIR: &str = "/var/lib/augur";
+
+/// Where augur keeps its data when no path is configured: `$XDG_DATA_HOME/augur`, else
+/// `~/.local/share/augur`, else [`SERVICE_DATA_DIR`]. The systemd unit names `/var/lib/augur`
+/// itself (its `StateDirectory`).
+pub fn data_dir() -> PathBuf {
+    data_dir_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`data_dir`] for given values of `XDG_DATA_HOME` and `HOME`. Written out rather than taken from
+/// a crate such as `dirs`: it is the XDG rule and one fallback, and `dirs` would send macOS users to
+/// `~/Library` while the fallback for a user-less service is augur's own.
+fn data_dir_from(xdg_data_home: Option<OsString>, home: Option<OsString>) -> PathBuf {
+    // The XDG base directory specification: a relative value is invalid and must be ignored.
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_data_home) {
+        return xdg.join("augur");
+    }
+    if let Some(home) = absolute(home) {
+        return home.join(".local/share/augur");
+    }
+    PathBuf::from(SERVICE_DATA_DIR)
+}
+
+/// The device profile when none is configured: `profile.json` in [`data_dir`].
+pub fn default_profile_path() -> PathBuf {
+    data_dir().join("profile.json")
+}
+
+/// The offline learner of `augur observe` when none is named: `offline-learner.json` in
+/// [`data_dir`] (the daemon's own learner is `learner.json` in its state directory).
+pub fn default_learner_path() -> PathBuf {
+    data_dir().join("offline-learner.json")
+}
 
 /// Where a configuration file is looked for when none is named, in order.
 pub const SEARCH_PATH: [&str; 2] = ["config/augur.toml", "/etc/augur/augur.toml"];
@@ -30,6 +71,7 @@ pub struct Config {
     pub calibrate_in_background: bool,
     pub cache: CacheConfig,
     pub limits: Limits,
+    pub auth: AuthConfig,
     pub observe: ObserveConfig,
     pub sense: SenseConfig,
 }
@@ -47,6 +89,10 @@ pub struct CacheConfig {
 pub struct Limits {
     /// Largest model body `POST /v1/models` accepts, bytes.
     pub model_body_bytes: u64,
+    /// Largest nn-Meter IR (JSON) model body, bytes: a JSON graph takes several times its size
+    /// in memory while it is decoded, and real IR files are far smaller than ONNX ones (nn-Meter's
+    /// MobileNetV3-Small is 240 KB).
+    pub ir_body_bytes: u64,
     /// Largest JSON body of the other routes, bytes.
     pub json_body_bytes: u64,
     /// Largest graph, in nodes, that is decomposed.
@@ -57,6 +103,36 @@ pub struct Limits {
     pub max_batch: usize,
     /// Model imports run at once (each takes a core and the model's size in memory).
     pub concurrent_imports: usize,
+    /// Bytes of model uploads being received at once, all connections together; an upload waits
+    /// (within the request time limit) for room, so memory stays bounded whatever clients send.
+    /// Never below `model_body_bytes`, so that one upload of the largest size always fits.
+    pub upload_bytes_in_flight: u64,
+    /// Time a connection may wait for a request's headers, milliseconds: from the connection's
+    /// start or the end of its previous answer (so it bounds idle keep-alive connections too)
+    /// until the last header line.
+    pub header_timeout_ms: u64,
+    /// Longest silence while a request body is being received, milliseconds.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; past it the oldest connections are asked to close (an idle
+    /// one closes at once, a busy one after its answer).
+    pub max_connections: usize,
+    /// Largest body `POST /v1/observe` accepts, bytes.
+    pub observe_body_bytes: u64,
+    /// Observations accepted per second, all clients together (a burst of one second's worth is
+    /// allowed); more are answered 429.
+    pub observations_per_second: f64,
+}
+
+/// Who may use the API. Off loopback a bearer token is required: without `token_file` augur
+/// refuses to listen anywhere but on a loopback address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the bearer token (its first line, surrounding blanks trimmed). With one,
+    /// every route but `/live` and `/ready` requires `Authorization: Bearer <token>`.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token (for a Prometheus that cannot send one).
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,11 +148,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9747)),
-            profile: PathBuf::from("/var/lib/augur/profile.json"),
-            state_dir: PathBuf::from("/var/lib/augur"),
+            profile: default_profile_path(),
+            state_dir: data_dir(),
             calibrate_in_background: false,
             cache: CacheConfig::default(),
             limits: Limits::default(),
+            auth: AuthConfig::default(),
             observe: ObserveConfig::default(),
             sense: SenseConfig::default(),
         }
@@ -96,11 +173,18 @@ impl Default for Limits {
         Limits {
             // The largest zoo model (AlexNet) is 233 MiB of ONNX.
             model_body_bytes: 256 << 20,
+            ir_body_bytes: 16 << 20,
             json_body_bytes: 1 << 20,
             max_graph_nodes: 20_000,
             request_timeout_ms: 30_000,
             max_batch: 1_000,
             concurrent_imports: 1,
+            upload_bytes_in_flight: 512 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_connections: 512,
+            observe_body_bytes: 256 << 10,
+            observations_per_second: 2_000.0,
         }
     }
 }
@@ -210,13 +294,22 @@ impl Config {
         if l.request_timeout_ms == 0 {
             return bad("limits.request_timeout_ms must be above 0");
         }
-        if l.json_body_bytes == 0 || l.model_body_bytes == 0 {
+        if l.json_body_bytes == 0 || l.model_body_bytes == 0 || l.ir_body_bytes == 0 {
             return bad("limits.*_body_bytes must be above 0");
         }
         if l.max_batch == 0 || l.concurrent_imports == 0 || l.max_graph_nodes == 0 {
             return bad(
                 "limits.max_batch, limits.concurrent_imports and limits.max_graph_nodes must be above 0",
             );
+        }
+        if l.header_timeout_ms == 0 || l.body_timeout_ms == 0 {
+            return bad("limits.header_timeout_ms and limits.body_timeout_ms must be above 0");
+        }
+        if l.max_connections == 0 || l.observe_body_bytes == 0 {
+            return bad("limits.max_connections and limits.observe_body_bytes must be above 0");
+        }
+        if !(l.observations_per_second.is_finite() && l.observations_per_second > 0.0) {
+            return bad("limits.observations_per_second must be a positive number");
         }
         if !(self.observe.checkpoint_seconds.is_finite() && self.observe.checkpoint_seconds > 0.0) {
             return bad("observe.checkpoint_seconds must be a positive number");
@@ -260,7 +353,7 @@ enum Kind {
 }
 
 /// Every settable key and its type, read off the defaults (so a new field is settable at once).
-/// Optional fields without a default (`None`) are settable in the file only.
+/// Optional fields without a default (`None`) are added by name.
 fn leaf_kinds() -> Vec<(String, Kind)> {
     fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, Kind)>) {
         for (k, v) in t {
@@ -286,6 +379,12 @@ fn leaf_kinds() -> Vec<(String, Kind)> {
     let mut out = Vec::new();
     if let Ok(t) = toml::Table::try_from(Config::default()) {
         walk("", &t, &mut out);
+    }
+    // Optional keys whose default is `None` do not show in the defaults' table.
+    for (key, kind) in [("auth.token_file", Kind::Str)] {
+        if !out.iter().any(|(k, _)| k == key) {
+            out.push((key.to_string(), kind));
+        }
     }
     out
 }
@@ -381,6 +480,41 @@ mod tests {
     }
 
     #[test]
+    fn data_lives_in_the_xdg_data_home_then_home_then_var_lib() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            data_dir_from(os("/data"), os("/home/u")),
+            PathBuf::from("/data/augur")
+        );
+        assert_eq!(
+            data_dir_from(None, os("/home/u")),
+            PathBuf::from("/home/u/.local/share/augur")
+        );
+        // Relative values are not XDG paths (the specification says to ignore them).
+        assert_eq!(
+            data_dir_from(os("rel"), os("/home/u")),
+            PathBuf::from("/home/u/.local/share/augur")
+        );
+        assert_eq!(data_dir_from(None, None), PathBuf::from(SERVICE_DATA_DIR));
+        assert_eq!(
+            data_dir_from(os(""), os("")),
+            PathBuf::from(SERVICE_DATA_DIR)
+        );
+    }
+
+    #[test]
+    fn the_default_paths_are_outside_the_build_directory() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/augur.toml");
+        for c in [
+            Config::default(),
+            Config::load(Some(&file), env(&[]), &[]).unwrap(),
+        ] {
+            assert_eq!(c.profile, default_profile_path());
+            assert_eq!(c.state_dir, data_dir());
+        }
+    }
+
+    #[test]
     fn typos_and_bad_values_name_the_key() {
         let e = Config::load(
             None,
@@ -395,5 +529,18 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let c = Config::load(None, env(&[("AUGUR_SENSE_DISABLE", "perf, power")]), &[]).unwrap();
         assert_eq!(c.sense.disable, vec!["perf", "power"]);
+        // An optional key without a default is settable by the environment and flags too.
+        let c = Config::load(
+            None,
+            env(&[("AUGUR_AUTH_TOKEN_FILE", "/etc/augur/token")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.token_file.as_deref(),
+            Some(Path::new("/etc/augur/token"))
+        );
+        let e = Config::load(None, env(&[("AUGUR_LIMITS_MAX_CONNECTIONS", "0")]), &[]).unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
     }
 }

@@ -13,12 +13,14 @@
 //! 8. [`predict`]: base latency × slowdown from the live state, with online correction.
 //! 9. [`calibrate`]: micro-benchmarks and fits that write the profile (it checks its fit with the
 //!    predictor, so it stands above [`predict`]).
-//! 10. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
-//! 11. [`serve`]: the HTTP daemon.
-//! 12. [`cli`]: the command line.
+//! 10. [`eval`]: the evaluation protocol (passes, noise floor, FLOPs proxy, scenarios under load).
+//! 11. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
+//! 12. [`serve`]: the HTTP daemon.
+//! 13. [`cli`]: the command line.
 pub mod calibrate;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod predict;

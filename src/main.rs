@@ -34,7 +34,7 @@ enum Command {
     Load(augur::cli::load::Args),
     /// Show the board's live state and which sensors are live (and why the others are not).
     State(augur::cli::state::Args),
-    /// Derive a layer-configuration prior from model files (for calibration).
+    /// Generate the layer-configuration prior calibration samples, from networks of the design space.
     #[command(hide = true)]
     Prior(augur::cli::prior::Args),
 }

@@ -1,29 +1,9 @@
 //! Calibration, profile, predict and eval, end to end through the real binary.
+mod common;
+
+use common::{augur, zoo_model as zoo};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-
-fn augur() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_augur"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn zoo(name: &str) -> PathBuf {
-    let dir = root().join("target/zoo-dev");
-    let p = dir.join(format!("{name}.onnx"));
-    if !p.exists() {
-        let status = Command::new("bash")
-            .arg(root().join("../shared/models/unpack.sh"))
-            .arg(&dir)
-            .status()
-            .expect("unpack the zoo");
-        assert!(status.success());
-    }
-    p
-}
 
 /// One small calibration shared by the tests (a few seconds of measuring, no load fit).
 fn profile() -> &'static Path {
@@ -34,8 +14,7 @@ fn profile() -> &'static Path {
 fn calibration() -> &'static (PathBuf, String) {
     static P: OnceLock<(PathBuf, String)> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = root().join("target/test-calibrate");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = common::process_scratch("calibrate");
         let out = dir.join("profile.json");
         let o = augur()
             .args([
@@ -195,7 +174,17 @@ fn predict_json_and_fallback_flag() {
 fn eval_reports_errors_and_the_flops_baseline() {
     let p = profile();
     let o = augur()
-        .args(["eval", "--json", "--runs", "3", "--profile"])
+        .args([
+            "eval",
+            "--json",
+            "--runs",
+            "3",
+            "--passes",
+            "2",
+            "--window-s",
+            "0.2",
+            "--profile",
+        ])
         .arg(p)
         .arg(zoo("mobilenet_v3_small_224"))
         .arg(zoo("squeezenet1_1_224"))
@@ -224,10 +213,9 @@ fn eval_reports_errors_and_the_flops_baseline() {
 
 #[test]
 fn interrupted_calibration_resumes_without_remeasuring() {
-    let dir = root().join("target/test-resume");
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = dir.join("profile.json");
-    let journal = dir.join("profile.json.measurements.jsonl");
+    let dir = common::scratch("resume");
+    let out = dir.path().join("profile.json");
+    let journal = dir.path().join("profile.json.measurements.jsonl");
     let args = [
         "calibrate",
         "--budget",

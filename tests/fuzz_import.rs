@@ -12,7 +12,10 @@
 //!   `AUGUR_FUZZ_SECS=600 cargo test --release --test fuzz_import -- --ignored fuzz_import_long --nocapture`
 //!
 //! `AUGUR_FUZZ_SEED` changes the base seed; `AUGUR_FUZZ_REPLAY=N` replays case N in-process.
+mod common;
+
 use augur::kernels::{FusionRules, decompose};
+use common::{repo, zoo_dir as zoo};
 use prost::Message;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -27,24 +30,6 @@ const WORKER_ENV: &str = "AUGUR_FUZZ_WORKER";
 const CASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Address-space cap of a worker: a corrupt size must fail an allocation, not exhaust the machine.
 const WORKER_MEMORY: u64 = 6 << 30;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn zoo() -> PathBuf {
-    let dir = repo().join("target/zoo-dev");
-    if std::fs::read_dir(&dir).map_or(0, |d| d.count()) < 22 {
-        let status = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(repo())
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(status.success(), "unpacking the zoo failed");
-    }
-    dir
-}
 
 /// splitmix64: small, fast, and the same everywhere, so case N is the same case on every machine.
 struct Rng(u64);

@@ -1,8 +1,11 @@
 //! Model import and decomposition, end to end: the 22 zoo models against their reference MACs, the
-//! nn-Meter IR fixtures against MACs computed by hand, the kernels against tract's optimised graph, the
+//! nn-Meter IR fixtures against MACs computed by hand (nn-Meter's own MobileNetV3-Small IR against
+//! MACs counted from its JSON), the kernels against tract's optimised graph, the
 //! memory requirement against tract's real RSS, and every kind of bad input through the CLI.
 //!
-//! Needs the development zoo (unpacked on demand from `../shared/models`). Run with `--release`.
+//! Needs the development zoo (unpacked on demand from `data/zoo/`). Run with `--release`.
+mod common;
+
 use augur::kernels::{Decomposition, FusionRules, KernelKind, decompose};
 use augur::model::{Attr, Graph, ImportError, import_bytes, import_path};
 use prost::Message;
@@ -11,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+
+use common::{repo, zoo_model};
 
 const ZOO: [&str; 22] = [
     "alexnet_224",
@@ -37,29 +42,6 @@ const ZOO: [&str; 22] = [
     "squeezenet1_1_224",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn zoo() -> PathBuf {
-    let dir = repo().join("target/zoo-dev");
-    let present = ZOO.iter().all(|m| dir.join(format!("{m}.onnx")).exists());
-    if !present {
-        let status = Command::new("sh")
-            .arg("../shared/models/unpack.sh")
-            .arg("target/zoo-dev")
-            .current_dir(repo())
-            .status()
-            .expect("run ../shared/models/unpack.sh");
-        assert!(status.success(), "unpacking the zoo failed");
-    }
-    dir
-}
-
-fn zoo_model(name: &str) -> PathBuf {
-    zoo().join(format!("{name}.onnx"))
-}
-
 fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/nnmeter").join(name)
 }
@@ -82,8 +64,7 @@ fn decomposed(g: &Graph) -> Decomposition {
 #[test]
 fn zoo_inspect_json_macs_within_one_percent_of_reference() {
     let reference: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("../shared/models/zoo-dev.reference.json"))
-            .expect("read zoo-dev.reference.json"),
+        &std::fs::read(common::zoo_reference()).expect("read zoo-dev.reference.json"),
     )
     .expect("reference is JSON");
     let mut worst = 0.0f64;
@@ -421,6 +402,130 @@ fn nnmeter_padding_and_attribute_forms() {
     assert_eq!(d.macs, (4 * 4 * 3 * 2 * 9 + 5 * 5 * 4 * 9) as u64);
 }
 
+/// nn-Meter's own MobileNetV3-Small test model, as nn-Meter ships it.
+const NNMETER_MOBILENETV3: &str = "mobilenetv3small_0.json";
+
+/// The MACs of an nn-Meter IR file counted from its own JSON, independently of the importer: for each
+/// Conv2D and DepthwiseConv2dNative node, the stated output H·W·Cout times the kernel area (from
+/// `weight_shape` [kh, kw, cin, ·]) times the input channels one output reads (Cin of the stated input
+/// shape for Conv2D, 1 for depthwise); for each MatMul, the stated output columns times the stated
+/// input's last dimension (an unknown batch `-1` is one). The stated output shapes of these three ops
+/// are not among those nn-Meter's own shape inference rewrites (see `src/model/nnmeter/stated.rs`).
+fn nnmeter_macs_from_json(path: &Path) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("read the IR")).expect("JSON");
+    let dims = |x: &serde_json::Value| -> Vec<u64> {
+        x.as_array()
+            .expect("a shape")
+            .iter()
+            .map(|d| d.as_i64().expect("a dimension").max(1) as u64)
+            .collect()
+    };
+    let mut macs = 0;
+    for node in v.as_object().expect("an object").values() {
+        let a = &node["attr"];
+        let out = || dims(&a["output_shape"][0]);
+        let inp = || dims(&a["input_shape"][0]);
+        match a["type"].as_str().expect("a type") {
+            op @ ("Conv2D" | "DepthwiseConv2dNative") => {
+                let w = dims(&a["attr"]["weight_shape"]);
+                let o = out();
+                let per_output = if op == "Conv2D" { inp()[3] } else { 1 };
+                macs += o[1] * o[2] * o[3] * w[0] * w[1] * per_output;
+            }
+            "MatMul" => {
+                let (o, i) = (out(), inp());
+                macs += o[0] * o[1] * i[1];
+            }
+            _ => {}
+        }
+    }
+    macs
+}
+
+/// The IR nn-Meter itself ships: constant reads it dropped from the graph, and stated shapes its own
+/// inference rewrote in place (the squeeze-excitation scale, the tensor before the final Mean).
+#[test]
+fn nnmeter_real_mobilenetv3_small_imports_decomposes_and_predicts() {
+    let path = fixture(NNMETER_MOBILENETV3);
+    let g = import_path(&path, None).expect("nn-Meter's own IR imports");
+    let d = decomposed(&g);
+    let independent = nnmeter_macs_from_json(&path);
+    assert_eq!(d.macs, independent);
+    // The published MobileNetV3-Small figure is about 56–60 M at 224; this variant counts 61.2 M.
+    assert_eq!(d.macs, 61_233_632);
+    assert_eq!(d.input_shapes, vec![vec![1, 3, 224, 224]]);
+    // The squeeze-excitation scale keeps its real [1, C, 1, 1] shape; the product broadcasts it.
+    assert_eq!(output_shape(&g, "mul"), vec![1, 16, 1, 1]);
+    assert_eq!(output_shape(&g, "mul_1"), vec![1, 16, 56, 56]);
+    assert_eq!(
+        output_shape(&g, "conv13.1.hswish/mul_1"),
+        vec![1, 1024, 7, 7]
+    );
+    assert_eq!(output_shape(&g, "Mean"), vec![1, 1024]);
+    assert_eq!(output_shape(&g, "fc15.fc/MatMul"), vec![1, 1000]);
+    let bns = g
+        .nodes
+        .iter()
+        .filter(|n| n.op == "BatchNormalization")
+        .count();
+    assert_eq!(bns, 35);
+    assert!(g.outputs.len() == 1, "outputs {:?}", g.outputs);
+
+    let predictor = augur::predict::Predictor::new(None, augur::profile::Roofline::default());
+    let base = predictor.base(&d);
+    let p = predictor.predict(&d, &base, &augur::sense::Snapshot::default(), 1, true);
+    assert!(
+        p.latency_ms.is_finite() && p.latency_ms > 0.0,
+        "{}",
+        p.latency_ms
+    );
+    assert!(!p.calibrated);
+    assert!(p.peak_memory_bytes > 0);
+
+    // The command line takes the file as it is.
+    let o = augur()
+        .args(["inspect", "--json"])
+        .arg(&path)
+        .output()
+        .expect("run augur inspect");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inspect --json is JSON");
+    assert_eq!(v["macs"].as_u64(), Some(independent), "{v}");
+}
+
+/// A missing inbound is an error unless it names a constant read (`…/read`), and a stated shape
+/// that differs is accepted only where a consumer's rewrite in nn-Meter's inference explains it.
+#[test]
+fn nnmeter_constant_reads_and_rewritten_shapes() {
+    let x = r#""x": {"inbounds": [], "attr": {"type": "Placeholder", "attr": {"shape": [1, 8, 8, 4]}}}"#;
+    let bn = r#""bn": {"inbounds": ["x", "bn/moving_variance/read"], "attr": {"type": "FusedBatchNormV3", "output_shape": [[1, 8, 8, 4]]}}"#;
+    let json = format!("{{{x}, {bn}}}");
+    let g = import_bytes(json.as_bytes(), "t.json", None).expect("a dropped constant read imports");
+    assert_eq!(node(&g, "bn").op, "BatchNormalization");
+    let json = format!("{{{x}, {}}}", bn.replace("/read", "/value"));
+    let e = import_bytes(json.as_bytes(), "t.json", None).unwrap_err();
+    assert!(e.to_string().contains("bn/moving_variance/value"), "{e}");
+
+    // A [1, 1, 1, 4] scale whose stated shape a broadcasting consumer raised to [1, 8, 8, 4].
+    let se = |consumer: &str| {
+        format!(
+            r#"{{{x},
+            "pool": {{"inbounds": ["x"], "attr": {{"type": "AvgPool", "output_shape": [[1, 1, 1, 4]],
+                     "attr": {{"ksize": [8, 8], "strides": [1, 1], "padding": "VALID"}}}}}},
+            "scale": {{"inbounds": ["pool"], "attr": {{"type": "Sigmoid", "output_shape": [[1, 8, 8, 4]]}}}},
+            "out": {{"inbounds": ["scale", "x"], "attr": {{"type": "{consumer}",
+                     "input_shape": [[1, 8, 8, 4], [1, 8, 8, 4]], "output_shape": [[1, 8, 8, 4]]}}}}}}"#
+        )
+    };
+    let g = import_bytes(se("Mul").as_bytes(), "t.json", None).expect("a raised shape imports");
+    assert_eq!(output_shape(&g, "scale"), vec![1, 4, 1, 1]);
+    assert_eq!(output_shape(&g, "out"), vec![1, 4, 8, 8]);
+    // Concatenation does not broadcast in nn-Meter's inference: the same statement is an error.
+    let e = import_bytes(se("ConcatV2").as_bytes(), "t.json", None).unwrap_err();
+    assert!(e.to_string().contains("the file says"), "{e}");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Decomposition against tract's optimised graph
 // ---------------------------------------------------------------------------------------------------
@@ -474,7 +579,7 @@ fn augur_group(k: KernelKind) -> &'static str {
 }
 
 /// tract count minus augur count, per group, where they differ for a documented reason
-/// (`src/kernels/README-section.md`, "augur kernels against tract's optimised graph").
+/// (`docs/validation.md`, "Kernels against tract's optimised graph").
 const KNOWN_DIFFERENCES: &[(&str, &[(&str, i64)])] = &[
     // classifier.4: the matrix-vector Gemm's bias and Relu run as a separate Add+Max chain.
     ("alexnet_224", &[("elementwise", 1)]),

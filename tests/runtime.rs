@@ -1,31 +1,16 @@
 //! Measurement backends end to end: built kernels exported and timed by tract, zoo models benched and
 //! round-tripped through export, the command backend with fake commands and (when installed) ONNX Runtime,
 //! and `augur bench`.
+mod common;
+
 use augur::model::builder::GraphBuilder;
 use augur::model::export::to_onnx_bytes;
 use augur::model::{Graph, import_bytes, import_path};
 use augur::runtime::{
     Backend, CommandBackend, RunSpec, RuntimeError, Timing, TractBackend, backend_from_spec,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn zoo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-dev")
-}
-
-fn zoo_model(name: &str) -> Option<PathBuf> {
-    let p = zoo().join(format!("{name}.onnx"));
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipped: {} is missing (run ../shared/models/unpack.sh target/zoo-dev)",
-            p.display()
-        );
-        None
-    }
-}
 
 fn conv_model() -> Vec<u8> {
     let mut b = GraphBuilder::new("conv3x3");
@@ -89,35 +74,9 @@ fn prepared_models_are_timed_again_and_per_node() {
     assert!(nodes.iter().map(|n| n.median_ms).sum::<f64>() > 0.0);
 }
 
-/// What calibration pays per kernel: the whole `time_onnx` call (load, optimise, warm-up, timed runs)
-/// on a 1-op model. Printed with `--nocapture`.
-#[test]
-fn time_onnx_cost_on_a_tiny_model() {
-    let backend = TractBackend::new();
-    let bytes = relu_model();
-    let spec = RunSpec::default();
-    let (mut walls, mut runs) = (Vec::new(), Vec::new());
-    for _ in 0..31 {
-        let t0 = Instant::now();
-        let t = backend.time_onnx(&bytes, &spec).unwrap();
-        walls.push(t0.elapsed().as_secs_f64() * 1e3);
-        runs.push(t.median_ms);
-    }
-    walls.sort_by(f64::total_cmp);
-    runs.sort_by(f64::total_cmp);
-    eprintln!(
-        "time_onnx on a 1-op model: {:.3} ms per call (median of 31), one run {:.2} µs",
-        walls[15],
-        runs[15] * 1e3
-    );
-    assert!(walls[15] < 1000.0);
-}
-
 #[test]
 fn a_zoo_model_is_benched() {
-    let Some(path) = zoo_model("mobilenet_v3_small_224") else {
-        return;
-    };
+    let path = common::zoo_model("mobilenet_v3_small_224");
     let bytes = std::fs::read(path).unwrap();
     let spec = RunSpec {
         runs: 3,
@@ -139,16 +98,7 @@ fn macs(g: &Graph) -> u64 {
 
 #[test]
 fn zoo_models_survive_export() {
-    if !zoo().exists() {
-        eprintln!("skipped: no zoo at {}", zoo().display());
-        return;
-    }
-    let mut names: Vec<PathBuf> = std::fs::read_dir(zoo())
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
-        .collect();
-    names.sort();
+    let names = common::zoo_models();
     let mut failures = Vec::new();
     for path in &names {
         let g = import_path(path, None).unwrap();

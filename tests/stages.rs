@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "sense",
     "predict",
     "calibrate",
+    "eval",
     "config",
     "serve",
     "cli",

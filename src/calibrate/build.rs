@@ -36,12 +36,19 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
             rest = &k.ops[1..];
         }
         KernelKind::MatMul => {
-            let flat = if first.len() == 2 {
-                x
+            y = if first.len() > 2 && k.ops.first().map(String::as_str) == Some("MatMul") {
+                // A linear layer on the last axis of a channels-last tensor (ConvNeXt's MLP).
+                let kk = first.last().copied().unwrap_or(1);
+                let w = b.weight(&[kk, k.cout]);
+                b.matmul(x, w)?
             } else {
-                b.flatten(x, 1)?
+                let flat = if first.len() == 2 {
+                    x
+                } else {
+                    b.flatten(x, 1)?
+                };
+                b.gemm(flat, k.cout, true)?
             };
-            y = b.gemm(flat, k.cout, true)?;
             rest = &k.ops[1..];
         }
         KernelKind::Pool => {
@@ -81,6 +88,9 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
                         .max(1);
                     y = b.slice(x, &[1], &[0], &[out_c], &[1])?;
                 }
+                Some("Resize") if first.len() == 4 && k.output_shape.len() == 4 => {
+                    y = b.resize(x, [k.output_shape[2], k.output_shape[3]])?;
+                }
                 _ => return Err(err(k, "this data-movement op is not measured yet")),
             }
             rest = &k.ops[1..];
@@ -97,6 +107,9 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
             "Clip" => b.clip(y, 0.0, 6.0)?,
             "Sigmoid" => b.sigmoid(y)?,
             "HardSwish" => b.hardswish(y)?,
+            "HardSigmoid" => b.hard_sigmoid(y)?,
+            "Erf" => b.erf(y)?,
+            "LayerNormalization" => b.layer_norm(y)?,
             "BatchNormalization" => b.batchnorm(y)?,
             "Add" | "Sub" | "Mul" | "Div" => {
                 // The other operand: another input of the kernel if it has one; for a chain that

@@ -1,16 +1,17 @@
 //! Composition: kernels as they behave inside whole networks rather than timed alone. A kernel timed
 //! alone runs with its inputs and weights hot and nothing between its runs; inside a network its
 //! operands stream through the caches behind other kernels. Where the runtime reports per-node times
-//! (tract), random synthetic networks ([`crate::model::generate`], never the evaluation models) are timed per
-//! node and the times attributed to kernels: those are what the regressors learn from, and networks
-//! held out of that fit give one factor per kind for what is left. Where it cannot (an external
-//! command), whole-network times of the same networks give the per-kind factors by least squares.
+//! (tract), random networks of the design space ([`crate::model::families`], never the evaluation
+//! models) are timed per node and the times attributed to kernels: those are what the regressors
+//! learn from, and networks held out of that fit give one factor per kind for what is left. Where it
+//! cannot (an external command), whole-network times of the same networks give the per-kind factors
+//! by least squares.
 use super::error::{FitError, MeasureError};
 use super::innet::{held_out, network};
 use super::progress::{Progress, note};
 use super::speed::Reader;
 use crate::kernels::{FusionRules, KernelKind, decompose};
-use crate::model::generate::synthetic;
+use crate::model::families::network as generated;
 use crate::profile::{Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
@@ -204,7 +205,7 @@ pub fn fit(
     let reader = Reader::new();
     let nominal = profile.reference.workload_cpu_ms;
     for i in 0..n {
-        let Ok(g) = synthetic(seed ^ 0xc0_3b05e, i) else {
+        let Ok(g) = generated(seed ^ 0xc0_3b05e, i) else {
             continue;
         };
         let d = decompose(&g, &FusionRules::tract_default()).map_err(MeasureError::from)?;

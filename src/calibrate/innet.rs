@@ -3,12 +3,13 @@
 //! runs; inside a network its operands stream through the caches behind other kernels. Regressors fitted
 //! on these timings learn the latency a kernel really has where it will be predicted.
 //!
-//! The networks are random synthetic ones ([`crate::model::generate`], never the evaluation models),
+//! The networks are random ones of the design space ([`crate::model::families`], never the evaluation
+//! models),
 //! numbered from 0 under the calibration's seed; every fifth is held out of the regressor fit.
 use super::error::MeasureError;
 use crate::kernels::{Decomposition, FusionRules, decompose};
 use crate::model::Graph;
-use crate::model::generate::synthetic;
+use crate::model::families::network as generated;
 use crate::profile::Measurement;
 use crate::runtime::{Backend, NodeTiming, RunSpec};
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ pub(crate) fn held_out(i: usize) -> bool {
 
 /// Synthetic network `i` of the calibration seeded `seed`, and its decomposition.
 pub(crate) fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), MeasureError> {
-    let g = synthetic(seed, i)?;
+    let g = generated(seed, i)?;
     let d = decompose(&g, &FusionRules::tract_default())?;
     Ok((g, d))
 }

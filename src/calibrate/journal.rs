@@ -7,8 +7,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// The journal format this augur writes; format 1 (string keys) is read and rewritten.
-pub const FORMAT: u32 = 2;
+/// The journal format this augur writes. Format 2 (string keys, networks of `model::families`) is
+/// read and rewritten; format 1 numbered networks of an older generator and is refused.
+pub const FORMAT: u32 = 3;
+
+/// The last format with string keys, converted on open.
+const KEYED: u32 = 2;
 
 /// First line of a journal: the conditions its measurements are valid for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,7 +78,7 @@ pub enum JournalError {
     )]
     Conditions { path: PathBuf, found: String },
     #[error(
-        "{path} is a journal of format {found}, which this augur cannot read (it reads 1 and {FORMAT}); remove it or calibrate into another --out"
+        "{path} is a journal of format {found}, which this augur cannot read (it reads {KEYED} and {FORMAT}); remove it or calibrate into another --out"
     )]
     Format { path: PathBuf, found: u32 },
 }
@@ -91,7 +95,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) the journal. An existing journal taken under other conditions is an error,
     /// never silently mixed in; a torn last line (the process was killed mid-write) is dropped; a
-    /// journal of format 1 is converted and rewritten in this format.
+    /// journal of format 2 is converted and rewritten in this format.
     pub fn open(path: &Path, header: &Header) -> Result<Journal, JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_path_buf(),
@@ -200,7 +204,7 @@ impl Journal {
 }
 
 /// The entries of an existing journal, and whether the file must be rewritten (it was empty or of
-/// format 1).
+/// format 2).
 fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bool), JournalError> {
     let mut lines = f.lines();
     let Some(Ok(first)) = lines.next() else {
@@ -226,10 +230,10 @@ fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bo
             .map_while(Result::ok)
             .filter_map(|l| serde_json::from_str(&l).ok())
             .collect(),
-        1 => lines
+        KEYED => lines
             .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<V1>(&l).ok())
-            .filter_map(V1::convert)
+            .filter_map(|l| serde_json::from_str::<Keyed>(&l).ok())
+            .filter_map(Keyed::convert)
             .collect(),
         found => {
             return Err(JournalError::Format {
@@ -241,15 +245,15 @@ fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bo
     Ok((entries, format != FORMAT))
 }
 
-/// An entry of format 1: `{"key": "innet/3/7" | "reference/2" | <config key>, …measurement}`.
+/// An entry of format 2: `{"key": "innet/3/7" | "reference/2" | <config key>, …measurement}`.
 #[derive(Deserialize)]
-struct V1 {
+struct Keyed {
     key: String,
     #[serde(flatten)]
     m: Measurement,
 }
 
-impl V1 {
+impl Keyed {
     fn convert(self) -> Option<Entry> {
         let window = Window {
             attempts: 1,
@@ -355,14 +359,22 @@ mod tests {
         std::fs::write(&p, serde_json::to_string(&future).unwrap() + "\n").unwrap();
         let e = Journal::open(&p, &header()).err().unwrap().to_string();
         assert!(e.contains("format 9") && e.contains("remove it"), "{e}");
+        // Format 1 numbered the networks of an older generator: its entries mean nothing now.
+        let old = Header {
+            journal: 1,
+            ..header()
+        };
+        std::fs::write(&p, serde_json::to_string(&old).unwrap() + "\n").unwrap();
+        let e = Journal::open(&p, &header()).err().unwrap();
+        assert!(matches!(e, JournalError::Format { found: 1, .. }), "{e}");
     }
 
     #[test]
-    fn a_format_1_journal_is_converted_and_rewritten() {
+    fn a_format_2_journal_is_converted_and_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
         let old = Header {
-            journal: 1,
+            journal: KEYED,
             ..header()
         };
         let line = |key: &str, ms: f64| {

@@ -49,7 +49,7 @@ pub fn network_probes(seed: u64, n: usize, roofline: &Roofline) -> Vec<LoadProbe
         if out.len() >= n {
             break;
         }
-        let Ok(g) = crate::model::generate::synthetic(seed ^ 0x10ad, i) else {
+        let Ok(g) = crate::model::families::network(seed ^ 0x10ad, i) else {
             continue;
         };
         let Ok(d) = crate::kernels::decompose(&g, &crate::kernels::FusionRules::tract_default())

@@ -39,7 +39,7 @@ pub struct Args {
     /// Threads the runtime uses while measuring (predictions are for this thread count).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Measurement backend: `tract` (in process) or `cmd:<template>` (see README).
+    /// Measurement backend: `tract` (in process) or `cmd:<template>` (see docs/measuring.md).
     #[arg(long, default_value = "tract")]
     pub backend: String,
     /// Seed of the sampling plan (a resumed run must use the same one).

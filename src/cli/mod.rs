@@ -10,7 +10,6 @@ pub mod prior;
 pub mod scenarios;
 pub mod serve;
 pub mod state;
-pub mod summary;
 
 pub use crate::model::parse_shape;
 
@@ -18,7 +17,8 @@ pub use crate::model::parse_shape;
 /// `Option<Vec<T>>` as a list of `T` values and panics handing `parse_shape`'s `Vec` to that type.
 pub type Shape = Vec<usize>;
 
-/// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`).
+/// The profile path of the configuration (config/augur.toml or its search path, then `AUGUR_…`);
+/// without one, `profile.json` in the data directory ([`crate::config::data_dir`]).
 pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
     let file = crate::config::find_file(None);
     let cfg = crate::config::Config::load(

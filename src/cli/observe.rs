@@ -1,6 +1,6 @@
 //! `augur observe`: feeds a JSON-lines log of observed latencies to the online learner, offline.
 //! Each line: `{"model": "path.onnx", "latency_ms": 12.3, "threads"?: 1, "state"?: {…snapshot…}}`.
-use crate::predict::{Learner, Predictor};
+use crate::predict::{Job, Learner, Predictor};
 use crate::profile::Roofline;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -14,8 +14,9 @@ pub struct Args {
     /// Device profile (default: `profile` of config/augur.toml).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// The learner's state file: read if present, written back atomically.
-    #[arg(long, default_value = "target/augur/offline-learner.json")]
+    /// The learner's state file: read if present, written back atomically (default:
+    /// `offline-learner.json` in the data directory, `$XDG_DATA_HOME/augur` or `~/.local/share/augur`).
+    #[arg(long, default_value_os_t = crate::config::default_learner_path())]
     pub learner: PathBuf,
     #[arg(long)]
     pub json: bool,
@@ -76,11 +77,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let Some((d, base)) = models.get(&obs.model) else {
             continue;
         };
-        let plain = predictor.predict(d, base, &obs.state, obs.threads, false);
-        let phi = predictor.phi(base, &plain);
         let key = obs.model.display().to_string();
-        match learner.observe(&key, &phi, plain.latency_ms, obs.latency_ms) {
-            Ok(()) => accepted += 1,
+        let job = Job {
+            model: &key,
+            d,
+            base,
+            threads: obs.threads,
+        };
+        match predictor.observe(&job, &obs.state, &mut learner, obs.latency_ms) {
+            Ok(_) => accepted += 1,
             Err(e) => {
                 rejected += 1;
                 eprintln!("{}:{}: rejected: {e}", args.log.display(), n + 1);
@@ -94,7 +99,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"accepted": accepted, "rejected": rejected, "malformed": bad,
-                "learner": args.learner.display().to_string(), "weights": learner.w, "observations": learner.observations})
+                "learner": args.learner.display().to_string(), "weights": learner.w, "observations": learner.observations,
+                "resets": learner.resets})
         );
     } else {
         println!(

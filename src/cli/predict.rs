@@ -55,11 +55,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let p = predictor.predict(&d, &base, &state, args.threads, true);
     if args.json {
-        let mut v = serde_json::to_value(&p)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("model".into(), args.model.display().to_string().into());
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        // The shape `POST /v1/predict` answers in.
+        use crate::serve::api::{PredictAnswer, StateSource, StateSummary};
+        let source = if args.r#static {
+            StateSource::Quiet
+        } else {
+            StateSource::Live
+        };
+        let summary = StateSummary::of(&state, source);
+        let model = args.model.display().to_string();
+        let answer = PredictAnswer::new(&model, args.threads, &summary, p);
+        println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     println!(

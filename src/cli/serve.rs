@@ -29,6 +29,9 @@ pub struct Args {
     /// Memory for decomposed models kept in memory, bytes.
     #[arg(long)]
     pub cache_bytes: Option<u64>,
+    /// File holding the bearer token clients must send (required to listen off loopback).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Any configuration key, e.g. --set limits.request_timeout_ms=500 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse)]
     pub set: Vec<Override>,
@@ -61,6 +64,7 @@ impl Args {
                 self.probe_budget.map(|x| x.to_string()),
                 "probe-budget",
             ),
+            flag("auth.token_file", path(&self.token_file), "token-file"),
             flag(
                 "cache.model_bytes",
                 self.cache_bytes.map(|x| x.to_string()),
@@ -88,6 +92,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Refused before binding: off loopback without a token, augur does not listen at all.
+    crate::serve::auth::Auth::load(&cfg.auth, cfg.listen)
+        .map_err(crate::serve::ServeError::from)?;
+    // The state directory and everything in it (models, journal, learned state, a background
+    // calibration's profile) are the daemon's alone.
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    crate::serve::listen::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("augur-http")

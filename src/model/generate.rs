@@ -1,8 +1,9 @@
-//! Random synthetic CNNs for timing kernels in context: stems, stages and heads drawn from the common
-//! design families of vision networks (plain conv stacks with large windows and wide classifiers,
-//! residual basic and bottleneck blocks with optional groups, inverted residuals with
-//! squeeze-excitation, fire modules, channel-shuffle blocks, dense blocks, inception-style branches).
-//! They are generated, never the evaluation models; layer sizes follow the ranges such networks use.
+//! The classic synthetic CNNs: stems, stages and heads of seven families (plain conv stacks with large
+//! windows and wide classifiers, residual basic and bottleneck blocks with optional groups, inverted
+//! residuals with squeeze-excitation, fire modules, channel-shuffle blocks, dense blocks,
+//! inception-style branches). Four of them are the reference workload, whose identity names this
+//! stream, so it is kept as it is; the prior and the composition data come from the wider design
+//! space of [`crate::model::families`]. They are generated, never the evaluation models.
 use crate::model::Graph;
 use crate::model::TensorId;
 use crate::model::builder::{BuildError, GraphBuilder};

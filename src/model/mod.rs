@@ -1,44 +1,23 @@
 //! Model import: ONNX files and nn-Meter IR JSON, both into one graph IR with static shapes.
+mod blocks;
+mod branches;
+mod broadcast;
 pub mod builder;
+mod error;
 pub mod export;
+pub mod families;
 pub mod generate;
-pub mod graph;
-pub mod nnmeter;
-pub mod onnx;
+pub(crate) mod graph;
+mod nnmeter;
+mod onnx;
 pub mod shape;
+mod topo;
 
+pub use error::ImportError;
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
 pub use shape::parse_shape;
 
 use std::path::Path;
-
-/// Why a model could not be imported. Every variant names the file, and the node where there is one.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
-    #[error("{file}: the file is empty")]
-    Empty { file: String },
-    #[error("{file}: {detail}")]
-    Malformed { file: String, detail: String },
-    #[error("{file}: node `{node}`: unsupported operator `{op}`")]
-    UnsupportedOp {
-        file: String,
-        node: String,
-        op: String,
-    },
-    #[error("{file}: node `{node}`: the graph has a cycle through this node")]
-    Cycle { file: String, node: String },
-    #[error("{file}: node `{node}`: unresolvable shape: {detail}")]
-    Shape {
-        file: String,
-        node: String,
-        detail: String,
-    },
-}
 
 /// The format of a model file, told from its content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use super::ImportError;
 use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -51,7 +51,7 @@ fn attr_of(a: &pb::AttributeProto) -> Option<Attr> {
 
 /// Imports an ONNX model from its bytes. `source` names the file in errors; `input_shape`, when given,
 /// fixes the shape of the first graph input (symbolic dimensions included).
-pub fn import(
+pub(crate) fn import(
     bytes: &[u8],
     source: &str,
     input_shape: Option<&[usize]>,
@@ -75,21 +75,8 @@ pub fn import(
         });
     }
     let onnx = tract_onnx::onnx();
-    for n in &gp.node {
-        let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
-        if !std_domain || !onnx.op_register.0.contains_key(&n.op_type) {
-            return Err(ImportError::UnsupportedOp {
-                file,
-                node: node_name(n),
-                op: if std_domain {
-                    n.op_type.clone()
-                } else {
-                    format!("{}::{}", n.domain, n.op_type)
-                },
-            });
-        }
-    }
-    let order = topo_order(gp).map_err(|node| ImportError::Cycle {
+    check_ops(&onnx, gp, &file)?;
+    let order = execution_order(gp).map_err(|node| ImportError::Cycle {
         file: file.clone(),
         node,
     })?;
@@ -111,60 +98,100 @@ pub fn import(
             detail: format!("tract cannot analyse this model (it failed with: {msg})"),
         })
     })?;
-
-    let mut g = Graph {
-        name: gp.name.clone(),
-        ..Default::default()
+    let mut l = Lowering {
+        file: &file,
+        facts: &facts,
+        g: Graph {
+            name: gp.name.clone(),
+            ..Default::default()
+        },
+        ids: HashMap::new(),
     };
-    let mut ids: HashMap<&str, TensorId> = HashMap::new();
-    let initializers: HashMap<&str, &pb::TensorProto> = gp
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
-    for t in &gp.initializer {
-        let shape = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-        ids.insert(&t.name, g.tensors.len());
-        g.tensors.push(Tensor {
-            name: t.name.clone(),
-            shape,
-            dtype: dtype_of(t.data_type),
-            is_weight: true,
-        });
+    l.sources(gp)?;
+    for &ix in &order {
+        l.node(&gp.node[ix])?;
     }
-    for vi in &gp.input {
-        if initializers.contains_key(vi.name.as_str()) {
-            continue;
+    l.outputs(gp)?;
+    Ok(l.g)
+}
+
+/// Every node's op must be one of tract's standard-domain ONNX ops.
+fn check_ops(onnx: &tract_onnx::Onnx, gp: &pb::GraphProto, file: &str) -> Result<(), ImportError> {
+    for n in &gp.node {
+        let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if !std_domain || !onnx.op_register.0.contains_key(&n.op_type) {
+            return Err(ImportError::UnsupportedOp {
+                file: file.to_string(),
+                node: node_name(n),
+                op: if std_domain {
+                    n.op_type.clone()
+                } else {
+                    format!("{}::{}", n.domain, n.op_type)
+                },
+            });
         }
-        let (shape, dtype) =
-            facts
-                .get(vi.name.as_str())
-                .cloned()
-                .ok_or_else(|| ImportError::Shape {
-                    file: file.clone(),
-                    node: vi.name.clone(),
-                    detail: "no static shape for this graph input; pass --input-shape".into(),
-                })?;
-        ids.insert(&vi.name, g.tensors.len());
-        g.inputs.push(g.tensors.len());
-        g.tensors.push(Tensor {
-            name: vi.name.clone(),
+    }
+    Ok(())
+}
+
+/// The graph IR being built from a checked ModelProto and tract's shapes.
+struct Lowering<'a> {
+    file: &'a str,
+    facts: &'a Facts,
+    g: Graph,
+    /// Each named tensor's id in the graph.
+    ids: HashMap<&'a str, TensorId>,
+}
+
+impl<'a> Lowering<'a> {
+    fn push_tensor(&mut self, name: &'a str, shape: Vec<usize>, dtype: DType, is_weight: bool) {
+        self.ids.insert(name, self.g.tensors.len());
+        self.g.tensors.push(Tensor {
+            name: name.to_string(),
             shape,
             dtype,
-            is_weight: false,
+            is_weight,
         });
     }
-    for &ix in &order {
-        let n = &gp.node[ix];
+
+    /// Initializers (weights) and graph inputs.
+    fn sources(&mut self, gp: &'a pb::GraphProto) -> Result<(), ImportError> {
+        let initializers: HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
+        for t in &gp.initializer {
+            let shape = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+            self.push_tensor(&t.name, shape, dtype_of(t.data_type), true);
+        }
+        for vi in &gp.input {
+            if initializers.contains(vi.name.as_str()) {
+                continue;
+            }
+            let (shape, dtype) =
+                self.facts
+                    .get(vi.name.as_str())
+                    .cloned()
+                    .ok_or_else(|| ImportError::Shape {
+                        file: self.file.to_string(),
+                        node: vi.name.clone(),
+                        detail: "no static shape for this graph input; pass --input-shape".into(),
+                    })?;
+            self.g.inputs.push(self.g.tensors.len());
+            self.push_tensor(&vi.name, shape, dtype, false);
+        }
+        Ok(())
+    }
+
+    /// One node: its outputs as tensors, and the node itself unless it only computes constants.
+    fn node(&mut self, n: &'a pb::NodeProto) -> Result<(), ImportError> {
         let inputs: Vec<TensorId> = n
             .input
             .iter()
             .filter(|s| !s.is_empty())
             .map(|s| {
-                ids.get(s.as_str())
+                self.ids
+                    .get(s.as_str())
                     .copied()
                     .ok_or_else(|| ImportError::Malformed {
-                        file: file.clone(),
+                        file: self.file.to_string(),
                         detail: format!(
                             "node `{}` reads `{s}`, which nothing produces",
                             node_name(n)
@@ -174,20 +201,20 @@ pub fn import(
             .collect::<Result<_, _>>()?;
         let constant = n.op_type == "Constant"
             || (SHAPE_OPS.contains(&n.op_type.as_str()) && !inputs.is_empty())
-            || (!inputs.is_empty() && inputs.iter().all(|&t| g.tensors[t].is_weight));
+            || (!inputs.is_empty() && inputs.iter().all(|&t| self.g.tensors[t].is_weight));
         let mut outputs = Vec::new();
         for o in n.output.iter().filter(|s| !s.is_empty()) {
-            let (shape, dtype) = match facts.get(o.as_str()) {
+            let (shape, dtype) = match self.facts.get(o.as_str()) {
                 Some(f) => f.clone(),
                 // An Identity of a weight (how exporters share one tensor) has its input's shape.
                 None if constant && n.op_type == "Identity" && inputs.len() == 1 => {
-                    let t = &g.tensors[inputs[0]];
+                    let t = &self.g.tensors[inputs[0]];
                     (t.shape.clone(), t.dtype)
                 }
                 None if constant => (vec![], DType::Other),
                 None => {
                     return Err(ImportError::Shape {
-                        file,
+                        file: self.file.to_string(),
                         node: node_name(n),
                         detail: format!(
                             "the shape of output `{o}` could not be resolved statically"
@@ -195,43 +222,41 @@ pub fn import(
                     });
                 }
             };
-            ids.insert(o, g.tensors.len());
-            outputs.push(g.tensors.len());
-            g.tensors.push(Tensor {
-                name: o.clone(),
-                shape,
-                dtype,
-                is_weight: constant,
-            });
+            outputs.push(self.g.tensors.len());
+            self.push_tensor(o, shape, dtype, constant);
         }
         if constant {
-            continue;
+            return Ok(());
         }
         let attrs: BTreeMap<String, Attr> = n
             .attribute
             .iter()
             .filter_map(|a| attr_of(a).map(|v| (a.name.clone(), v)))
             .collect();
-        g.nodes.push(Node {
+        self.g.nodes.push(Node {
             name: node_name(n),
             op: n.op_type.clone(),
             attrs,
             inputs,
             outputs,
         });
+        Ok(())
     }
-    for vi in &gp.output {
-        match ids.get(vi.name.as_str()) {
-            Some(&t) => g.outputs.push(t),
-            None => {
-                return Err(ImportError::Malformed {
-                    file,
-                    detail: format!("graph output `{}` is produced by no node", vi.name),
-                });
+
+    fn outputs(&mut self, gp: &pb::GraphProto) -> Result<(), ImportError> {
+        for vi in &gp.output {
+            match self.ids.get(vi.name.as_str()) {
+                Some(&t) => self.g.outputs.push(t),
+                None => {
+                    return Err(ImportError::Malformed {
+                        file: self.file.to_string(),
+                        detail: format!("graph output `{}` is produced by no node", vi.name),
+                    });
+                }
             }
         }
+        Ok(())
     }
-    Ok(g)
 }
 
 fn node_name(n: &pb::NodeProto) -> String {
@@ -251,7 +276,7 @@ fn check_references(gp: &pb::GraphProto, file: &str) -> Result<(), ImportError> 
         file: file.to_string(),
         detail,
     };
-    let mut known: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut known: HashSet<&str> = HashSet::new();
     known.extend(gp.initializer.iter().map(|t| t.name.as_str()));
     known.extend(gp.input.iter().map(|v| v.name.as_str()));
     known.extend(
@@ -292,42 +317,25 @@ fn check_references(gp: &pb::GraphProto, file: &str) -> Result<(), ImportError> 
     Ok(())
 }
 
-/// Kahn's algorithm over tensor names; on a cycle, returns the name of a node in it.
-fn topo_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
+/// The execution order of the nodes; on a cycle, the name of a node on it.
+fn execution_order(gp: &pb::GraphProto) -> Result<Vec<usize>, String> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in gp.node.iter().enumerate() {
         for o in n.output.iter().filter(|s| !s.is_empty()) {
             producer.insert(o, i);
         }
     }
-    let mut indeg = vec![0usize; gp.node.len()];
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); gp.node.len()];
-    for (i, n) in gp.node.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty()) {
-            if let Some(&p) = producer.get(inp.as_str()) {
-                indeg[i] += 1;
-                succ[p].push(i);
-            }
-        }
-    }
-    // Keep the file's order where it is already valid, so node order in reports matches the file.
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..gp.node.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(gp.node.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &s in &succ[i] {
-            indeg[s] -= 1;
-            if indeg[s] == 0 {
-                ready.insert(s);
-            }
-        }
-    }
-    if order.len() < gp.node.len() {
-        let stuck = (0..gp.node.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
-        return Err(node_name(&gp.node[stuck]));
-    }
-    Ok(order)
+    let preds: Vec<Vec<usize>> = gp
+        .node
+        .iter()
+        .map(|n| {
+            n.input
+                .iter()
+                .filter_map(|inp| producer.get(inp.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    super::topo::topo_order(&preds).map_err(|ix| node_name(&gp.node[ix]))
 }
 
 type Facts = HashMap<String, (Vec<usize>, DType)>;

@@ -1,11 +1,15 @@
 //! Prediction: base latency from the device profile (sum of per-kernel predictions), scaled by a
 //! slowdown computed from the live state of the board.
 //!
-//! Entry points: [`Predictor::base`] (cacheable per model and profile) and [`Predictor::predict`].
+//! Entry points: [`Predictor::base`] (cacheable per model and profile), [`Predictor::predict`] (the
+//! live state applied), and [`Predictor::predict_live`] / [`Predictor::observe`] (with the online
+//! learner: predict, and learn from what was observed).
 pub mod learner;
+mod live;
 pub mod slowdown;
 
 pub use learner::Learner;
+pub use live::{Job, Pending};
 pub use slowdown::Slowdown;
 
 use crate::kernels::{Decomposition, KernelKind};
@@ -24,6 +28,9 @@ pub struct BasePrediction {
     pub fallback_kernels: usize,
     pub peak_memory_bytes: u64,
     pub calibrated: bool,
+    /// Share of the base time per kernel kind (index as in [`KernelKind::ALL`]).
+    #[serde(default)]
+    pub kind_shares: learner::KindShares,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -167,8 +174,18 @@ impl Predictor {
             kernels.push((ms, fb));
             memory_share.push(memory_share_of(&self.roofline, k));
         }
+        let latency_ms: f64 = kernels.iter().map(|k| k.0).sum();
+        let mut kind_shares = [0.0; learner::KINDS];
+        if latency_ms > 0.0 {
+            for (k, &(ms, _)) in d.kernels.iter().zip(&kernels) {
+                if let Some(i) = KernelKind::ALL.iter().position(|&x| x == k.kind) {
+                    kind_shares[i] += ms / latency_ms;
+                }
+            }
+        }
         BasePrediction {
-            latency_ms: kernels.iter().map(|k| k.0).sum(),
+            latency_ms,
+            kind_shares,
             fallback_kernels: kernels.iter().filter(|k| k.1).count(),
             kernels,
             memory_share,
@@ -282,35 +299,5 @@ impl Predictor {
             (p.state.memory_factor - 1.0) * mem_share,
             p.state.frequency_factor * p.state.speed_factor - 1.0,
         ]
-    }
-
-    /// [`Predictor::predict`] corrected by what `learner` has learned of this model and state.
-    #[allow(clippy::too_many_arguments)] // the prediction's inputs, each distinct
-    pub fn predict_learned(
-        &self,
-        d: &Decomposition,
-        base: &BasePrediction,
-        state: &Snapshot,
-        threads: usize,
-        with_kernels: bool,
-        learner: &Learner,
-        model: &str,
-    ) -> Prediction {
-        let mut p = self.predict(d, base, state, threads, with_kernels);
-        let phi = self.phi(base, &p);
-        let c = learner.correction(model, &phi);
-        p.latency_ms *= c;
-        p.slowdown *= c;
-        p.state.learned_factor = c;
-        let (lo, hi) = learner
-            .interval(model)
-            .unwrap_or(self.slowdown.interval(base.calibrated));
-        p.interval_ms = [p.latency_ms * lo, p.latency_ms * hi];
-        if let Some(ks) = p.kernels.as_mut() {
-            for k in ks {
-                k.latency_ms *= c;
-            }
-        }
-        p
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the live state, in base units, recorded through the `metrics` facade; the
-//! daemon installs the exporter. Call [`record`] with each snapshot (or at scrape time).
+//! daemon installs the exporter and calls [`describe`] once for the HELP texts. Call [`record`]
+//! with each snapshot (or at scrape time).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -14,9 +15,10 @@
 //! | `augur_pressure_stalled_seconds_total` | counter (whole seconds) | `resource`, `kind` |
 //! | `augur_perf_{cycles,instructions,cache_references,cache_misses,llc_misses}_total` | counter | `cpu` |
 //! | `augur_memory_bandwidth_bytes_per_second` | gauge (PMU) | |
-//! | `augur_probe_compute_flops`, `augur_probe_compute_baseline_flops` | gauge | |
+//! | `augur_probe_compute_flop_per_second`, `augur_probe_compute_baseline_flop_per_second` | gauge | |
 //! | `augur_probe_memory_bandwidth_bytes_per_second`, `augur_probe_memory_baseline_bytes_per_second` | gauge | |
 //! | `augur_probe_runs_total` | counter | `probe` |
+//! | `augur_probe_reference_cpu_seconds` | gauge | |
 //! | `augur_thermal_zone_temperature_celsius` | gauge | `zone`, `type` |
 //! | `augur_power_watts` | gauge | `source`, `rail` |
 //! | `augur_sampler_cpu_ratio` | gauge (share of one core) | |
@@ -26,6 +28,99 @@
 use super::snapshot::{CpuSeconds, PsiLine, Snapshot};
 use metrics::{counter, gauge};
 
+/// HELP for every family [`record`] writes.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(
+        "augur_sensor_up",
+        "1 while the sensor reads, 0 when it is unavailable on this board."
+    );
+    describe_gauge!(
+        "augur_cpu_frequency_hertz",
+        "Current frequency of each CPU."
+    );
+    describe_gauge!(
+        "augur_cpu_frequency_min_hertz",
+        "Lowest frequency each CPU may run at."
+    );
+    describe_gauge!(
+        "augur_cpu_frequency_max_hertz",
+        "Highest frequency each CPU may run at."
+    );
+    describe_counter!(
+        "augur_cpu_seconds_total",
+        Unit::Seconds,
+        "CPU time per CPU and mode (whole seconds)."
+    );
+    describe_gauge!(
+        "augur_cpu_utilization_ratio",
+        "Share of all CPUs in each mode over the sampling window; busy is everything but idle."
+    );
+    describe_gauge!(
+        "augur_own_cpu_ratio",
+        "Share of all CPUs used by augur itself over the sampling window."
+    );
+    describe_gauge!("augur_procs_running", "Runnable tasks (/proc/stat).");
+    describe_gauge!("augur_procs_blocked", "Tasks blocked on I/O (/proc/stat).");
+    describe_gauge!("augur_load1", "Load average over 1 minute.");
+    describe_gauge!("augur_load5", "Load average over 5 minutes.");
+    describe_gauge!("augur_load15", "Load average over 15 minutes.");
+    describe_gauge!(
+        "augur_pressure_avg10_ratio",
+        "Pressure stall information: share of the last 10 s that some or all tasks stalled."
+    );
+    describe_counter!(
+        "augur_pressure_stalled_seconds_total",
+        Unit::Seconds,
+        "Pressure stall information: total stalled time (whole seconds)."
+    );
+    for (name, what) in [
+        ("augur_perf_cycles_total", "CPU cycles"),
+        ("augur_perf_instructions_total", "Instructions retired"),
+        ("augur_perf_cache_references_total", "Cache references"),
+        ("augur_perf_cache_misses_total", "Cache misses"),
+        ("augur_perf_llc_misses_total", "Last-level cache misses"),
+    ] {
+        describe_counter!(name, format!("{what} per CPU, from the PMU."));
+    }
+    describe_gauge!(
+        "augur_memory_bandwidth_bytes_per_second",
+        "Memory traffic of the whole board, from the PMU."
+    );
+    describe_gauge!(
+        "augur_probe_compute_flop_per_second",
+        "Floating-point operations per second of the newest compute probe."
+    );
+    describe_gauge!(
+        "augur_probe_compute_baseline_flop_per_second",
+        "Compute probe rate on the quiet board, against which slowdown is measured."
+    );
+    describe_gauge!(
+        "augur_probe_memory_bandwidth_bytes_per_second",
+        "Memory bandwidth of the newest memory probe."
+    );
+    describe_gauge!(
+        "augur_probe_memory_baseline_bytes_per_second",
+        "Memory probe bandwidth on the quiet board."
+    );
+    describe_counter!("augur_probe_runs_total", "Active probe runs, by probe.");
+    describe_gauge!(
+        "augur_probe_reference_cpu_seconds",
+        Unit::Seconds,
+        "CPU time of the newest reference-workload run."
+    );
+    describe_gauge!(
+        "augur_thermal_zone_temperature_celsius",
+        "Temperature of each thermal zone."
+    );
+    describe_gauge!("augur_power_watts", "Power draw of each rail.");
+    describe_gauge!(
+        "augur_sampler_cpu_ratio",
+        "Share of one core the sampler and its probes use."
+    );
+}
+
+/// Writes one snapshot into the metrics registry.
 pub fn record(s: &Snapshot) {
     for st in &s.sensors {
         gauge!("augur_sensor_up", "sensor" => st.name.clone()).set(if st.available {
@@ -115,9 +210,12 @@ pub fn record(s: &Snapshot) {
     }
     let pr = &s.probe;
     for (name, v) in [
-        ("augur_probe_compute_flops", pr.compute_flops.latest),
         (
-            "augur_probe_compute_baseline_flops",
+            "augur_probe_compute_flop_per_second",
+            pr.compute_flops.latest,
+        ),
+        (
+            "augur_probe_compute_baseline_flop_per_second",
             pr.compute_baseline_flops,
         ),
         (

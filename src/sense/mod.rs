@@ -24,9 +24,9 @@
 //!   [`Sampler::snapshot_arc`] (a short lock around an `Arc` swap, never held during sampling),
 //!   [`Sampler::sensors`], [`Sampler::wait_for`], [`Sampler::stop`] (also on drop; joins).
 //! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
-//!   `README-section.md` beside this file for the JSON schema).
+//!   `docs/state.md` for the JSON schema).
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
-//! - [`settle`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
+//! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
 //!   change of load (fresh samples, the memory probe re-run).
 //! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
 //! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`
@@ -55,6 +55,7 @@ pub mod settle;
 pub mod snapshot;
 pub mod state;
 pub mod thermal;
+pub mod what_if;
 
 pub use config::SenseConfig;
 pub use error::{SenseError, Unavailable};

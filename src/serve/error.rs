@@ -25,6 +25,8 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("{0}")]
     Journal(#[from] super::journal::JournalError),
+    #[error("{0}")]
+    Auth(#[from] super::auth::AuthError),
 }
 
 /// A request's failure: the status, a stable machine-readable code, and a sentence for people.
@@ -75,8 +77,23 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail)
     }
 
-    pub fn internal(detail: impl Into<String>) -> ApiError {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    /// A failure inside augur: the detail goes to the log, the client gets a generic sentence
+    /// (details name files and directories of the host, which are no business of a client).
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed inside augur; the daemon's log has the details",
+        )
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn rate_limited(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
     }
 
     /// The body alone, for an item of a batch answer.
@@ -101,10 +118,30 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_keep_their_detail_out_of_the_answer() {
+        let e = ApiError::internal("/var/lib/augur/models/x.json: Permission denied");
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.detail.contains("/var/lib"), "{}", e.detail);
+        assert!(!e.to_json().to_string().contains("Permission"));
     }
 }

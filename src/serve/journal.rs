@@ -14,6 +14,7 @@ use crate::predict::learner::{Learner, Phi, Rejected};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -134,7 +135,7 @@ impl Journal {
         checkpoint_every: Duration,
         journal_max_bytes: u64,
     ) -> Result<(Journal, Recovery), JournalError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        super::store::create_private_dir(dir).map_err(io(dir))?;
         let (learner, file, recovery) = recover(dir)?;
         let learner = Arc::new(RwLock::new(learner));
         let (tx, rx) = mpsc::channel();
@@ -254,6 +255,7 @@ fn recover(dir: &Path) -> Result<(Learner, File, Recovery), JournalError> {
         .read(true)
         .append(true)
         .create(true)
+        .mode(0o600)
         .open(&jpath)
         .map_err(io(&jpath))?;
     let mut bytes = Vec::new();
@@ -288,6 +290,7 @@ fn recover(dir: &Path) -> Result<(Learner, File, Recovery), JournalError> {
         let mut d = OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&dpath)
             .map_err(io(&dpath))?;
         d.write_all(&bytes[good..]).map_err(io(&dpath))?;
@@ -361,7 +364,10 @@ impl Writer {
             if !batch.is_empty() {
                 self.write_group(batch);
             }
-            if stop || (self.dirty && Instant::now() >= next_checkpoint) {
+            // Past its size limit the journal is rotated at once (after a checkpoint that covers
+            // it), not only at the next periodic checkpoint: a burst of observations must not
+            // grow it without bound, nor the replay at the next start.
+            if stop || (self.dirty && (Instant::now() >= next_checkpoint || self.oversized())) {
                 self.checkpoint();
                 next_checkpoint = Instant::now() + self.checkpoint_every;
             }
@@ -447,17 +453,22 @@ impl Writer {
                 return;
             }
         };
-        if let Err(e) = crate::util::write_atomic(&path, &json) {
+        if let Err(e) = super::store::write_private_atomic(&path, |w| w.write_all(&json)) {
             tracing::error!("{}: cannot checkpoint the learner: {e}", path.display());
             return;
         }
         self.dirty = false;
         metrics::gauge!("augur_learner_checkpoint_timestamp_seconds").set(unix_now());
-        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > self.journal_max_bytes {
+        if self.oversized() {
             self.rotate();
         }
         self.publish();
+    }
+
+    fn oversized(&self) -> bool {
+        self.file
+            .metadata()
+            .is_ok_and(|m| m.len() > self.journal_max_bytes)
     }
 
     /// Starts a new journal; the checkpoint just written covers everything in the old one.
@@ -468,6 +479,7 @@ impl Writer {
                 .read(true)
                 .append(true)
                 .create(true)
+                .mode(0o600)
                 .open(&jpath)
         });
         match reopened {
@@ -485,8 +497,8 @@ impl Writer {
     fn publish(&self) {
         {
             let l = self.learner.read().unwrap_or_else(PoisonError::into_inner);
-            metrics::gauge!("augur_learner_observations").set(l.observations as f64);
-            metrics::gauge!("augur_learner_rejected").set(l.rejected as f64);
+            metrics::counter!("augur_learner_observations_total").absolute(l.observations);
+            metrics::counter!("augur_learner_rejected_total").absolute(l.rejected);
             metrics::gauge!("augur_learner_models").set(l.residuals.len() as f64);
             for (term, w) in ["bias", "cpu", "memory", "frequency"].iter().zip(l.w) {
                 metrics::gauge!("augur_learner_weight", "term" => *term).set(w);
@@ -553,6 +565,35 @@ mod tests {
         assert!(c.learner.correction("m", &[1.0, 0.2, 0.0, 0.0]) > 1.0);
         let (_, r) = Journal::open(dir.path(), Duration::from_secs(3600), 1 << 30).unwrap();
         assert_eq!((r.replayed, r.cut_bytes, r.learned_observations), (0, 0, 6));
+    }
+
+    #[tokio::test]
+    async fn the_journal_rotates_by_size_as_it_grows_not_only_at_a_checkpoint() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // No periodic checkpoint within the test: only the size can trigger the rotation.
+        let (j, _) = Journal::open(dir.path(), Duration::from_secs(3600), 2048).unwrap();
+        for i in 0..200 {
+            assert!(j.append(obs(9.0 + (i % 3) as f64)).await.unwrap().1.is_ok());
+            let len = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+            assert!(
+                len <= 2048 + 1024,
+                "journal at {len} bytes after {i} appends"
+            );
+        }
+        assert!(dir.path().join(ROTATED).is_file());
+        let c = checkpoint(dir.path());
+        assert!(c.last_seq > 150, "the rotation checkpointed first");
+        for f in [JOURNAL, ROTATED, LEARNED] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{f} is {mode:o}");
+        }
+        j.close();
+        let (_, r) = Journal::open(dir.path(), Duration::from_secs(3600), 2048).unwrap();
+        assert_eq!(r.learned_observations, 200);
     }
 
     #[tokio::test]

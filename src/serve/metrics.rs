@@ -13,13 +13,13 @@
 //! | `augur_observation_error_ratio` | histogram: (predicted − observed) / observed | |
 //! | `augur_observation_abs_error_ratio` | histogram: \|predicted − observed\| / observed | |
 //! | `augur_model_cache_requests_total` | counter | `result` (`hit`, `disk`, `miss`) |
-//! | `augur_model_cache_hits_total` | counter (memory hits) | |
 //! | `augur_model_cache_entries`, `augur_model_cache_bytes`, `augur_models_stored` | gauge | |
 //! | `augur_model_imports_total` | counter | `result` (`ok`, `rejected`) |
 //! | `augur_model_import_duration_seconds` | histogram | |
 //! | `augur_journal_sync_seconds` | histogram | |
 //! | `augur_journal_bytes` | gauge | |
-//! | `augur_learner_observations`, `augur_learner_rejected`, `augur_learner_models`, `augur_learner_last_seq` | gauge | |
+//! | `augur_learner_observations_total`, `augur_learner_rejected_total` | counter | |
+//! | `augur_learner_models`, `augur_learner_last_seq` | gauge | |
 //! | `augur_learner_weight` | gauge: coefficient of the shared correction | `term` (`bias`, `cpu`, `memory`, `frequency`) |
 //! | `augur_learner_checkpoint_timestamp_seconds` | gauge | |
 //! | `augur_ready`, `augur_calibrated` | gauge (0/1) | |
@@ -80,6 +80,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// HELP for every family the daemon exports (promtool and Grafana show it); the sensor families
+/// are described beside the code that records them.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
@@ -91,7 +93,10 @@ fn describe() {
         Unit::Seconds,
         "Time from a request's headers to its answer, by route template."
     );
-    describe_counter!("augur_predictions_total", "Predictions made.");
+    describe_counter!(
+        "augur_predictions_total",
+        "Predictions made, by whether a device profile was loaded."
+    );
     describe_histogram!(
         "augur_predicted_latency_seconds",
         Unit::Seconds,
@@ -99,7 +104,7 @@ fn describe() {
     );
     describe_counter!(
         "augur_observations_total",
-        "Observed latencies received, by outcome."
+        "Observed latencies received, by outcome: accepted, rejected (a client error), failed."
     );
     describe_histogram!(
         "augur_observed_latency_seconds",
@@ -118,14 +123,19 @@ fn describe() {
         "augur_model_cache_requests_total",
         "Model look-ups: hit (memory), disk (reloaded from the state directory), miss."
     );
-    describe_counter!(
-        "augur_model_cache_hits_total",
-        "Model look-ups answered from memory."
+    describe_gauge!(
+        "augur_model_cache_entries",
+        "Decomposed models kept in memory."
     );
     describe_gauge!(
         "augur_model_cache_bytes",
         Unit::Bytes,
         "Estimated memory of the models kept in memory."
+    );
+    describe_gauge!("augur_models_stored", "Models kept in the state directory.");
+    describe_counter!(
+        "augur_model_imports_total",
+        "Model imports, by result: ok, rejected."
     );
     describe_histogram!(
         "augur_model_import_duration_seconds",
@@ -138,17 +148,48 @@ fn describe() {
         "Time to append and fsync one group of observations."
     );
     describe_gauge!(
+        "augur_journal_bytes",
+        Unit::Bytes,
+        "Size of the observation journal since its last rotation."
+    );
+    describe_counter!(
+        "augur_learner_observations_total",
+        "Observations the learner has learned from, journal replay included."
+    );
+    describe_counter!(
+        "augur_learner_rejected_total",
+        "Observations the learner refused (outliers), though journalled."
+    );
+    describe_gauge!(
+        "augur_learner_models",
+        "Models with a learned per-model residual."
+    );
+    describe_gauge!(
+        "augur_learner_last_seq",
+        "Sequence number of the newest journalled observation."
+    );
+    describe_gauge!(
         "augur_learner_weight",
         "Coefficients of the learner's shared correction, ln(observed/predicted) = w . phi."
     );
     describe_gauge!(
-        "augur_learner_rejected",
-        "Observations the learner refused (outliers), though journalled."
+        "augur_learner_checkpoint_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last checkpoint of the learned state."
     );
     describe_gauge!(
         "augur_ready",
         "1 once the profile (or fallback) is loaded and the sensors run."
     );
+    describe_gauge!(
+        "augur_calibrated",
+        "1 when predictions come from a device profile, 0 on the roofline fallback."
+    );
+    describe_gauge!(
+        "augur_build_info",
+        "Always 1; the version of the running augur is in the label."
+    );
+    crate::sense::metrics::describe();
 }
 
 /// Runs histogram upkeep, so that samples recorded between scrapes do not pile up unbounded.

@@ -12,13 +12,21 @@
 //! * `GET /live` — 200 while the process serves; `GET /ready` — 503 until the profile (or the
 //!   roofline fallback) is loaded and the sensors run, and again while shutting down.
 //!
-//! Modules: [`store`] (model cache and state directory), [`journal`] (observations and learned
-//! state), [`routes`] (handlers), [`api`] (request and answer shapes), [`error`], [`metrics`],
-//! [`lifecycle`] (start-up, readiness, signals), [`notify`] (systemd), [`openapi`].
+//! Every route but `/live` and `/ready` requires a bearer token when one is configured, and one
+//! must be to listen off loopback ([`auth`]).
+//!
+//! Modules: [`listen`] (connections: cap, header and idle timeouts), [`routes`] (one file per
+//! resource), [`auth`], [`body`] (reading and checking requests), [`api`] (request and answer
+//! shapes), [`store`] (model cache and state directory), [`journal`] (observations and learned
+//! state), [`error`], [`metrics`], [`lifecycle`] (start-up, readiness, signals), [`notify`]
+//! (systemd), [`openapi`].
 pub mod api;
+pub mod auth;
+pub mod body;
 pub mod error;
 pub mod journal;
 pub mod lifecycle;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
@@ -31,7 +39,7 @@ use crate::config::Config;
 use crate::kernels::FusionRules;
 use crate::predict::Predictor;
 use crate::sense::{Sampler, Snapshot};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -61,6 +69,11 @@ pub struct App {
     ready: AtomicBool,
     draining: AtomicBool,
     imports: tokio::sync::Semaphore,
+    /// Bytes of model uploads being received, all connections together.
+    uploads: Arc<tokio::sync::Semaphore>,
+    observe_rate: routes::RateLimit,
+    auth: Option<Arc<auth::Auth>>,
+    hot: routes::Hot,
 }
 
 static EMPTY: LazyLock<Arc<Snapshot>> = LazyLock::new(|| Arc::new(Snapshot::default()));
@@ -119,8 +132,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     metrics::handle();
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let auth = auth::Auth::load(&cfg.auth, addr)?;
     let state_dir = cfg.state_dir.clone();
-    std::fs::create_dir_all(&state_dir).map_err(|source| ServeError::StateDir {
+    store::create_private_dir(&state_dir).map_err(|source| ServeError::StateDir {
         path: state_dir.display().to_string(),
         source,
     })?;
@@ -147,9 +162,21 @@ pub async fn run(
             "recovered the observation journal after an unclean stop"
         );
     }
-    let timeout = Duration::from_millis(cfg.limits.request_timeout_ms);
+    let l = &cfg.limits;
+    let timeout = Duration::from_millis(l.request_timeout_ms);
+    let conn_limits = listen::ConnLimits {
+        max_connections: l.max_connections,
+        header_timeout: Duration::from_millis(l.header_timeout_ms),
+    };
+    let upload_budget = usize::try_from(l.upload_bytes_in_flight.max(l.model_body_bytes))
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
     let app = Arc::new(App {
-        imports: tokio::sync::Semaphore::new(cfg.limits.concurrent_imports),
+        imports: tokio::sync::Semaphore::new(l.concurrent_imports),
+        uploads: Arc::new(tokio::sync::Semaphore::new(upload_budget)),
+        observe_rate: routes::RateLimit::new(l.observations_per_second),
+        auth,
+        hot: routes::Hot::default(),
         cfg,
         store: Arc::new(store),
         journal,
@@ -165,21 +192,21 @@ pub async fn run(
         tokio::spawn(lifecycle::heartbeat(Arc::clone(&app.notifier))),
         tokio::spawn(metrics::upkeep()),
     ];
-    let (fired_tx, mut fired) = tokio::sync::watch::channel(false);
+    let (fired_tx, fired) = tokio::sync::watch::channel(false);
     let drain_app = Arc::clone(&app);
-    let graceful = async move {
+    tokio::spawn(async move {
         shutdown.await;
         drain_app.draining.store(true, Ordering::Release);
         drain_app.notifier.stopping();
         let _ = fired_tx.send(true);
-    };
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        // Answers are small and clients wait for each: Nagle would only add latency.
-        let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, routes::router(Arc::clone(&app), timeout))
-        .with_graceful_shutdown(graceful);
+    let server = listen::serve(
+        listener,
+        routes::router(Arc::clone(&app), timeout),
+        conn_limits,
+        fired.clone(),
+    );
+    let mut fired = fired;
     let drain_limit = async move {
         while !*fired.borrow() {
             if fired.changed().await.is_err() {
@@ -188,17 +215,16 @@ pub async fn run(
         }
         tokio::time::sleep(timeout + Duration::from_secs(1)).await;
     };
-    let served = tokio::select! {
-        r = server.into_future() => r.map_err(ServeError::Http),
+    tokio::select! {
+        () = server => {}
         () = drain_limit => {
             tracing::warn!("connections still open after the drain limit; closing them");
-            Ok(())
         }
-    };
+    }
     for t in background {
         t.abort();
     }
     let closing = Arc::clone(&app);
     let _ = tokio::task::spawn_blocking(move || closing.journal.close()).await;
-    served
+    Ok(())
 }

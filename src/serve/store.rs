@@ -12,12 +12,18 @@ use crate::predict::BasePrediction;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Bumped when the stored graph's meaning changes; older files are ignored (the model is re-posted).
+/// Bumped when the stored graph's meaning changes; older files are replaced by a re-POST.
 const FORMAT_VERSION: u32 = 1;
+/// Prefix of the temporary files uploads are written through; any left by a crash are removed
+/// when the store opens.
+const TEMP_PREFIX: &str = ".upload-";
+/// Suffix a damaged stored model is renamed to, kept aside for a look.
+const DAMAGED: &str = "damaged";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,10 +32,72 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: not a stored model: {detail}")]
-    Corrupt { path: String, detail: String },
+    /// The disk (or the quota) is full: the upload could not be kept.
+    #[error("{path}: no space left: {source}")]
+    Full {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The state directory cannot be written (read-only, removed, wrong permissions …).
+    #[error("{path}: cannot write: {source}")]
+    Unwritable {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Decompose(String),
+}
+
+/// Creates `dir` (and its parents) for the daemon's user alone; one that exists open to others
+/// (made by an older version) is closed to them.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` durably and privately (0600): a temporary file beside it, fsync,
+/// rename, fsync of the directory. The temporary file is removed on any failure.
+pub fn write_private_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // tempfile creates the file 0600 with a unique name, and deletes it when dropped unpersisted.
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        write(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// What a failed write means for the client: a full disk, or a store that cannot be written.
+fn write_error(path: &Path, source: std::io::Error) -> StoreError {
+    let path = path.display().to_string();
+    let full = source.kind() == std::io::ErrorKind::StorageFull
+        || source.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+    if full {
+        StoreError::Full { path, source }
+    } else {
+        StoreError::Unwritable { path, source }
+    }
 }
 
 /// One model ready to predict: its decomposition and its base prediction under one engine.
@@ -44,11 +112,23 @@ pub struct ModelEntry {
     pub size: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Stored {
     format_version: u32,
-    augur_version: String,
     graph: Graph,
+}
+
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    format_version: u32,
+    augur_version: &'a str,
+    graph: &'a Graph,
+}
+
+/// Only the version of a stored file, to tell an older format from damage.
+#[derive(Deserialize)]
+struct StoredVersion {
+    format_version: u32,
 }
 
 struct Inner {
@@ -130,6 +210,24 @@ pub fn prepare(id: &str, g: &Graph, engine: &Engine) -> Result<ModelEntry, Store
     })
 }
 
+/// Removes temporary files a crash left in `dir` mid-upload.
+fn remove_leftovers(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left by an interrupted upload",
+                    e.path().display()
+                ),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     // Every update leaves the LRU whole, so the data behind a poisoned lock is still good.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -138,10 +236,11 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl ModelStore {
     /// Opens (creating) `dir`, where graphs are kept; `cap` bounds the in-memory entries, bytes.
     pub fn open(dir: &Path, cap: u64) -> Result<ModelStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        create_private_dir(dir).map_err(|source| StoreError::Io {
             path: dir.display().to_string(),
             source,
         })?;
+        remove_leftovers(dir);
         Ok(ModelStore {
             dir: dir.to_path_buf(),
             cap,
@@ -163,48 +262,96 @@ impl ModelStore {
         (e.generation == generation).then(|| Arc::clone(e))
     }
 
-    /// Whether the graph is on disk.
-    pub fn stored(&self, id: &str) -> bool {
-        valid_id(id) && self.path(id).is_file()
+    /// Renames a damaged file aside (`<id>.json.damaged`, replacing an older one) and says so in
+    /// the log; the id is then unknown until the model is posted again.
+    fn quarantine(&self, path: &Path, why: &str) {
+        let aside = path.with_extension(format!("json.{DAMAGED}"));
+        match std::fs::rename(path, &aside) {
+            Ok(()) => tracing::warn!(
+                "{}: damaged stored model ({why}); moved to {}; posting the model again replaces it",
+                path.display(),
+                aside.display()
+            ),
+            Err(e) => tracing::error!(
+                "{}: damaged stored model ({why}), and it cannot be moved aside: {e}",
+                path.display()
+            ),
+        }
     }
 
-    /// Reads a stored graph (blocking); `None` when there is none or it is from another format.
+    /// Reads a stored graph (blocking). `None` when there is none, when it is of an older format
+    /// (a re-POST replaces it), or when it is damaged (then it is quarantined).
     pub fn read(&self, id: &str) -> Result<Option<Graph>, StoreError> {
         if !valid_id(id) {
             return Ok(None);
         }
         let path = self.path(id);
-        let p = path.display().to_string();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Io { path: p, source }),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
         };
-        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        if stored.format_version != FORMAT_VERSION {
-            tracing::warn!(path = %p, "stored model is of format {}; it must be posted again", stored.format_version);
-            return Ok(None);
+        match serde_json::from_slice::<Stored>(&bytes) {
+            Ok(s) if s.format_version == FORMAT_VERSION => match check_graph(&s.graph) {
+                Ok(()) => Ok(Some(s.graph)),
+                Err(e) => {
+                    self.quarantine(&path, &e);
+                    Ok(None)
+                }
+            },
+            Ok(s) => {
+                tracing::warn!(path = %path.display(), "stored model is of format {}; it must be posted again", s.format_version);
+                Ok(None)
+            }
+            Err(e) => match serde_json::from_slice::<StoredVersion>(&bytes) {
+                Ok(v) if v.format_version != FORMAT_VERSION => {
+                    tracing::warn!(path = %path.display(), "stored model is of format {}; it must be posted again", v.format_version);
+                    Ok(None)
+                }
+                _ => {
+                    self.quarantine(&path, &e.to_string());
+                    Ok(None)
+                }
+            },
         }
-        Ok(Some(stored.graph))
     }
 
-    /// Writes a graph to disk atomically (blocking).
+    /// The entry of a stored model under `engine` (blocking): `None` as for [`ModelStore::read`],
+    /// and when the stored graph cannot be decomposed (it is quarantined then).
+    pub fn reload(&self, id: &str, engine: &Engine) -> Result<Option<ModelEntry>, StoreError> {
+        let Some(g) = self.read(id)? else {
+            return Ok(None);
+        };
+        match prepare(id, &g, engine) {
+            Ok(e) => Ok(Some(e)),
+            Err(e) => {
+                self.quarantine(&self.path(id), &e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes a graph to disk durably (blocking): answered only once the file and its directory
+    /// entry are on disk.
     pub fn write(&self, id: &str, g: &Graph) -> Result<(), StoreError> {
         let path = self.path(id);
-        let p = path.display().to_string();
-        let json = serde_json::to_vec(&Stored {
-            format_version: FORMAT_VERSION,
-            augur_version: env!("CARGO_PKG_VERSION").into(),
-            graph: g.clone(),
+        write_private_atomic(&path, |w| {
+            serde_json::to_writer(
+                w,
+                &StoredRef {
+                    format_version: FORMAT_VERSION,
+                    augur_version: env!("CARGO_PKG_VERSION"),
+                    graph: g,
+                },
+            )
+            .map_err(std::io::Error::from)
         })
-        .map_err(|e| StoreError::Corrupt {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        crate::util::write_atomic(&path, &json).map_err(|source| StoreError::Io { path: p, source })
+        .map_err(|e| write_error(&path, e))
     }
 
     /// Keeps an entry in memory, evicting the least recently used beyond the byte budget (the
@@ -263,6 +410,60 @@ mod tests {
         assert_ne!(a, digest(b"abc", Some(&[1, 3, 8, 8])));
         assert!(!valid_id("../../etc/passwd"));
         assert!(!valid_id(&a.to_uppercase()));
+    }
+
+    #[test]
+    fn damaged_and_older_files_are_unknown_and_a_write_replaces_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        std::fs::write(models.join(".upload-left"), b"half").unwrap();
+        let store = ModelStore::open(&models, 1 << 20).unwrap();
+        assert!(!models.join(".upload-left").exists(), "leftover removed");
+        let (a, b) = (digest(b"a", None), digest(b"b", None));
+        std::fs::write(store.path(&a), br#"{"format_version": 1, "graph": {"nod"#).unwrap();
+        std::fs::write(store.path(&b), br#"{"format_version": 0, "graph": 7}"#).unwrap();
+        assert!(store.read(&a).unwrap().is_none());
+        assert!(!store.path(&a).exists());
+        assert!(
+            models.join(format!("{a}.json.damaged")).is_file(),
+            "quarantined"
+        );
+        assert!(store.read(&b).unwrap().is_none());
+        assert!(
+            store.path(&b).exists(),
+            "an older format is left for a re-POST to replace"
+        );
+        let g = Graph::default();
+        store.write(&a, &g).unwrap();
+        store.write(&b, &g).unwrap();
+        assert!(store.read(&a).unwrap().is_some() && store.read(&b).unwrap().is_some());
+        let mode = std::fs::metadata(store.path(&a))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(&models).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(store.stored_count(), 2);
+    }
+
+    #[test]
+    fn a_full_disk_and_an_unwritable_store_are_told_apart() {
+        let p = Path::new("/x");
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(write_error(p, full), StoreError::Full { .. }));
+        let ro = std::io::Error::from_raw_os_error(libc::EROFS);
+        assert!(matches!(write_error(p, ro), StoreError::Unwritable { .. }));
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::open(&dir.path().join("m"), 1).unwrap();
+        std::fs::remove_dir(dir.path().join("m")).unwrap();
+        std::fs::write(dir.path().join("m"), b"not a directory").unwrap();
+        let e = store
+            .write(&digest(b"c", None), &Graph::default())
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unwritable { .. }), "{e:?}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! Constant operands that opset 17 takes as inputs (Clip bounds, Slice starts/ends …) are weight inputs
 //! here as in an imported graph; their values, which a [`Graph`] does not store, ride along as the
 //! attributes of the same name that older opsets had, and the exporter turns them back into inputs.
+mod dense;
+mod layout;
+
+use super::broadcast::broadcast;
 use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
 use std::collections::BTreeMap;
 
@@ -36,45 +40,6 @@ fn dims(v: &[usize]) -> Vec<i64> {
 
 fn fmt_shape(s: &[usize]) -> String {
     format!("{s:?}")
-}
-
-/// numpy broadcasting of two shapes, `None` when they are incompatible.
-pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let n = a.len().max(b.len());
-    let mut out = vec![0; n];
-    for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
-        *o = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return None,
-        };
-    }
-    Some(out)
-}
-
-/// Output length of a window sliding over `len` padded by `pads` (ONNX floor mode); `None` when the
-/// window does not fit.
-fn window_out(
-    len: usize,
-    pads: (usize, usize),
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-) -> Option<usize> {
-    let eff = (kernel - 1) * dilation + 1;
-    let padded = len + pads.0 + pads.1;
-    (padded >= eff).then(|| (padded - eff) / stride + 1)
 }
 
 impl GraphBuilder {
@@ -211,72 +176,6 @@ impl GraphBuilder {
         Ok(self.push(op, vec![x], BTreeMap::new(), s))
     }
 
-    /// 2-D convolution of an NCHW input; `pads` in ONNX order [top, left, bottom, right].
-    #[allow(clippy::too_many_arguments)] // one argument per ONNX Conv attribute, as callers think of it
-    pub fn conv(
-        &mut self,
-        x: TensorId,
-        cout: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pads: [usize; 4],
-        dilation: [usize; 2],
-        groups: usize,
-        bias: bool,
-    ) -> Result<TensorId, BuildError> {
-        const OP: &str = "Conv";
-        let s = self.operand(OP, x, Some(4))?;
-        let (n, cin, h, w) = (s[0], s[1], s[2], s[3]);
-        if cout == 0
-            || groups == 0
-            || kernel.contains(&0)
-            || stride.contains(&0)
-            || dilation.contains(&0)
-        {
-            return Err(self.invalid(
-                OP,
-                "output channels, groups, kernel, stride and dilation must all be at least 1",
-            ));
-        }
-        if !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
-            return Err(self.invalid(
-                OP,
-                format!(
-                    "{cin} input and {cout} output channels are not both divisible by {groups} groups"
-                ),
-            ));
-        }
-        let oh = window_out(h, (pads[0], pads[2]), kernel[0], stride[0], dilation[0]);
-        let ow = window_out(w, (pads[1], pads[3]), kernel[1], stride[1], dilation[1]);
-        let (Some(oh), Some(ow)) = (oh, ow) else {
-            return Err(self.invalid(
-                OP,
-                format!(
-                    "kernel {kernel:?} (dilation {dilation:?}) is larger than the padded input {h}x{w} + pads {pads:?}"
-                ),
-            ));
-        };
-        let name = self.next_name(OP);
-        let wt = self.const_weight(
-            &name,
-            "weight",
-            vec![cout, cin / groups, kernel[0], kernel[1]],
-            DType::F32,
-        );
-        let mut inputs = vec![x, wt];
-        if bias {
-            inputs.push(self.const_weight(&name, "bias", vec![cout], DType::F32));
-        }
-        let attrs = BTreeMap::from([
-            ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
-            ("strides".into(), Attr::Ints(dims(&stride))),
-            ("pads".into(), Attr::Ints(dims(&pads))),
-            ("dilations".into(), Attr::Ints(dims(&dilation))),
-            ("group".into(), Attr::Int(groups as i64)),
-        ]);
-        Ok(self.push(OP, inputs, attrs, vec![n, cout, oh, ow]))
-    }
-
     pub fn relu(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
         self.unary("Relu", x)
     }
@@ -287,6 +186,51 @@ impl GraphBuilder {
 
     pub fn hardswish(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
         self.unary("HardSwish", x)
+    }
+
+    /// The Gauss error function, the core of GELU as exporters write it (x·½·(1 + erf(x/√2))).
+    pub fn erf(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        self.unary("Erf", x)
+    }
+
+    /// `clip(x/6 + ½, 0, 1)`, the gate of hard squeeze-excitation (MobileNetV3, LCNet, GhostNet).
+    pub fn hard_sigmoid(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "HardSigmoid";
+        let s = self.operand(OP, x, None)?;
+        let attrs = BTreeMap::from([
+            ("alpha".into(), Attr::Float(1.0 / 6.0)),
+            ("beta".into(), Attr::Float(0.5)),
+        ]);
+        Ok(self.push(OP, vec![x], attrs, s))
+    }
+
+    /// Layer normalisation over the last axis, with a scale and a bias (ConvNeXt's norm, applied to
+    /// a channels-last tensor).
+    pub fn layer_norm(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
+        const OP: &str = "LayerNormalization";
+        let s = self.operand(OP, x, None)?;
+        let Some(&c) = s.last() else {
+            return Err(self.invalid(OP, "needs an input of rank 1 or more"));
+        };
+        let name = self.next_name(OP);
+        let scale = self.const_weight(&name, "scale", vec![c], DType::F32);
+        let bias = self.const_weight(&name, "bias", vec![c], DType::F32);
+        let attrs = BTreeMap::from([
+            ("axis".into(), Attr::Int(-1)),
+            ("epsilon".into(), Attr::Float(1e-6)),
+        ]);
+        Ok(self.push(OP, vec![x, scale, bias], attrs, s))
+    }
+
+    /// Nearest-neighbour resize of an NCHW input to `size` ([H, W]), as upsampling layers export.
+    pub fn resize(&mut self, x: TensorId, size: [usize; 2]) -> Result<TensorId, BuildError> {
+        const OP: &str = "Resize";
+        let s = self.operand(OP, x, Some(4))?;
+        if size.contains(&0) {
+            return Err(self.invalid(OP, format!("target size {size:?} is empty")));
+        }
+        let attrs = BTreeMap::from([("mode".into(), Attr::Str("nearest".into()))]);
+        Ok(self.push(OP, vec![x], attrs, vec![s[0], s[1], size[0], size[1]]))
     }
 
     /// Clip to [lo, hi] (ReLU6 is `clip(x, 0.0, 6.0)`).
@@ -379,330 +323,6 @@ impl GraphBuilder {
         Ok(self.push(OP, inputs, attrs, s))
     }
 
-    /// `x · Wᵀ (+ b)` for `x` of shape [M, K] and a weight [N, K], as PyTorch's Linear exports.
-    pub fn gemm(&mut self, x: TensorId, n: usize, bias: bool) -> Result<TensorId, BuildError> {
-        const OP: &str = "Gemm";
-        let s = self.operand(OP, x, Some(2))?;
-        if n == 0 {
-            return Err(self.invalid(OP, "needs at least one output column"));
-        }
-        let name = self.next_name(OP);
-        let w = self.const_weight(&name, "weight", vec![n, s[1]], DType::F32);
-        let mut inputs = vec![x, w];
-        if bias {
-            inputs.push(self.const_weight(&name, "bias", vec![n], DType::F32));
-        }
-        let attrs = BTreeMap::from([
-            ("alpha".into(), Attr::Float(1.0)),
-            ("beta".into(), Attr::Float(1.0)),
-            ("transB".into(), Attr::Int(1)),
-        ]);
-        Ok(self.push(OP, inputs, attrs, vec![s[0], n]))
-    }
-
-    /// numpy `matmul`: batch dimensions broadcast, vectors are promoted and the added axis removed.
-    pub fn matmul(&mut self, a: TensorId, b: TensorId) -> Result<TensorId, BuildError> {
-        const OP: &str = "MatMul";
-        let sa = self.operand(OP, a, None)?;
-        let sb = self.operand(OP, b, None)?;
-        if sa.is_empty() || sb.is_empty() {
-            return Err(self.invalid(OP, "operands must have rank 1 or more"));
-        }
-        let pa = if sa.len() == 1 {
-            vec![1, sa[0]]
-        } else {
-            sa.clone()
-        };
-        let pb = if sb.len() == 1 {
-            vec![sb[0], 1]
-        } else {
-            sb.clone()
-        };
-        let (m, ka) = (pa[pa.len() - 2], pa[pa.len() - 1]);
-        let (kb, n) = (pb[pb.len() - 2], pb[pb.len() - 1]);
-        if ka != kb {
-            return Err(self.invalid(
-                OP,
-                format!(
-                    "inner dimensions differ: {} · {}",
-                    fmt_shape(&sa),
-                    fmt_shape(&sb)
-                ),
-            ));
-        }
-        let batch = broadcast(&pa[..pa.len() - 2], &pb[..pb.len() - 2]).ok_or_else(|| {
-            self.invalid(
-                OP,
-                format!(
-                    "batch dimensions of {} and {} do not broadcast",
-                    fmt_shape(&sa),
-                    fmt_shape(&sb)
-                ),
-            )
-        })?;
-        let mut out = batch;
-        if sa.len() > 1 {
-            out.push(m);
-        }
-        if sb.len() > 1 {
-            out.push(n);
-        }
-        Ok(self.push(OP, vec![a, b], BTreeMap::new(), out))
-    }
-
-    fn pool(
-        &mut self,
-        op: &str,
-        x: TensorId,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pads: [usize; 4],
-    ) -> Result<TensorId, BuildError> {
-        let s = self.operand(op, x, Some(4))?;
-        if kernel.contains(&0) || stride.contains(&0) {
-            return Err(self.invalid(op, "kernel and stride must be at least 1"));
-        }
-        // ONNX (and every runtime) wants a pad smaller than the window: a window of padding only.
-        if pads[0] >= kernel[0]
-            || pads[2] >= kernel[0]
-            || pads[1] >= kernel[1]
-            || pads[3] >= kernel[1]
-        {
-            return Err(self.invalid(
-                op,
-                format!("pads {pads:?} must be smaller than the kernel {kernel:?}"),
-            ));
-        }
-        let oh = window_out(s[2], (pads[0], pads[2]), kernel[0], stride[0], 1);
-        let ow = window_out(s[3], (pads[1], pads[3]), kernel[1], stride[1], 1);
-        let (Some(oh), Some(ow)) = (oh, ow) else {
-            return Err(self.invalid(
-                op,
-                format!(
-                    "kernel {kernel:?} is larger than the padded input {}x{} + pads {pads:?}",
-                    s[2], s[3]
-                ),
-            ));
-        };
-        let attrs = BTreeMap::from([
-            ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
-            ("strides".into(), Attr::Ints(dims(&stride))),
-            ("pads".into(), Attr::Ints(dims(&pads))),
-        ]);
-        Ok(self.push(op, vec![x], attrs, vec![s[0], s[1], oh, ow]))
-    }
-
-    /// Max pooling of an NCHW input; `pads` in ONNX order [top, left, bottom, right].
-    pub fn maxpool(
-        &mut self,
-        x: TensorId,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pads: [usize; 4],
-    ) -> Result<TensorId, BuildError> {
-        self.pool("MaxPool", x, kernel, stride, pads)
-    }
-
-    /// Average pooling of an NCHW input (padding not counted, as PyTorch's default exports).
-    pub fn avgpool(
-        &mut self,
-        x: TensorId,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pads: [usize; 4],
-    ) -> Result<TensorId, BuildError> {
-        self.pool("AveragePool", x, kernel, stride, pads)
-    }
-
-    pub fn global_avg_pool(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
-        const OP: &str = "GlobalAveragePool";
-        let s = self.operand(OP, x, None)?;
-        if s.len() < 3 {
-            return Err(self.invalid(OP, format!("needs spatial axes, got {}", fmt_shape(&s))));
-        }
-        let mut out = s.clone();
-        out[2..].iter_mut().for_each(|d| *d = 1);
-        Ok(self.push(OP, vec![x], BTreeMap::new(), out))
-    }
-
-    /// Softmax along `axis`.
-    pub fn softmax(&mut self, x: TensorId, axis: usize) -> Result<TensorId, BuildError> {
-        const OP: &str = "Softmax";
-        let s = self.operand(OP, x, None)?;
-        if axis >= s.len() {
-            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
-        }
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
-        Ok(self.push(OP, vec![x], attrs, s))
-    }
-
-    pub fn concat(&mut self, xs: &[TensorId], axis: usize) -> Result<TensorId, BuildError> {
-        const OP: &str = "Concat";
-        let Some((&first, rest)) = xs.split_first() else {
-            return Err(self.invalid(OP, "needs at least one input"));
-        };
-        let mut out = self.operand(OP, first, None)?;
-        if axis >= out.len() {
-            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&out))));
-        }
-        for &x in rest {
-            let s = self.operand(OP, x, None)?;
-            let compatible = s.len() == out.len()
-                && s.iter()
-                    .zip(&out)
-                    .enumerate()
-                    .all(|(i, (a, b))| i == axis || a == b);
-            if !compatible {
-                return Err(self.invalid(
-                    OP,
-                    format!(
-                        "{} and {} differ off axis {axis}",
-                        fmt_shape(&out),
-                        fmt_shape(&s)
-                    ),
-                ));
-            }
-            out[axis] += s[axis];
-        }
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
-        Ok(self.push(OP, xs.to_vec(), attrs, out))
-    }
-
-    pub fn transpose(&mut self, x: TensorId, perm: &[usize]) -> Result<TensorId, BuildError> {
-        const OP: &str = "Transpose";
-        let s = self.operand(OP, x, None)?;
-        let mut seen = vec![false; s.len()];
-        let valid = perm.len() == s.len()
-            && perm
-                .iter()
-                .all(|&p| p < s.len() && !std::mem::replace(&mut seen[p], true));
-        if !valid {
-            return Err(self.invalid(
-                OP,
-                format!(
-                    "{perm:?} is not a permutation of the axes of {}",
-                    fmt_shape(&s)
-                ),
-            ));
-        }
-        let out = perm.iter().map(|&p| s[p]).collect();
-        let attrs = BTreeMap::from([("perm".into(), Attr::Ints(dims(perm)))]);
-        Ok(self.push(OP, vec![x], attrs, out))
-    }
-
-    /// Reshape with ONNX semantics: `0` copies the input dimension, one `-1` takes what is left.
-    pub fn reshape(&mut self, x: TensorId, shape: &[i64]) -> Result<TensorId, BuildError> {
-        const OP: &str = "Reshape";
-        let s = self.operand(OP, x, None)?;
-        let total: usize = s.iter().product();
-        let mut out = Vec::with_capacity(shape.len());
-        let mut infer = None;
-        for (i, &d) in shape.iter().enumerate() {
-            match d {
-                -1 if infer.is_none() => {
-                    infer = Some(i);
-                    out.push(1);
-                }
-                0 if i < s.len() => out.push(s[i]),
-                d if d > 0 => out.push(d as usize),
-                _ => {
-                    return Err(self.invalid(OP, format!("{shape:?} is not a valid target shape")));
-                }
-            }
-        }
-        let known: usize = out.iter().product();
-        if let Some(i) = infer {
-            if known == 0 || !total.is_multiple_of(known) {
-                return Err(
-                    self.invalid(OP, format!("cannot fit {} into {shape:?}", fmt_shape(&s)))
-                );
-            }
-            out[i] = total / known;
-        } else if known != total {
-            return Err(self.invalid(
-                OP,
-                format!(
-                    "{} has {total} elements, {shape:?} has {known}",
-                    fmt_shape(&s)
-                ),
-            ));
-        }
-        let name = self.next_name(OP);
-        let target = self.const_weight(&name, "shape", vec![out.len()], DType::I64);
-        Ok(self.push(OP, vec![x, target], BTreeMap::new(), out))
-    }
-
-    /// Flatten to [prod(dims before axis), prod(dims from axis)].
-    pub fn flatten(&mut self, x: TensorId, axis: usize) -> Result<TensorId, BuildError> {
-        const OP: &str = "Flatten";
-        let s = self.operand(OP, x, None)?;
-        if axis > s.len() {
-            return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
-        }
-        let out = vec![s[..axis].iter().product(), s[axis..].iter().product()];
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
-        Ok(self.push(OP, vec![x], attrs, out))
-    }
-
-    /// Slice `[start, end)` with `step` along each of `axes` (ends past the dimension are clamped).
-    pub fn slice(
-        &mut self,
-        x: TensorId,
-        axes: &[usize],
-        starts: &[usize],
-        ends: &[usize],
-        steps: &[usize],
-    ) -> Result<TensorId, BuildError> {
-        const OP: &str = "Slice";
-        let s = self.operand(OP, x, None)?;
-        let n = axes.len();
-        if n == 0 || starts.len() != n || ends.len() != n || steps.len() != n {
-            return Err(self.invalid(
-                OP,
-                "axes, starts, ends and steps must be non-empty and of the same length",
-            ));
-        }
-        let mut out = s.clone();
-        let mut seen = vec![false; s.len()];
-        for i in 0..n {
-            let (axis, step) = (axes[i], steps[i]);
-            if axis >= s.len() || std::mem::replace(&mut seen[axis], true) || step == 0 {
-                return Err(self.invalid(
-                    OP,
-                    format!(
-                        "axis {axis} (step {step}) is repeated, out of {}, or has a zero step",
-                        fmt_shape(&s)
-                    ),
-                ));
-            }
-            let end = ends[i].min(s[axis]);
-            if starts[i] >= end {
-                return Err(self.invalid(
-                    OP,
-                    format!(
-                        "[{}, {}) along axis {axis} of {} is empty",
-                        starts[i],
-                        ends[i],
-                        fmt_shape(&s)
-                    ),
-                ));
-            }
-            out[axis] = (end - starts[i]).div_ceil(step);
-        }
-        let name = self.next_name(OP);
-        let mut inputs = vec![x];
-        for role in ["starts", "ends", "axes", "steps"] {
-            inputs.push(self.const_weight(&name, role, vec![n], DType::I64));
-        }
-        let attrs = BTreeMap::from([
-            ("starts".into(), Attr::Ints(dims(starts))),
-            ("ends".into(), Attr::Ints(dims(ends))),
-            ("axes".into(), Attr::Ints(dims(axes))),
-            ("steps".into(), Attr::Ints(dims(steps))),
-        ]);
-        Ok(self.push(OP, inputs, attrs, out))
-    }
-
     /// The finished graph with these outputs, in this order.
     pub fn finish(self, outputs: &[TensorId]) -> Result<Graph, BuildError> {
         let mut g = self.g;
@@ -746,6 +366,7 @@ impl GraphBuilder {
 mod tests {
     use super::*;
     use crate::kernels::node_macs;
+    use crate::model::broadcast::broadcast;
 
     fn out_shape(b: &GraphBuilder, t: TensorId) -> Vec<usize> {
         b.shape(t).map(|s| s.to_vec()).unwrap_or_default()

@@ -1,0 +1,117 @@
+//! Typed reads of a node's `attr{…}` object. nn-Meter writes TensorFlow attributes in several forms
+//! (a number or a one-element list, windows as `[1, h, w, 1]` or `[h, w]`, nested lists): each read
+//! accepts every form seen and says which attribute is wrong when none fits. Shapes, stated or given
+//! as attributes, are read here too.
+use serde_json::{Map, Value};
+
+/// A dimension as the file gives it: `None` where unknown (`-1`, `null`, `0`, as TensorFlow writes them).
+pub(super) type Dims = Vec<Option<usize>>;
+
+/// The attributes of one node.
+#[derive(Clone, Copy)]
+pub(super) struct Attrs<'a>(pub(super) &'a Map<String, Value>);
+
+impl<'a> Attrs<'a> {
+    /// The raw value, for the few attributes with a form of their own.
+    pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
+        self.0.get(key)
+    }
+
+    /// One integer (nn-Meter writes some as one-element lists).
+    pub(super) fn int(&self, key: &str) -> Option<i64> {
+        match self.0.get(key)? {
+            Value::Array(v) if v.len() == 1 => v[0].as_i64(),
+            v => v.as_i64(),
+        }
+    }
+
+    /// A list of integers, nested lists flattened (`paddings` is `[[0, 0], [1, 1], …]`).
+    pub(super) fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, String> {
+        let Some(v) = self.0.get(key) else {
+            return Ok(None);
+        };
+        let flat: Vec<&Value> = match v {
+            Value::Array(items) => items
+                .iter()
+                .flat_map(|x| match x {
+                    Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .collect(),
+            other => vec![other],
+        };
+        flat.iter()
+            .map(|x| {
+                x.as_i64()
+                    .ok_or_else(|| format!("attribute `{key}` = {v} is not a list of integers"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub(super) fn str(&self, key: &str) -> Option<&'a str> {
+        self.0.get(key)?.as_str()
+    }
+
+    pub(super) fn float(&self, key: &str) -> Option<f32> {
+        self.0.get(key)?.as_f64().map(|f| f as f32)
+    }
+
+    pub(super) fn bool(&self, key: &str) -> Option<bool> {
+        self.0.get(key)?.as_bool()
+    }
+
+    /// A shape attribute (a `Placeholder`'s `shape`), unknown dimensions as `None`.
+    pub(super) fn dims(&self, key: &str) -> Option<Result<Dims, String>> {
+        self.0.get(key).map(dims_of)
+    }
+
+    /// The spatial pair of a TF window attribute: `[1, h, w, 1]` (as in the GraphDef), `[h, w]` (as
+    /// nn-Meter rewrites it) or one number for both; `default` for both when absent.
+    pub(super) fn window(&self, key: &str, default: usize) -> Result<[usize; 2], String> {
+        let v = match self.ints(key)? {
+            None => return Ok([default, default]),
+            Some(v) => v,
+        };
+        let pair = match v.as_slice() {
+            [_, h, w, _] => [*h, *w],
+            [h, w] => [*h, *w],
+            [x] => [*x, *x],
+            _ => return Err(format!("attribute `{key}` = {v:?} is not a 2-D window")),
+        };
+        if pair.iter().any(|&x| x < 1 || x > u32::MAX as i64) {
+            return Err(format!("attribute `{key}` = {v:?} must be positive"));
+        }
+        Ok([pair[0] as usize, pair[1] as usize])
+    }
+}
+
+fn dim_of(v: &Value) -> Option<Option<usize>> {
+    match v {
+        Value::Null => Some(None),
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            if f.fract() != 0.0 {
+                None
+            } else if f <= 0.0 {
+                Some(None)
+            } else if f > u32::MAX as f64 {
+                None
+            } else {
+                Some(Some(f as usize))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// One shape.
+pub(super) fn dims_of(v: &Value) -> Result<Dims, String> {
+    match v {
+        Value::Array(d) => d
+            .iter()
+            .map(|x| dim_of(x).ok_or_else(|| format!("`{x}` is not a dimension")))
+            .collect(),
+        _ => Err(format!("`{v}` is not a shape")),
+    }
+}

@@ -1,0 +1,103 @@
+//! nn-Meter IR import: the JSON graphs of Microsoft's nn-Meter (an object keyed by node name, each node
+//! with `inbounds`, `outbounds` and `attr{name, type, input_shape, output_shape, attr{…}}`, TensorFlow op
+//! types, NHWC shapes) mapped onto the graph IR's ONNX ops, NCHW layout and weight tensors.
+//!
+//! nn-Meter strips the weight constants from its graphs, so the weights are synthesised from the
+//! attributes (`weight_shape`, `kernel_shape`, channel counts of the shapes) with the shapes ONNX would
+//! give them: MACs, parameters and weight bytes come out as for the original model. Shapes are inferred
+//! here with TensorFlow's rules, in NHWC, and checked against the shapes the file states.
+//!
+//! The stages, one module each: [`decode`] (JSON → node records), [`wire`] (edges and execution
+//! order), [`stated`] (how far the file's own shapes can be trusted), [`lower`] (nodes → graph IR),
+//! with [`attributes`] reading the TF attributes for all of them.
+mod attributes;
+mod decode;
+mod lower;
+mod stated;
+mod wire;
+
+use super::error::ImportError;
+use super::graph::Graph;
+use lower::{Builder, Out};
+use stated::Rewrites;
+use wire::WireError;
+
+/// Imports an nn-Meter IR graph from its bytes. `source` names the file in errors; `input_shape`, when
+/// given, fixes the shape of the first `Placeholder` in NCHW (as for ONNX), and then the shapes stated in
+/// the file, which were inferred for another input, are no longer checked.
+pub(crate) fn import(
+    bytes: &[u8],
+    source: &str,
+    input_shape: Option<&[usize]>,
+) -> Result<Graph, ImportError> {
+    let file = source.to_string();
+    let malformed = |detail: String| ImportError::Malformed {
+        file: file.clone(),
+        detail,
+    };
+    let d = decode::decode(bytes, source)?;
+    for (name, n) in d.names.iter().zip(&d.nodes) {
+        if !lower::supports(n.op()) {
+            return Err(ImportError::UnsupportedOp {
+                file,
+                node: name.clone(),
+                op: n.op().to_string(),
+            });
+        }
+    }
+    let w = wire::wire(&d).map_err(|e| match e {
+        WireError::Malformed(detail) => malformed(detail),
+        WireError::Cycle(ix) => ImportError::Cycle {
+            file: file.clone(),
+            node: d.names[ix].clone(),
+        },
+    })?;
+    let rewrites = Rewrites::of(&d, &w.preds);
+
+    let mut b = Builder::new(source, graph_name(source), input_shape.is_none());
+    let mut outs: Vec<Option<Out>> = vec![None; d.nodes.len()];
+    let mut override_shape = input_shape;
+    for &ix in &w.order {
+        let inputs: Vec<Out> = w.preds[ix]
+            .iter()
+            .map(|&p| outs[p].clone())
+            .collect::<Option<_>>()
+            .ok_or_else(|| malformed(format!("node `{}`: an input has no value", d.names[ix])))?;
+        let fixed = if d.nodes[ix].op() == "Placeholder" {
+            override_shape.take()
+        } else {
+            None
+        };
+        outs[ix] = Some(b.lower(&d.names[ix], &d.nodes[ix], &inputs, fixed, &rewrites[ix])?);
+    }
+    let mut consumed = vec![false; d.nodes.len()];
+    for p in &w.preds {
+        for &i in p {
+            consumed[i] = true;
+        }
+    }
+    let g = b.graph();
+    let outputs: Vec<_> = outs
+        .iter()
+        .enumerate()
+        .filter_map(|(ix, out)| out.as_ref().filter(|_| !consumed[ix]))
+        .map(|o| o.tensor)
+        .filter(|&t| !g.tensors[t].is_weight && !g.inputs.contains(&t))
+        .collect();
+    if g.inputs.is_empty() {
+        return Err(malformed(
+            "no `Placeholder` node: the graph has no input".into(),
+        ));
+    }
+    if g.nodes.is_empty() {
+        return Err(malformed("the graph computes nothing".into()));
+    }
+    Ok(b.finish_graph(outputs))
+}
+
+fn graph_name(source: &str) -> String {
+    std::path::Path::new(source)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,103 @@
+//! Setup shared by the integration tests and the benches: the repository root, the development zoo
+//! (unpacked from `data/zoo/` by `scripts/unpack-zoo.sh`, once per process, safely beside other test
+//! binaries doing the same), and scratch directories from `tempfile`.
+//!
+//! A missing or broken zoo is a failure, never a skip: a test that passes without its models checks
+//! nothing.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `augur` binary of this build.
+pub fn augur() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_augur"))
+}
+
+/// The unpacked development zoo (`target/zoo-dev`), unpacking it on first use.
+///
+/// The script unpacks into a fresh folder and renames it into place, so test binaries that run at
+/// once never see half a zoo; within a process, the first caller unpacks and the others wait.
+pub fn zoo_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/zoo-dev");
+        let out = Command::new("sh")
+            .arg(repo().join("scripts/unpack-zoo.sh"))
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/unpack-zoo.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/unpack-zoo.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A zoo model by its stem (`mobilenet_v2_224`) or file name; fails when the zoo does not have it.
+pub fn zoo_model(name: &str) -> PathBuf {
+    let file = if name.ends_with(".onnx") {
+        name.to_string()
+    } else {
+        format!("{name}.onnx")
+    };
+    let p = zoo_dir().join(file);
+    assert!(p.is_file(), "{} is not in the development zoo", p.display());
+    p
+}
+
+/// Every model of the zoo, sorted by path.
+pub fn zoo_models() -> Vec<PathBuf> {
+    let dir = zoo_dir();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no models in {}", dir.display());
+    v
+}
+
+/// `zoo-dev.reference.json`: per model, the reference MACs and PyTorch parameter count.
+pub fn zoo_reference() -> PathBuf {
+    repo().join("data/zoo/zoo-dev.reference.json")
+}
+
+/// A fresh temporary directory, removed when the value drops.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("augur-{prefix}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
+/// A temporary directory that lives as long as the test process: for state shared by several
+/// tests (one calibrated profile). Statics are never dropped, so it is removed at exit instead.
+pub fn process_scratch(prefix: &str) -> PathBuf {
+    static DIRS: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+    static CLEANUP: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        if let Ok(mut dirs) = DIRS.lock() {
+            dirs.clear();
+        }
+    }
+    CLEANUP.call_once(|| {
+        // SAFETY: `remove_all` is a plain function that never unwinds into C (it only drops
+        // `TempDir`s, whose removal errors are ignored).
+        unsafe { libc::atexit(remove_all) };
+    });
+    let dir = scratch(prefix);
+    let path = dir.path().to_path_buf();
+    DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+    path
+}
