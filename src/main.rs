@@ -64,11 +64,7 @@ fn main() -> ExitCode {
         Command::Prior(a) => augur::cli::prior::run(a),
     }))
     .unwrap_or_else(|payload| {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let msg = augur::util::panic::panic_message(payload.as_ref(), "no message");
         Err(anyhow::anyhow!("internal error: {msg}"))
     });
     match result {

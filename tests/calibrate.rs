@@ -7,7 +7,12 @@ use std::sync::OnceLock;
 
 /// One small calibration shared by the tests (a few seconds of measuring, no load fit).
 fn profile() -> &'static Path {
-    static P: OnceLock<PathBuf> = OnceLock::new();
+    &calibration().0
+}
+
+/// The shared calibration's profile and what the command printed.
+fn calibration() -> &'static (PathBuf, String) {
+    static P: OnceLock<(PathBuf, String)> = OnceLock::new();
     P.get_or_init(|| {
         let dir = common::process_scratch("calibrate");
         let out = dir.join("profile.json");
@@ -30,7 +35,7 @@ fn profile() -> &'static Path {
             "calibrate failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        out
+        (out, String::from_utf8_lossy(&o.stderr).into_owned())
     })
 }
 
@@ -226,13 +231,19 @@ fn interrupted_calibration_resumes_without_remeasuring() {
     std::thread::sleep(std::time::Duration::from_secs(4));
     child.kill().unwrap();
     child.wait().unwrap();
+    // What each journal line measured: a kernel configuration, a kernel of a network, a reading.
     let keys = |p: &Path| -> Vec<String> {
         std::fs::read_to_string(p)
             .unwrap()
             .lines()
             .skip(1)
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| v["key"].as_str().unwrap().to_string())
+            .map(|v| match v["entry"].as_str().unwrap() {
+                "kernel" => format!("kernel/{}", v["config"]),
+                "in_network" => format!("innet/{}/{}", v["network"], v["index"]),
+                "reference" => format!("reference/{}", v["n"]),
+                other => panic!("unknown journal entry {other}"),
+            })
             .collect()
     };
     let before = keys(&journal);
@@ -272,4 +283,51 @@ fn interrupted_calibration_resumes_without_remeasuring() {
     let (prof, _) = augur::profile::Profile::load(&out, &augur::profile::tract_runtime()).unwrap();
     assert_eq!(prof.measurements.len(), after.len() - references);
     assert!(prof.reference.workload_cpu_ms > 0.0);
+}
+
+#[test]
+fn the_quality_report_is_stored_and_printed() {
+    let (p, stderr) = calibration();
+    let (prof, _) = augur::profile::Profile::load(p, &augur::profile::tract_runtime()).unwrap();
+    let q = prof
+        .quality
+        .expect("a calibrated profile carries its quality report");
+    // The reference workload was read between the measurements, and every measurement says the
+    // board's speed it was taken at.
+    assert!(q.noise.reference_readings >= 2, "{:?}", q.noise);
+    assert!(q.noise.reference_median_ms > 0.0);
+    assert_eq!(q.noise.reference_median_ms, prof.reference.workload_cpu_ms);
+    assert!(prof.measurements.iter().all(|m| m.speed > 0.0));
+    for (kind, e) in &q.held_out_error {
+        assert_eq!(prof.regressors[kind].holdout_error, Some(*e));
+    }
+    assert!(stderr.contains("noise: reference workload"), "{stderr}");
+    assert_eq!(
+        q.is_poor(),
+        stderr.contains("WARNING: this calibration is POOR")
+    );
+}
+
+#[test]
+fn a_malformed_slowdown_is_an_error_that_names_the_field() {
+    let p = profile();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    let mut s = serde_json::to_value(augur::profile::Slowdown::default()).unwrap();
+    s["cpu_weight"] = "heavy".into();
+    v["slowdown"] = s;
+    let bad = p.with_file_name("bad-slowdown.json");
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = augur::profile::Profile::load(&bad, &augur::profile::tract_runtime())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slowdown.cpu_weight"), "{e}");
+    // A well-formed one is read back as it was written.
+    v["slowdown"] = serde_json::to_value(augur::profile::Slowdown {
+        cpu_weight: 1.7,
+        ..Default::default()
+    })
+    .unwrap();
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (prof, _) = augur::profile::Profile::load(&bad, &augur::profile::tract_runtime()).unwrap();
+    assert_eq!(prof.slowdown.map(|s| s.cpu_weight), Some(1.7));
 }

@@ -19,7 +19,7 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
     let first = shapes.first().ok_or_else(|| err(k, "no input"))?;
     let x = b.input(first);
     let mut extra = shapes.iter().skip(1);
-    let mut y: TensorId;
+    let y: TensorId;
     let mut rest: &[String] = &k.ops;
     match k.kind {
         KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
@@ -100,8 +100,21 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
         }
         KernelKind::Other => return Err(err(k, "kernels of kind `other` are not measured")),
     }
-    let chain_input = x;
-    for op in rest {
+    let y = chain(&mut b, k, rest, y, x, &mut extra)?;
+    b.finish(&[y])
+}
+
+/// The elementwise ops that follow the kernel's anchor, applied to `y`; `chain_input` is the
+/// kernel's input and `extra` the shapes of its other inputs, in order.
+fn chain<'a>(
+    b: &mut GraphBuilder,
+    k: &Kernel,
+    ops: &[String],
+    mut y: TensorId,
+    chain_input: TensorId,
+    extra: &mut impl Iterator<Item = &'a Vec<usize>>,
+) -> Result<TensorId, BuildError> {
+    for op in ops {
         y = match op.as_str() {
             "Relu" => b.relu(y)?,
             "Clip" => b.clip(y, 0.0, 6.0)?,
@@ -136,5 +149,5 @@ pub fn kernel_graph(k: &Kernel) -> Result<Graph, BuildError> {
             }
         };
     }
-    b.finish(&[y])
+    Ok(y)
 }

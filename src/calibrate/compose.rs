@@ -6,89 +6,34 @@
 //! learn from, and networks held out of that fit give one factor per kind for what is left. Where it
 //! cannot (an external command), whole-network times of the same networks give the per-kind factors
 //! by least squares.
-use super::innet::attribute;
-use crate::kernels::{Decomposition, FusionRules, KernelKind, decompose};
-use crate::model::Graph;
+use super::error::{FitError, MeasureError};
+use super::innet::{held_out, network};
+use super::progress::{Progress, note};
+use super::speed::Reader;
+use crate::kernels::{FusionRules, KernelKind, decompose};
 use crate::model::families::network as generated;
 use crate::profile::{Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
 
-/// Journal key of kernel `k` of synthetic network `i`.
-pub fn key(i: usize, k: usize) -> String {
-    format!("innet/{i}/{k}")
+/// Composition factors per kind, and the median error of whole networks they leave.
+#[derive(Clone, Debug, Default)]
+pub struct Fitted {
+    pub factors: BTreeMap<KernelKind, Composition>,
+    /// Median relative error of summed kernel predictions against the networks' measured times,
+    /// with the factors kept (a fraction); None without networks.
+    pub error: Option<f64>,
 }
 
-/// (network, kernel) of an in-network journal key; None for a kernel measured alone.
-pub fn parse_key(key: &str) -> Option<(usize, usize)> {
-    let rest = key.strip_prefix("innet/")?;
-    let (i, k) = rest.split_once('/')?;
-    Some((i.parse().ok()?, k.parse().ok()?))
-}
-
-/// Every fifth network is held out of the regressor fit, for the composition factors.
-pub fn held_out(i: usize) -> bool {
-    i % 5 == 4
-}
-
-fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), String> {
-    let g = generated(seed, i).map_err(|e| e.to_string())?;
-    let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
-    Ok((g, d))
-}
-
-/// Times synthetic network `i` per node; one measurement per kernel that got time, keyed by kernel
-/// index. `Ok(None)` when the backend cannot time per node.
-pub fn measure_network(
-    backend: &dyn Backend,
-    seed: u64,
-    i: usize,
-    threads: usize,
-) -> Result<Option<Vec<(usize, Measurement)>>, String> {
-    let (g, d) = network(seed, i)?;
-    // Larger than the networks it stands for (ImageNet models stay under ~8 GMACs): skipped, not timed.
-    if d.macs > 8_000_000_000 {
-        return Ok(Some(Vec::new()));
-    }
-    let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
-    let spec = RunSpec {
-        threads,
-        warmup: 2,
-        runs: 7,
-        max_seconds: 2.0,
-    };
-    let Some(nodes) = backend
-        .time_per_node_onnx(&bytes, &spec)
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
-    };
-    let a = attribute(&g, &d, &nodes);
-    Ok(Some(
-        d.kernels
-            .into_iter()
-            .zip(a.kernel_ms)
-            .enumerate()
-            // A kernel the runtime folded into a neighbour got no time of its own: nothing to learn.
-            .filter(|(_, (_, ms))| *ms > 0.0)
-            .map(|(k, (kernel, ms))| {
-                (
-                    k,
-                    Measurement {
-                        kernel,
-                        median_ms: ms,
-                        p10_ms: ms,
-                        p90_ms: ms,
-                    },
-                )
-            })
-            .collect(),
-    ))
+/// Median of `errors`, None when there are none.
+fn median_error(errors: impl IntoIterator<Item = f64>) -> Option<f64> {
+    crate::util::percentile(errors, 0.5)
 }
 
 /// In-network measurements split for fitting: regressor training rows (with the time the network
 /// spent streaming cold weights from DRAM taken out, as prediction adds it back per model), and the
 /// held-out networks' kernels as (network, kernel index, measurement).
+#[derive(Debug, Default)]
 pub struct InNetwork {
     pub train: Vec<Measurement>,
     pub held_out: Vec<(usize, usize, Measurement)>,
@@ -140,8 +85,8 @@ pub fn held_out_factors(
     profile: &Profile,
     seed: u64,
     held_out: &[(usize, usize, Measurement)],
-    log: &dyn Fn(String),
-) -> BTreeMap<KernelKind, Composition> {
+    progress: Progress,
+) -> Fitted {
     let predictor = crate::predict::Predictor::new(
         Some(Profile {
             composition: BTreeMap::new(),
@@ -192,46 +137,56 @@ pub fn held_out_factors(
             )
         })
         .collect();
-    let median_error = |fac: &dyn Fn(KernelKind) -> f64| {
-        let mut e: Vec<f64> = nets
-            .iter()
-            .filter_map(|rows| {
-                let m_sum: f64 = rows.iter().map(|r| r.1).sum();
-                let p_sum: f64 = rows.iter().map(|r| r.2 * fac(r.0)).sum();
-                (m_sum > 0.0).then(|| ((p_sum - m_sum) / m_sum).abs())
-            })
-            .collect();
-        e.sort_by(f64::total_cmp);
-        e.get(e.len() / 2).copied().unwrap_or(f64::NAN)
+    let error_with = |fac: &dyn Fn(KernelKind) -> f64| {
+        median_error(nets.iter().filter_map(|rows| {
+            let m_sum: f64 = rows.iter().map(|r| r.1).sum();
+            let p_sum: f64 = rows.iter().map(|r| r.2 * fac(r.0)).sum();
+            (m_sum > 0.0).then(|| ((p_sum - m_sum) / m_sum).abs())
+        }))
     };
-    let before = median_error(&|_| 1.0);
-    let after = median_error(&|k| factors.get(&k).map(|c| c.compute).unwrap_or(1.0));
+    let before = error_with(&|_| 1.0);
+    let after = error_with(&|k| factors.get(&k).map(|c| c.compute).unwrap_or(1.0));
     // The factors are a model choice made on held-out data: kept only when they help there.
-    let keep = after < before;
-    log(format!(
-        "composition: {} held-out networks; median error {:.1} % → {:.1} % with factors {} ({})",
-        nets.len(),
-        before * 100.0,
-        after * 100.0,
-        factors
-            .iter()
-            .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if keep { "kept" } else { "not kept" }
-    ));
-    if keep { factors } else { BTreeMap::new() }
+    let keep = matches!((after, before), (Some(a), Some(b)) if a < b);
+    let pct = |e: Option<f64>| e.map_or(f64::NAN, |e| e * 100.0);
+    note(
+        progress,
+        format!(
+            "composition: {} held-out networks; median error {:.1} % → {:.1} % with factors {} ({})",
+            nets.len(),
+            pct(before),
+            pct(after),
+            factors
+                .iter()
+                .map(|(k, c)| format!("{} {:.2}", k.name(), c.compute))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if keep { "kept" } else { "not kept" }
+        ),
+    );
+    if keep {
+        Fitted {
+            factors,
+            error: after,
+        }
+    } else {
+        Fitted {
+            factors: BTreeMap::new(),
+            error: before,
+        }
+    }
 }
 
 /// Per-kind factors from whole-network times of `n` synthetic networks (for backends that cannot
-/// time per node); `log` reports progress.
+/// time per node), each timing brought to the profile's nominal speed by a reading of the reference
+/// workload after it.
 pub fn fit(
     backend: &dyn Backend,
     profile: &Profile,
     n: usize,
     seed: u64,
-    log: &dyn Fn(String),
-) -> Result<BTreeMap<KernelKind, Composition>, String> {
+    progress: Progress,
+) -> Result<Fitted, FitError> {
     let spec = RunSpec {
         threads: profile.threads.max(1),
         warmup: 2,
@@ -247,15 +202,21 @@ pub fn fit(
         }),
         profile.roofline,
     );
+    let reader = Reader::new();
+    let nominal = profile.reference.workload_cpu_ms;
     for i in 0..n {
         let Ok(g) = generated(seed ^ 0xc0_3b05e, i) else {
             continue;
         };
-        let d = decompose(&g, &FusionRules::tract_default()).map_err(|e| e.to_string())?;
-        let bytes = crate::model::export::to_onnx_bytes(&g).map_err(|e| e.to_string())?;
+        let d = decompose(&g, &FusionRules::tract_default()).map_err(MeasureError::from)?;
+        let bytes = crate::model::export::to_onnx_bytes(&g).map_err(MeasureError::from)?;
         let t = backend
             .time_onnx(&bytes, &spec)
-            .map_err(|e| e.to_string())?;
+            .map_err(MeasureError::from)?;
+        let speed = match reader.read() {
+            Some(now) if nominal > 0.0 => now / nominal,
+            _ => 1.0,
+        };
         let base = predictor.base(&d);
         // Columns: per kind, predicted ms of its compute-bound share, then of its memory-bound share.
         let mut s = vec![0.0; 2 * kinds.len()];
@@ -266,13 +227,13 @@ pub fn fit(
                 s[2 * j + 1] += ms * m;
             }
         }
-        rows.push((s, super::target::fit_target_timing(&t)));
+        rows.push((s, super::target::fit_target_timing(&t) / speed));
     }
     if rows.len() < 5 {
-        return Err(format!(
-            "only {} synthetic networks could be timed",
-            rows.len()
-        ));
+        return Err(FitError::TooFewNetworks {
+            timed: rows.len(),
+            needed: 5,
+        });
     }
     // Least squares on relative error, ridge towards 1 so a kind the networks barely use keeps 1.
     let m = 2 * kinds.len();
@@ -291,7 +252,7 @@ pub fn fit(
         a[i][i] += lambda;
         bv[i] += lambda;
     }
-    let f = solve(a, bv).ok_or("singular system")?;
+    let f = solve(a, bv).ok_or(FitError::Singular)?;
     let factors: BTreeMap<KernelKind, Composition> = kinds
         .iter()
         .enumerate()
@@ -306,14 +267,9 @@ pub fn fit(
         })
         .collect();
     let err = |fac: &dyn Fn(usize) -> f64| {
-        let mut e: Vec<f64> = rows
-            .iter()
-            .map(|(s, y)| {
-                ((s.iter().enumerate().map(|(j, v)| v * fac(j)).sum::<f64>() - y) / y).abs()
-            })
-            .collect();
-        e.sort_by(f64::total_cmp);
-        e[e.len() / 2]
+        median_error(rows.iter().map(|(s, y)| {
+            ((s.iter().enumerate().map(|(j, v)| v * fac(j)).sum::<f64>() - y) / y).abs()
+        }))
     };
     let before = err(&|_| 1.0);
     let after = err(&|j| {
@@ -322,19 +278,26 @@ pub fn fit(
             .map(|c| if j % 2 == 0 { c.compute } else { c.memory })
             .unwrap_or(1.0)
     });
-    log(format!(
-        "composition: {} synthetic networks; median error {:.1} % → {:.1} %; factors {}",
-        rows.len(),
-        before * 100.0,
-        after * 100.0,
-        factors
-            .iter()
-            .filter(|(_, c)| (c.compute - 1.0).abs() > 1e-3 || (c.memory - 1.0).abs() > 1e-3)
-            .map(|(k, c)| format!("{} {:.2}/{:.2}", k.name(), c.compute, c.memory))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    Ok(factors)
+    let pct = |e: Option<f64>| e.map_or(f64::NAN, |e| e * 100.0);
+    note(
+        progress,
+        format!(
+            "composition: {} synthetic networks; median error {:.1} % → {:.1} %; factors {}",
+            rows.len(),
+            pct(before),
+            pct(after),
+            factors
+                .iter()
+                .filter(|(_, c)| (c.compute - 1.0).abs() > 1e-3 || (c.memory - 1.0).abs() > 1e-3)
+                .map(|(k, c)| format!("{} {:.2}/{:.2}", k.name(), c.compute, c.memory))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    Ok(Fitted {
+        factors,
+        error: after,
+    })
 }
 
 /// Gaussian elimination with partial pivoting.

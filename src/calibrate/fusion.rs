@@ -3,9 +3,31 @@
 //! for any other backend it is nn-Meter's timing test: fused when T1 + T2 − T12 > ½·min(T1, T2).
 use crate::kernels::FusionRules;
 use crate::model::builder::{BuildError, GraphBuilder};
+use crate::model::export::ExportError;
 use crate::model::{Graph, TensorId};
-use crate::runtime::{Backend, RunSpec};
+use crate::runtime::{Backend, RunSpec, RuntimeError};
 use std::collections::BTreeSet;
+
+/// Why the fusion rules could not be detected.
+#[derive(Debug, thiserror::Error)]
+pub enum FusionError {
+    #[error("exporting an op pair: {0}")]
+    Export(#[from] ExportError),
+    #[error("tract cannot optimise an op pair: {detail}")]
+    Optimise { detail: String },
+    #[error("timing an op pair: {0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The runtime's fusion rules: read off tract's optimiser when the backend is the in-process tract,
+/// else found by timing op pairs.
+pub fn detect(backend: &dyn Backend, threads: usize) -> Result<FusionRules, FusionError> {
+    if backend.is_in_process_tract() {
+        detect_tract()
+    } else {
+        detect_by_timing(backend, threads)
+    }
+}
 
 /// Producers and consumers tried. Consumers are the elementwise classes that can follow any op.
 const PRODUCERS: &[&str] = &[
@@ -73,7 +95,7 @@ fn consumer(
 }
 
 /// op1 alone, op2 alone, and op1→op2.
-pub fn pair_graphs(p: &str, c: &str) -> Result<(Graph, Graph, Graph), BuildError> {
+fn pair_graphs(p: &str, c: &str) -> Result<(Graph, Graph, Graph), BuildError> {
     let mut b1 = GraphBuilder::new("p");
     let x = b1.input(&[1, C, HW, HW]);
     let y = producer(&mut b1, x, p)?;
@@ -102,13 +124,15 @@ const TRACT_GLUE: &[&str] = &[
     "AxisOp",
 ];
 
-fn tract_compute_nodes(g: &Graph) -> Result<usize, String> {
+fn tract_compute_nodes(g: &Graph) -> Result<usize, FusionError> {
     use tract_onnx::prelude::*;
-    let bytes = crate::model::export::to_onnx_bytes(g).map_err(|e| e.to_string())?;
+    let bytes = crate::model::export::to_onnx_bytes(g)?;
     let model = tract_onnx::onnx()
         .model_for_read(&mut bytes.as_slice())
         .and_then(|m| m.into_optimized())
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| FusionError::Optimise {
+            detail: format!("{e:#}"),
+        })?;
     Ok(model
         .nodes()
         .iter()
@@ -117,7 +141,7 @@ fn tract_compute_nodes(g: &Graph) -> Result<usize, String> {
 }
 
 /// Reads tract's fusion rules off its optimiser.
-pub fn detect_tract() -> Result<FusionRules, String> {
+fn detect_tract() -> Result<FusionRules, FusionError> {
     let mut pairs = BTreeSet::new();
     for p in PRODUCERS {
         for c in CONSUMERS {
@@ -139,19 +163,16 @@ pub fn detect_tract() -> Result<FusionRules, String> {
 }
 
 /// nn-Meter's timing test against any backend.
-pub fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, String> {
+fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules, FusionError> {
     let spec = RunSpec {
         threads,
         warmup: 3,
         runs: 15,
         max_seconds: 2.0,
     };
-    let time = |g: &Graph| -> Result<f64, String> {
-        let bytes = crate::model::export::to_onnx_bytes(g).map_err(|e| e.to_string())?;
-        backend
-            .time_onnx(&bytes, &spec)
-            .map(|t| t.median_ms)
-            .map_err(|e| e.to_string())
+    let time = |g: &Graph| -> Result<f64, FusionError> {
+        let bytes = crate::model::export::to_onnx_bytes(g)?;
+        Ok(backend.time_onnx(&bytes, &spec)?.median_ms)
     };
     let mut pairs = BTreeSet::new();
     for p in PRODUCERS {

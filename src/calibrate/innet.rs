@@ -2,10 +2,65 @@
 //! augur's kernels. A kernel timed alone runs with its inputs and weights hot and nothing between its
 //! runs; inside a network its operands stream through the caches behind other kernels. Regressors fitted
 //! on these timings learn the latency a kernel really has where it will be predicted.
-use crate::kernels::Decomposition;
+//!
+//! The networks are random ones of the design space ([`crate::model::families`], never the evaluation
+//! models),
+//! numbered from 0 under the calibration's seed; every fifth is held out of the regressor fit.
+use super::error::MeasureError;
+use crate::kernels::{Decomposition, FusionRules, decompose};
 use crate::model::Graph;
-use crate::runtime::NodeTiming;
+use crate::model::families::network as generated;
+use crate::profile::Measurement;
+use crate::runtime::{Backend, NodeTiming, RunSpec};
 use std::collections::HashMap;
+
+/// Every fifth network is held out of the regressor fit, for the composition factors.
+pub(crate) fn held_out(i: usize) -> bool {
+    i % 5 == 4
+}
+
+/// Synthetic network `i` of the calibration seeded `seed`, and its decomposition.
+pub(crate) fn network(seed: u64, i: usize) -> Result<(Graph, Decomposition), MeasureError> {
+    let g = generated(seed, i)?;
+    let d = decompose(&g, &FusionRules::tract_default())?;
+    Ok((g, d))
+}
+
+/// Times synthetic network `i` per node (as measured: not normalised); one measurement per kernel
+/// that got time, keyed by kernel index. `Ok(None)` when the backend cannot time per node.
+pub(crate) fn measure_network(
+    backend: &dyn Backend,
+    seed: u64,
+    i: usize,
+    threads: usize,
+) -> Result<Option<Vec<(usize, Measurement)>>, MeasureError> {
+    let (g, d) = network(seed, i)?;
+    // Larger than the networks it stands for (ImageNet models stay under ~8 GMACs): skipped, not timed.
+    if d.macs > 8_000_000_000 {
+        return Ok(Some(Vec::new()));
+    }
+    let bytes = crate::model::export::to_onnx_bytes(&g)?;
+    let spec = RunSpec {
+        threads,
+        warmup: 2,
+        runs: 7,
+        max_seconds: 2.0,
+    };
+    let Some(nodes) = backend.time_per_node_onnx(&bytes, &spec)? else {
+        return Ok(None);
+    };
+    let a = attribute(&g, &d, &nodes);
+    Ok(Some(
+        d.kernels
+            .into_iter()
+            .zip(a.kernel_ms)
+            .enumerate()
+            // A kernel the runtime folded into a neighbour got no time of its own: nothing to learn.
+            .filter(|(_, (_, ms))| *ms > 0.0)
+            .map(|(k, (kernel, ms))| (k, Measurement::new(kernel, ms, ms, ms)))
+            .collect(),
+    ))
+}
 
 /// Per-kernel times of one network run, and what could not be attributed.
 #[derive(Clone, Debug, Default)]

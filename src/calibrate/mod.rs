@@ -1,13 +1,359 @@
-//! Calibration on the board: samples kernel configurations from the layer prior, measures them with a
-//! runtime backend, detects the runtime's fusion rules, fits one regressor per kernel kind, and writes
-//! the device profile.
-pub mod build;
-pub mod compose;
-pub mod fusion;
+//! Calibration on the board: one front door, [`calibrate`], that detects the runtime's fusion rules,
+//! measures kernels alone and inside synthetic networks (journalled, resumable, each measurement
+//! brought to one board speed by the reference workload timed between them), fits one regressor
+//! per kernel kind, the composition factors and the slowdown model, judges the result, and writes
+//! the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
+mod build;
+mod compose;
+mod error;
+mod fit;
+mod fusion;
 pub mod innet;
-pub mod journal;
-pub mod load_fit;
+mod journal;
+mod kernels;
+mod load_fit;
+mod measure;
+mod networks;
+mod options;
 pub mod prior;
-pub mod run;
-pub mod sample;
-pub mod target;
+mod progress;
+mod quality;
+mod sample;
+mod session;
+mod slowdown;
+mod speed;
+mod target;
+
+pub use error::{CalibrateError, FitError, MeasureError};
+pub use fusion::FusionError;
+pub use journal::JournalError;
+pub use options::{Budget, Options, aside_path, journal_path};
+pub use progress::{Event, Phase, Progress};
+pub use quality::REMEDY;
+pub use slowdown::refit as refit_slowdown;
+
+use crate::kernels::FusionRules;
+use crate::profile::{DeviceInfo, Profile, Reference};
+use crate::runtime::Backend;
+use crate::workload::reference;
+use journal::{Header, Journal};
+use session::{Failures, Session};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What a calibration produced.
+#[derive(Debug)]
+pub struct CalibrationReport {
+    /// The profile as written (its `quality` is always there).
+    pub profile: Profile,
+    /// Where it was written.
+    pub out: PathBuf,
+    pub journal: PathBuf,
+    /// Journal entries reused from an interrupted run.
+    pub resumed: usize,
+    /// Journal entries in all (kernels, in-network kernels, reference readings).
+    pub journalled: usize,
+    /// Kernel configurations and networks that could not be measured.
+    pub failed_kernels: usize,
+    pub failed_networks: usize,
+    pub elapsed: Duration,
+}
+
+/// Runs a whole calibration as `opts` says and writes the profile. A poor result (see
+/// [`crate::profile::Quality`]) is written all the same where no profile was before; beside an
+/// existing one it is written aside ([`aside_path`]) and reported as [`CalibrateError::Poor`],
+/// unless `opts.accept_poor`.
+pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport, CalibrateError> {
+    let started = Instant::now();
+    let backend = crate::runtime::backend_from_spec(&opts.backend)?;
+    let fusion = detect_fusion(backend.as_ref(), opts.threads, progress)?;
+    let device = DeviceInfo::detect(&crate::util::roots::Roots::default());
+    let header = Header {
+        journal: journal::FORMAT,
+        runtime: backend.version(),
+        threads: opts.threads,
+        cpu_model: device.cpu_model.clone(),
+    };
+    let journal = Journal::open(&journal_path(&opts.out), &header)?;
+    let resumed = journal.len();
+    if resumed > 0 {
+        progress(&Event::Resumed {
+            measurements: resumed,
+            journal: journal.path().to_path_buf(),
+        });
+    }
+    let (journal, failures) = measure(opts, backend.as_ref(), journal, progress)?;
+    log_failures(&failures);
+    progress(&Event::Phase(Phase::Fit));
+    let c = fit::collect(journal.entries());
+    if c.alone.is_empty() && c.in_network.is_empty() {
+        return Err(CalibrateError::Nothing {
+            last: failures
+                .last
+                .map_or_else(|| "nothing was tried".into(), |e| e.to_string()),
+        });
+    }
+    let profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    let profile_out = save(opts, &profile)?;
+    Ok(CalibrationReport {
+        profile,
+        out: profile_out,
+        journal: journal.path().to_path_buf(),
+        resumed,
+        journalled: journal.len(),
+        failed_kernels: failures.kernels,
+        failed_networks: failures.networks,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The runtime's fusion rules, with a note where they differ from the ones augur ships.
+fn detect_fusion(
+    backend: &dyn Backend,
+    threads: usize,
+    progress: Progress,
+) -> Result<FusionRules, CalibrateError> {
+    progress(&Event::Phase(Phase::Fusion));
+    let fusion = fusion::detect(backend, threads)?;
+    let shipped = FusionRules::tract_default();
+    if backend.is_in_process_tract() && fusion.pairs != shipped.pairs {
+        let added: Vec<_> = fusion.pairs.difference(&shipped.pairs).collect();
+        let missing: Vec<_> = shipped.pairs.difference(&fusion.pairs).collect();
+        tracing::info!(
+            ?added,
+            ?missing,
+            "detected fusion rules differ from the shipped ones"
+        );
+    }
+    Ok(fusion)
+}
+
+/// The measuring phases: kernels alone for 30 % of the budget, refinement to 40 %, kernels inside
+/// synthetic networks for the rest (what the regressors mostly learn from); a backend that cannot
+/// time per node spends the rest on kernels alone.
+fn measure(
+    opts: &Options,
+    backend: &dyn Backend,
+    journal: Journal,
+    progress: Progress,
+) -> Result<(Journal, Failures), CalibrateError> {
+    let mut s = Session::new(opts, backend, journal, progress);
+    let budget = s.budget();
+    let plan = kernels::plan(opts.seed);
+    let mut next = 0;
+    progress(&Event::Phase(Phase::Kernels));
+    kernels::explore(&mut s, &plan, &mut next, budget.mul_f64(0.3))?;
+    progress(&Event::Phase(Phase::Refine));
+    kernels::refine(&mut s, opts.seed, budget.mul_f64(0.4))?;
+    progress(&Event::Phase(Phase::Networks));
+    if !networks::run(&mut s, budget)? {
+        progress(&Event::Phase(Phase::Kernels));
+        kernels::explore(&mut s, &plan, &mut next, budget)?;
+    }
+    s.finish()
+}
+
+fn log_failures(f: &Failures) {
+    let last = f.last.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    if f.kernels > 0 {
+        tracing::info!(failures = f.kernels, last_error = %last, "some configurations could not be measured");
+    }
+    if f.networks > 0 {
+        tracing::info!(failures = f.networks, last_error = %last, "some synthetic networks could not be timed");
+    }
+}
+
+/// The profile from the collected measurements: roofline, reference, regressors, then (unless
+/// stopped) the slowdown model and the composition factors, and the quality report.
+fn assemble(
+    opts: &Options,
+    backend: &dyn Backend,
+    device: DeviceInfo,
+    fusion: FusionRules,
+    c: &fit::Collected,
+    progress: Progress,
+) -> Profile {
+    let roofline = fit::roofline(&c.alone);
+    let reference = Reference {
+        probe_flops_per_second: crate::sense::probe::compute_rate(),
+        probe_bytes_per_second: crate::sense::probe::memory_bandwidth(),
+        cpu_frequency_hertz: 0.0,
+        workload: if c.readings.is_empty() {
+            String::new()
+        } else {
+            reference::identity()
+        },
+        workload_cpu_ms: c.nominal,
+    };
+    let split = compose::split(
+        opts.seed,
+        &c.in_network,
+        device.llc_bytes() as f64,
+        reference.probe_bytes_per_second,
+    );
+    let regressors = fit::regressors(&roofline, &c.alone, &split.train, opts.seed);
+    let slowdown = (opts.fit_slowdown && !opts.stopped()).then(|| {
+        slowdown::fit(
+            &device,
+            &reference,
+            &roofline,
+            opts.budget == Budget::Quick,
+            opts.seed,
+            progress,
+        )
+    });
+    let measurements = fit::keep_for_profile(
+        c.alone
+            .iter()
+            .cloned()
+            .chain(split.train.iter().cloned())
+            .chain(split.held_out.iter().map(|(_, _, m)| m.clone()))
+            .collect(),
+        fit::MAX_PROFILE_MEASUREMENTS,
+    );
+    let mut profile = Profile {
+        format_version: crate::profile::FORMAT_VERSION,
+        augur_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        device,
+        runtime: backend.version(),
+        threads: opts.threads,
+        budget: opts.budget.name().to_string(),
+        fusion,
+        roofline,
+        reference,
+        regressors,
+        measurements,
+        cache_model: true,
+        composition: BTreeMap::new(),
+        slowdown: slowdown.flatten(),
+        quality: None,
+    };
+    let composition_error = composition(opts, backend, &mut profile, &split, progress);
+    profile.quality = Some(quality::assess(
+        &profile.regressors,
+        composition_error,
+        speed::noise(&c.readings, &c.windows),
+        c.alone.len() + c.in_network.len(),
+    ));
+    profile
+}
+
+/// Fits the composition factors into `profile` (from held-out networks, or from whole-network
+/// timings where none were timed per node); the whole-network error they leave.
+fn composition(
+    opts: &Options,
+    backend: &dyn Backend,
+    profile: &mut Profile,
+    split: &compose::InNetwork,
+    progress: Progress,
+) -> Option<f64> {
+    if opts.stopped() {
+        return None;
+    }
+    if !split.held_out.is_empty() {
+        let in_network = profile.regressors.values().filter(|r| r.in_network).count();
+        progress::note(
+            progress,
+            format!(
+                "regressors: {in_network} kinds fitted on kernels timed inside {} networks",
+                split.networks
+            ),
+        );
+        let f = compose::held_out_factors(profile, opts.seed, &split.held_out, progress);
+        profile.composition = f.factors;
+        return f.error;
+    }
+    let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
+    match compose::fit(backend, profile, networks, opts.seed, progress) {
+        Ok(f) => {
+            profile.composition = f.factors;
+            f.error
+        }
+        Err(e) => {
+            progress::note(
+                progress,
+                format!(
+                    "warning: composition factors not fitted ({e}); kernels are summed as measured alone"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Writes the profile where it belongs; a poor one beside an existing profile goes aside.
+fn save(opts: &Options, profile: &Profile) -> Result<PathBuf, CalibrateError> {
+    let poor = profile.quality.as_ref().is_some_and(|q| q.is_poor());
+    if poor && !opts.accept_poor && opts.out.exists() {
+        let aside = aside_path(&opts.out);
+        profile.save(&aside)?;
+        return Err(CalibrateError::Poor {
+            quality: Box::new(profile.quality.clone().unwrap_or_default()),
+            kept: opts.out.clone(),
+            aside,
+        });
+    }
+    profile.save(&opts.out)?;
+    Ok(opts.out.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Quality, Roofline};
+
+    fn profile(problems: Vec<String>) -> Profile {
+        Profile {
+            format_version: crate::profile::FORMAT_VERSION,
+            augur_version: String::new(),
+            created_unix: 0,
+            device: DeviceInfo::default(),
+            runtime: "tract".into(),
+            threads: 1,
+            budget: "quick".into(),
+            fusion: FusionRules::tract_default(),
+            roofline: Roofline::default(),
+            reference: Reference::default(),
+            regressors: BTreeMap::new(),
+            measurements: Vec::new(),
+            cache_model: true,
+            composition: BTreeMap::new(),
+            slowdown: None,
+            quality: Some(Quality {
+                problems,
+                ..Quality::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_poor_calibration_never_overwrites_an_existing_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("profile.json");
+        let mut opts = Options::new(&out);
+        // Where there is none yet, even a poor profile is written (with its problems inside).
+        let poor = profile(vec!["pointwise kernels held-out error 27 %".into()]);
+        assert_eq!(save(&opts, &poor).unwrap(), out);
+        let good = profile(Vec::new());
+        save(&opts, &good).unwrap();
+        let before = std::fs::read(&out).unwrap();
+        match save(&opts, &poor) {
+            Err(CalibrateError::Poor { kept, aside, .. }) => {
+                assert_eq!(kept, out);
+                assert_eq!(aside, aside_path(&out));
+                assert!(aside.exists());
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&out).unwrap(), before);
+        // Asked to, it writes over.
+        opts.accept_poor = true;
+        save(&opts, &poor).unwrap();
+        assert_ne!(std::fs::read(&out).unwrap(), before);
+    }
+}

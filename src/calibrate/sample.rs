@@ -44,7 +44,6 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
         1 => 2.0,
         _ => 1.0,
     };
-    let spatial_ok = |h: usize| (4..=224).contains(&h);
     let resize = |shape: &mut Vec<usize>, ch: Option<usize>, fs: f64| {
         if let Some(c) = ch
             && shape.len() >= 2
@@ -132,44 +131,52 @@ pub fn perturb(k: &Kernel, rng: &mut StdRng, lo: f64, hi: f64) -> Kernel {
                 }
             }
         }
-        _ => {
-            // Elementwise, pools, reductions, data movement: every input scales the same way, and
-            // broadcast operands ([1,C,1,1]) keep their singleton axes.
-            let c0 = k.input_shapes.first().and_then(|s| s.get(1)).copied();
-            let new_c = c0.map(|c| scale(c, fc, 8));
-            let first = k
-                .input_shapes
-                .iter()
-                .find(|s| s.len() == 4 && s[2] > 1)
-                .or(k.input_shapes.first())
-                .cloned()
-                .unwrap_or_default();
-            let (h, w) = if first.len() == 4 {
-                let h = (first[2] as f64 * fs).round() as usize;
-                let w = (first[3] as f64 * fs).round() as usize;
-                if spatial_ok(h) && spatial_ok(w) && first[2] > 1 {
-                    (h, w)
-                } else {
-                    (first[2], first[3])
-                }
-            } else {
-                (0, 0)
-            };
-            for s in &mut k.input_shapes {
-                if k.kind == KernelKind::DataMovement {
-                    continue;
-                }
-                if s.len() >= 2 && Some(s[1]) == c0 {
-                    s[1] = new_c.unwrap_or(s[1]);
-                }
-                if s.len() == 4 && s[2] > 1 {
-                    s[2] = h;
-                    s[3] = w;
-                }
-            }
-        }
+        _ => perturb_alike(&mut k, fc, fs),
     }
     k
+}
+
+/// Whether a perturbed spatial size is one real layers have.
+fn spatial_ok(h: usize) -> bool {
+    (4..=224).contains(&h)
+}
+
+/// Perturbs a kernel whose inputs all scale alike: channels × `fc`, spatial size × `fs`.
+fn perturb_alike(k: &mut Kernel, fc: f64, fs: f64) {
+    // Elementwise, pools, reductions, data movement: every input scales the same way, and
+    // broadcast operands ([1,C,1,1]) keep their singleton axes.
+    let c0 = k.input_shapes.first().and_then(|s| s.get(1)).copied();
+    let new_c = c0.map(|c| scale(c, fc, 8));
+    let first = k
+        .input_shapes
+        .iter()
+        .find(|s| s.len() == 4 && s[2] > 1)
+        .or(k.input_shapes.first())
+        .cloned()
+        .unwrap_or_default();
+    let (h, w) = if first.len() == 4 {
+        let h = (first[2] as f64 * fs).round() as usize;
+        let w = (first[3] as f64 * fs).round() as usize;
+        if spatial_ok(h) && spatial_ok(w) && first[2] > 1 {
+            (h, w)
+        } else {
+            (first[2], first[3])
+        }
+    } else {
+        (0, 0)
+    };
+    for s in &mut k.input_shapes {
+        if k.kind == KernelKind::DataMovement {
+            continue;
+        }
+        if s.len() >= 2 && Some(s[1]) == c0 {
+            s[1] = new_c.unwrap_or(s[1]);
+        }
+        if s.len() == 4 && s[2] > 1 {
+            s[2] = h;
+            s[3] = w;
+        }
+    }
 }
 
 /// Draws `n` configurations: kinds in proportion to [`kind_weight`] × how many the prior has,

@@ -1,10 +1,32 @@
-//! `augur calibrate`: measure this board and write its device profile.
-use crate::calibrate::fusion;
-use crate::calibrate::run::{Budget, Options, calibrate, journal_path};
-use crate::kernels::FusionRules;
+//! `augur calibrate`: measure this board and write its device profile (the work is
+//! [`crate::calibrate::calibrate`]; this parses, draws the progress bar and prints the report).
+use crate::calibrate::{self, Budget, CalibrateError, CalibrationReport, Event, Options};
+use crate::profile::{Profile, Quality};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How long to spend measuring.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BudgetArg {
+    /// Under 3 minutes in all: enough for a usable profile.
+    Quick,
+    /// About 12 minutes.
+    Standard,
+    /// About 30 minutes.
+    Thorough,
+}
+
+impl From<BudgetArg> for Budget {
+    fn from(b: BudgetArg) -> Budget {
+        match b {
+            BudgetArg::Quick => Budget::Quick,
+            BudgetArg::Standard => Budget::Standard,
+            BudgetArg::Thorough => Budget::Thorough,
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,7 +35,7 @@ pub struct Args {
     pub out: Option<PathBuf>,
     /// How long to spend measuring.
     #[arg(long, value_enum, default_value = "standard")]
-    pub budget: Budget,
+    pub budget: BudgetArg,
     /// Threads the runtime uses while measuring (predictions are for this thread count).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -32,6 +54,9 @@ pub struct Args {
     /// Only fit the slowdown model of the existing profile at --out again (no kernel measuring).
     #[arg(long, conflicts_with = "no_load_fit")]
     pub only_load_fit: bool,
+    /// Write a poor calibration over an existing profile (by default it is written aside).
+    #[arg(long)]
+    pub accept_poor: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -42,8 +67,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p,
         None => super::default_profile_path()?,
     };
+    let bar = progress_bar(args.quiet);
+    let on_event = |e: &Event| show(&bar, e);
     if args.only_load_fit {
-        let p = crate::calibrate::run::refit_slowdown(&out, args.seed, !args.quiet)?;
+        let p = calibrate::refit_slowdown(&out, args.seed, &on_event)?;
+        bar.finish_and_clear();
         eprintln!(
             "refitted the slowdown model of {} ({})",
             out.display(),
@@ -55,54 +83,109 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let backend = crate::runtime::backend_from_spec(&args.backend)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         // Ctrl-C stops after the measurement in flight; everything measured is already journalled.
         let stop = stop.clone();
         let _ = ctrlc_hook(move || stop.store(true, Ordering::Relaxed));
     }
-    let fusion = if args.backend == "tract" {
-        fusion::detect_tract()
-            .map_err(|e| anyhow::anyhow!("detecting tract's fusion rules: {e}"))?
-    } else {
-        eprintln!("detecting fusion rules by timing op pairs …");
-        fusion::detect_by_timing(backend.as_ref(), args.threads)
-            .map_err(|e| anyhow::anyhow!("detecting fusion rules: {e}"))?
-    };
-    let default = FusionRules::tract_default();
-    if args.backend == "tract" && fusion.pairs != default.pairs {
-        let added: Vec<_> = fusion.pairs.difference(&default.pairs).collect();
-        let missing: Vec<_> = default.pairs.difference(&fusion.pairs).collect();
-        tracing::info!(
-            ?added,
-            ?missing,
-            "detected fusion rules differ from the shipped ones"
-        );
-    }
     let opts = Options {
-        out: out.clone(),
-        budget: args.budget,
+        out,
+        backend: args.backend,
+        budget: args.budget.into(),
         budget_seconds: args.budget_seconds,
         threads: args.threads,
         seed: args.seed,
-        progress: !args.quiet,
         fit_slowdown: !args.no_load_fit,
+        accept_poor: args.accept_poor,
         stop,
     };
-    let started = std::time::Instant::now();
-    let profile = calibrate(backend.as_ref(), fusion, &opts)?;
-    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let result = calibrate::calibrate(&opts, &on_event);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            print_report(&report);
+            Ok(())
+        }
+        Err(CalibrateError::Poor {
+            quality,
+            kept,
+            aside,
+        }) => {
+            print_quality(&quality);
+            anyhow::bail!(
+                "the calibration came out poor; the profile at {} was kept, the new one is at {} (`--accept-poor` writes it over). {}",
+                kept.display(),
+                aside.display(),
+                calibrate::REMEDY
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(1)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} calibrating [{elapsed_precise}] {wide_bar} ETA {eta} {prefix}: {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// One event on the bar: measuring moves it, phases name it, notes print above it.
+fn show(bar: &ProgressBar, e: &Event) {
+    match e {
+        Event::Resumed {
+            measurements,
+            journal,
+        } => bar.println(format!(
+            "resuming: {measurements} measurements already in {}",
+            journal.display()
+        )),
+        Event::Phase(p) => bar.set_prefix(p.name()),
+        Event::Measuring {
+            elapsed,
+            budget,
+            measurements,
+            networks,
+            repeats,
+        } => {
+            bar.set_length(budget.as_secs().max(1));
+            bar.set_position(elapsed.as_secs().min(budget.as_secs()));
+            bar.set_message(format!(
+                "{measurements} measured ({networks} networks, {repeats} repeated)"
+            ));
+        }
+        Event::Note(text) => bar.println(text),
+    }
+}
+
+fn print_report(r: &CalibrationReport) {
+    let size = std::fs::metadata(&r.out).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "wrote {} ({} measurements, {} regressors, {:.1} MB) in {:.0} s; journal: {}",
-        out.display(),
-        profile.measurements.len(),
-        profile.regressors.len(),
+        r.out.display(),
+        r.profile.measurements.len(),
+        r.profile.regressors.len(),
         size as f64 / 1e6,
-        started.elapsed().as_secs_f64(),
-        journal_path(&out).display()
+        r.elapsed.as_secs_f64(),
+        r.journal.display()
     );
-    for (kind, r) in &profile.regressors {
+    print_regressors(&r.profile);
+    if let Some(q) = &r.profile.quality {
+        print_quality(q);
+    }
+}
+
+fn print_regressors(p: &Profile) {
+    for (kind, r) in &p.regressors {
         let err = r
             .holdout_error
             .map(|e| format!("{:.1} %", e * 100.0))
@@ -113,7 +196,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.samples
         );
     }
-    Ok(())
+}
+
+fn print_quality(q: &Quality) {
+    let n = &q.noise;
+    eprintln!(
+        "  composition: whole held-out networks err by {}",
+        q.composition_error
+            .map_or("n/a".to_string(), |e| format!("{:.1} %", e * 100.0))
+    );
+    eprintln!(
+        "  noise: reference workload {:.2} ms a pass (median of {}), spread {:.1} %, {} regime switches in {} windows; {} measurements repeated, {} kept spoiled",
+        n.reference_median_ms,
+        n.reference_readings,
+        n.reference_spread * 100.0,
+        n.regime_switches,
+        n.windows,
+        n.repeats,
+        n.kept_spoiled
+    );
+    if q.is_poor() {
+        eprintln!("\nWARNING: this calibration is POOR:");
+        for p in &q.problems {
+            eprintln!("  - {p}");
+        }
+        eprintln!("{}\n", calibrate::REMEDY);
+    }
 }
 
 /// Installs a SIGINT handler that runs `f` once (a second Ctrl-C kills as usual).

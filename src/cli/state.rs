@@ -120,6 +120,15 @@ pub fn render(s: &Snapshot) -> String {
         "augur state: sample {} at {} Hz, window {} s",
         s.seq, s.sample_hz, s.window_seconds
     );
+    render_cpus(&mut o, s);
+    render_load(&mut o, s);
+    render_probes(&mut o, s);
+    render_sensors(&mut o, s);
+    o
+}
+
+/// Per CPU: frequency, busy share, cluster and governor.
+fn render_cpus(o: &mut String, s: &Snapshot) {
     let _ = writeln!(
         o,
         "\n{:<6} {:>12} {:>12} {:>8} {:>9}  governor",
@@ -142,6 +151,10 @@ pub fn render(s: &Snapshot) -> String {
         "frequency ratio  {}",
         s.freq_ratio.map_or("-".into(), |r| format!("{r:.2}"))
     );
+}
+
+/// Utilisation by mode, augur's own share, the run queue and pressure.
+fn render_load(o: &mut String, s: &Snapshot) {
     let u = &s.utilization;
     let _ = writeln!(o, "\nutilisation      busy {}", stat_pct(&u.busy));
     let _ = writeln!(
@@ -186,6 +199,10 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+}
+
+/// The probes, the counters, thermal and power readings, the sampler's cost.
+fn render_probes(o: &mut String, s: &Snapshot) {
     let pr = &s.probe;
     let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
     let _ = writeln!(
@@ -236,6 +253,10 @@ pub fn render(s: &Snapshot) -> String {
         "sampler cost     {} of one core",
         pct(s.sampler.cpu_share)
     );
+}
+
+/// Every sensor, live or off, with its reason and remedy.
+fn render_sensors(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "\nsensors");
     for st in &s.sensors {
         let mark = if st.available { "live" } else { "off " };
@@ -249,5 +270,4 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(o, "       {:<14} remedy: {r}", "");
         }
     }
-    o
 }

@@ -43,10 +43,7 @@ pub fn run(
     plan: &Plan,
     progress: &mut dyn FnMut(&str, &Progress),
 ) -> Result<BTreeMap<String, Report>, EvalError> {
-    let device = crate::profile::DeviceInfo::detect(
-        std::path::Path::new("/sys"),
-        std::path::Path::new("/proc"),
-    );
+    let device = crate::profile::DeviceInfo::detect(&crate::util::roots::Roots::default());
     // Every name is checked before any load starts.
     let loads = scenarios
         .iter()

@@ -474,6 +474,65 @@ fn pads4(v: Option<&[i64]>) -> [usize; 4] {
     }
 }
 
+/// The window, stride, padding, groups (conv and pool), permutation (transpose) or matmul shape
+/// of a kernel, from its anchor node.
+fn set_geometry(
+    k: &mut Kernel,
+    g: &Graph,
+    anchor: &Node,
+    first_in: &[usize],
+    anchor_out: &[usize],
+) {
+    match k.kind {
+        KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
+            let w = anchor
+                .inputs
+                .get(1)
+                .map(|&t| g.tensor(t).shape.clone())
+                .unwrap_or_default();
+            let ks = if w.len() >= 4 {
+                [w[2], w[3]]
+            } else if w.len() == 3 {
+                [w[2], 1]
+            } else {
+                [1, 1]
+            };
+            k.kernel_size = ks;
+            k.stride = pair(anchor.ints("strides"), 1);
+            k.dilation = pair(anchor.ints("dilations"), 1);
+            k.groups = anchor.int("group").unwrap_or(1).max(1) as usize;
+            k.pads = pads4(anchor.ints("pads"));
+        }
+        KernelKind::Pool => {
+            k.kernel_size = pair(anchor.ints("kernel_shape"), 1);
+            k.stride = pair(anchor.ints("strides"), 1);
+            k.pads = pads4(anchor.ints("pads"));
+        }
+        KernelKind::DataMovement if anchor.op == "Transpose" => {
+            k.perm = anchor
+                .ints("perm")
+                .map(|p| p.iter().map(|&v| v.max(0) as usize).collect())
+                .unwrap_or_default();
+        }
+        KernelKind::MatMul => {
+            // As a matmul: M rows of K into N columns; kept in the conv fields (hin = M, cin = K, cout = N).
+            let a = first_in;
+            let trans_a = anchor.int("transA").unwrap_or(0) != 0;
+            let (m, kk) = match a.len() {
+                0 => (1, 1),
+                1 => (1, a[0]),
+                n if trans_a => (a[n - 1], a[n - 2]),
+                n => (a[..n - 1].iter().product(), a[n - 1]),
+            };
+            k.hin = m;
+            k.win = 1;
+            k.cin = kk;
+            k.cout = anchor_out.last().copied().unwrap_or(1);
+        }
+        _ => {}
+    }
+}
+
 fn kernel_of(
     g: &Graph,
     nodes: &[usize],
@@ -535,54 +594,7 @@ fn kernel_of(
         output_bytes: g.tensor(out_t).bytes(),
         ..Kernel::blank(anchor.name.clone(), kind)
     };
-    match kind {
-        KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => {
-            let w = anchor
-                .inputs
-                .get(1)
-                .map(|&t| g.tensor(t).shape.clone())
-                .unwrap_or_default();
-            let ks = if w.len() >= 4 {
-                [w[2], w[3]]
-            } else if w.len() == 3 {
-                [w[2], 1]
-            } else {
-                [1, 1]
-            };
-            k.kernel_size = ks;
-            k.stride = pair(anchor.ints("strides"), 1);
-            k.dilation = pair(anchor.ints("dilations"), 1);
-            k.groups = anchor.int("group").unwrap_or(1).max(1) as usize;
-            k.pads = pads4(anchor.ints("pads"));
-        }
-        KernelKind::Pool => {
-            k.kernel_size = pair(anchor.ints("kernel_shape"), 1);
-            k.stride = pair(anchor.ints("strides"), 1);
-            k.pads = pads4(anchor.ints("pads"));
-        }
-        KernelKind::DataMovement if anchor.op == "Transpose" => {
-            k.perm = anchor
-                .ints("perm")
-                .map(|p| p.iter().map(|&v| v.max(0) as usize).collect())
-                .unwrap_or_default();
-        }
-        KernelKind::MatMul => {
-            // As a matmul: M rows of K into N columns; kept in the conv fields (hin = M, cin = K, cout = N).
-            let a = &first_in;
-            let trans_a = anchor.int("transA").unwrap_or(0) != 0;
-            let (m, kk) = match a.len() {
-                0 => (1, 1),
-                1 => (1, a[0]),
-                n if trans_a => (a[n - 1], a[n - 2]),
-                n => (a[..n - 1].iter().product(), a[n - 1]),
-            };
-            k.hin = m;
-            k.win = 1;
-            k.cin = kk;
-            k.cout = anchor_out.last().copied().unwrap_or(1);
-        }
-        _ => {}
-    }
+    set_geometry(&mut k, g, anchor, &first_in, &anchor_out);
     k.macs = nodes.iter().map(|&n| node_macs(g, &g.nodes[n])).sum();
     let elementwise_ops = nodes
         .iter()

@@ -1,7 +1,7 @@
-//! What board a profile was made on: CPU model, cores, caches, kernel, from a configurable sysfs/procfs
-//! root so tests can use fixture trees.
+//! What board a profile was made on: CPU model, cores, caches, kernel, read through the sysfs/procfs
+//! [`Roots`] like every sensor, so tests can use fixture trees.
+use crate::util::roots::Roots;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -14,9 +14,10 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// Reads this board's description; missing files leave fields empty (never an error).
-    pub fn detect(sysfs: &Path, procfs: &Path) -> DeviceInfo {
-        let cpuinfo = std::fs::read_to_string(procfs.join("cpuinfo")).unwrap_or_default();
+    /// Reads this board's description; missing files leave fields empty (never an error). The cores
+    /// are those this process may run on (its affinity and quota), which no file under the roots says.
+    pub fn detect(roots: &Roots) -> DeviceInfo {
+        let cpuinfo = std::fs::read_to_string(roots.proc("cpuinfo")).unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
             .find(|l| {
@@ -29,7 +30,7 @@ impl DeviceInfo {
             .map(|n| n.get())
             .unwrap_or(1);
         let mut caches = Vec::new();
-        let cache_dir = sysfs.join("devices/system/cpu/cpu0/cache");
+        let cache_dir = roots.sys("devices/system/cpu/cpu0/cache");
         if let Ok(entries) = std::fs::read_dir(&cache_dir) {
             let mut dirs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
             dirs.sort();
@@ -55,7 +56,7 @@ impl DeviceInfo {
                 caches.push((name, parse_size(&size)));
             }
         }
-        let kernel = std::fs::read_to_string(procfs.join("sys/kernel/osrelease"))
+        let kernel = std::fs::read_to_string(roots.proc("sys/kernel/osrelease"))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         DeviceInfo {
@@ -93,6 +94,47 @@ fn parse_size(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn reads_a_fixture_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = Roots::new(dir.path().join("sys"), dir.path().join("proc"));
+        let write = |p: std::path::PathBuf, s: &str| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        write(
+            roots.proc("cpuinfo"),
+            "processor\t: 0\nmodel name\t: Fixture CPU @ 2.0GHz\n",
+        );
+        write(roots.proc("sys/kernel/osrelease"), "6.1.0-fixture\n");
+        for (i, level, ty, size) in [
+            (0, "1", "Data", "48K"),
+            (1, "1", "Instruction", "32K"),
+            (2, "2", "Unified", "2048K"),
+            (3, "3", "Unified", "16M"),
+        ] {
+            let d = format!("devices/system/cpu/cpu0/cache/index{i}");
+            write(roots.sys(&format!("{d}/level")), level);
+            write(roots.sys(&format!("{d}/type")), ty);
+            write(roots.sys(&format!("{d}/size")), size);
+        }
+        let d = DeviceInfo::detect(&roots);
+        assert_eq!(d.cpu_model, "Fixture CPU @ 2.0GHz");
+        assert_eq!(d.kernel, "6.1.0-fixture");
+        assert_eq!(
+            d.caches,
+            vec![
+                ("L1d".to_string(), 48 << 10),
+                ("L2".to_string(), 2 << 20),
+                ("L3".to_string(), 16 << 20)
+            ]
+        );
+        assert_eq!(d.llc_bytes(), 16 << 20);
+        // An empty tree leaves the fields empty, never an error.
+        let none = DeviceInfo::detect(&Roots::new(dir.path().join("no"), dir.path().join("no")));
+        assert!(none.cpu_model.is_empty() && none.caches.is_empty() && none.kernel.is_empty());
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("32K"), 32768);

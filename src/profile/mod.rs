@@ -2,10 +2,14 @@
 //! rules, one latency regressor per kernel kind, the roofline fallback, and the measurements they were
 //! fitted on. Versioned and self-describing JSON, written atomically.
 pub mod device;
+pub mod quality;
 pub mod regressor;
+pub mod slowdown;
 
 pub use device::DeviceInfo;
-pub use regressor::{Regressor, Roofline};
+pub use quality::{Noise, Quality};
+pub use regressor::{Regressor, RegressorError, Roofline};
+pub use slowdown::Slowdown;
 
 use crate::kernels::{FusionRules, Kernel, KernelKind};
 use serde::{Deserialize, Serialize};
@@ -16,12 +20,50 @@ use std::path::Path;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// One kernel measurement taken by calibration.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
     pub kernel: Kernel,
     pub median_ms: f64,
     pub p10_ms: f64,
     pub p90_ms: f64,
+    /// The board's speed while it was taken: the reference workload's time then over the profile's
+    /// [`Reference::workload_cpu_ms`]. The times above are already divided by it, so every
+    /// measurement of a profile describes the board at one speed; 1 where it was not known.
+    #[serde(default = "one")]
+    pub speed: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Measurement {
+    /// A timing taken at the profile's speed (or where the speed was not known).
+    pub fn new(kernel: Kernel, median_ms: f64, p10_ms: f64, p90_ms: f64) -> Measurement {
+        Measurement {
+            kernel,
+            median_ms,
+            p10_ms,
+            p90_ms,
+            speed: 1.0,
+        }
+    }
+
+    /// This timing taken at `speed`, brought to the profile's speed.
+    pub fn normalised(self, speed: f64) -> Measurement {
+        let s = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        Measurement {
+            median_ms: self.median_ms / s,
+            p10_ms: self.p10_ms / s,
+            p90_ms: self.p90_ms / s,
+            speed: self.speed * s,
+            ..self
+        }
+    }
 }
 
 /// In-network factors of one kernel kind: a kernel's factor is `compute·(1 − m) + memory·m`, with `m`
@@ -82,7 +124,10 @@ pub struct Profile {
     pub composition: BTreeMap<KernelKind, Composition>,
     /// Coefficients of the slowdown model, fitted under controlled load (absent until fitted).
     #[serde(default)]
-    pub slowdown: Option<serde_json::Value>,
+    pub slowdown: Option<Slowdown>,
+    /// How good the calibration came out (absent in profiles made before it was reported).
+    #[serde(default)]
+    pub quality: Option<Quality>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,14 +183,16 @@ impl Profile {
         if found != FORMAT_VERSION {
             return Err(ProfileError::Version { path: p, found });
         }
+        // The path of what is malformed (`slowdown.cpu_weight: invalid type …`): a profile edited by
+        // hand or written by another version says which field is wrong.
         let mut profile: Profile =
-            serde_json::from_value(head).map_err(|e| ProfileError::Invalid {
+            serde_path_to_error::deserialize(head).map_err(|e| ProfileError::Invalid {
                 path: p.clone(),
                 detail: e.to_string(),
             })?;
         profile.regressors.values_mut().for_each(Regressor::compile);
         let mut warnings = Vec::new();
-        let here = DeviceInfo::detect(Path::new("/sys"), Path::new("/proc"));
+        let here = DeviceInfo::detect(&crate::util::roots::Roots::default());
         if !profile.device.same_board(&here) {
             warnings.push(format!(
                 "{p}: profile was made on another board ({}, {} cores); this is {} with {} cores — predictions may be off; run `augur calibrate`",

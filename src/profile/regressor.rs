@@ -4,6 +4,15 @@
 use crate::kernels::{Kernel, N_FEATURES, features};
 use serde::{Deserialize, Serialize};
 
+/// Why a regressor could not be fitted.
+#[derive(Debug, thiserror::Error)]
+pub enum RegressorError {
+    #[error("too few measurements ({0}; at least 4 are needed)")]
+    TooFew(usize),
+    #[error("training the trees: {0}")]
+    Training(String),
+}
+
 /// Depth of the trees.
 const DEPTH: usize = 5;
 
@@ -239,9 +248,9 @@ impl Regressor {
         roofline: &Roofline,
         data: &[(Kernel, f64)],
         seed: u64,
-    ) -> Result<Regressor, String> {
+    ) -> Result<Regressor, RegressorError> {
         if data.len() < 4 {
-            return Err(format!("too few measurements ({})", data.len()));
+            return Err(RegressorError::TooFew(data.len()));
         }
         let rows: Vec<[f64; N_FEATURES]> = data.iter().map(|(k, _)| features(k)).collect();
         let y: Vec<f64> = data
@@ -263,7 +272,11 @@ impl Regressor {
     }
 }
 
-fn train(rows: &[[f64; N_FEATURES]], y: &[f64], seed: u64) -> Result<(f64, Vec<FlatTree>), String> {
+fn train(
+    rows: &[[f64; N_FEATURES]],
+    y: &[f64],
+    seed: u64,
+) -> Result<(f64, Vec<FlatTree>), RegressorError> {
     use forust_ml::GradientBooster;
     use forust_ml::objective::ObjectiveType;
     // forust's Matrix is column-major.
@@ -286,7 +299,7 @@ fn train(rows: &[[f64; N_FEATURES]], y: &[f64], seed: u64) -> Result<(f64, Vec<F
         .set_initialize_base_score(true);
     let w = vec![1.0; n];
     gb.fit(&m, y, &w, None)
-        .map_err(|e| format!("fitting failed: {e}"))?;
+        .map_err(|e| RegressorError::Training(e.to_string()))?;
     let trees = gb
         .trees
         .iter()
@@ -328,8 +341,7 @@ fn holdout(roofline: &Roofline, data: &[(Kernel, f64)], seed: u64) -> Option<f64
             }
         }
     }
-    errs.sort_by(f64::total_cmp);
-    errs.get(errs.len() / 2).copied()
+    crate::util::percentile(errs, 0.5)
 }
 
 #[cfg(test)]

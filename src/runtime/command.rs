@@ -35,7 +35,7 @@ pub struct CommandBackend {
 }
 
 /// Splits a command line into words as a POSIX shell would, without expanding anything.
-pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -238,7 +238,7 @@ impl CommandBackend {
     }
 
     /// The command line for a model file and spec.
-    pub fn argv(&self, model: &Path, spec: &RunSpec) -> Vec<String> {
+    fn argv(&self, model: &Path, spec: &RunSpec) -> Vec<String> {
         let model = model.to_string_lossy();
         self.words
             .iter()

@@ -66,8 +66,7 @@ impl Timing {
         if samples_ms.is_empty() {
             return None;
         }
-        let mut sorted = samples_ms.clone();
-        sorted.sort_by(f64::total_cmp);
+        let sorted = crate::util::stats::sorted_finite(samples_ms.iter().copied());
         Some(Timing {
             median_ms: quantile(&sorted, 0.5),
             p10_ms: quantile(&sorted, 0.1),
@@ -78,17 +77,7 @@ impl Timing {
     }
 }
 
-/// Quantile `q` of sorted, non-empty data, interpolated linearly between order statistics (numpy's
-/// default, so figures compare with what a Python backend reports).
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+pub use crate::util::quantile;
 
 /// Why a model could not be timed.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +108,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// `tract 0.23.9`, `onnxruntime 1.22.0` …
     fn version(&self) -> String;
+    /// Whether this is tract in this process, whose optimiser can be asked which ops it fuses
+    /// (any other runtime's fusion rules are found by timing).
+    fn is_in_process_tract(&self) -> bool {
+        false
+    }
     /// Times a whole model; its inputs are filled with a fixed pattern at their static shapes.
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError>;
     /// Per-node median times of whole-model runs, where the runtime can report them (`None` when it

@@ -108,11 +108,10 @@ fn executor(threads: usize) -> Result<Executor, RuntimeError> {
     let e = std::panic::catch_unwind(|| Executor::multithread_with_name(threads, "augur-tract"))
         .map_err(|p| RuntimeError::Threads {
             threads,
-            detail: p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the thread pool could not be built".into()),
+            detail: crate::util::panic::panic_message(
+                p.as_ref(),
+                "the thread pool could not be built",
+            ),
         })?;
     pools.insert(threads, e.clone());
     Ok(e)
@@ -233,6 +232,10 @@ impl Backend for TractBackend {
 
     fn version(&self) -> String {
         format!("tract {TRACT_VERSION}")
+    }
+
+    fn is_in_process_tract(&self) -> bool {
+        true
     }
 
     fn time_onnx(&self, onnx: &[u8], spec: &RunSpec) -> Result<Timing, RuntimeError> {
@@ -408,8 +411,7 @@ impl Prepared {
             if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>() {
                 continue;
             }
-            let mut v = per_node[id].clone();
-            v.sort_by(f64::total_cmp);
+            let v = crate::util::stats::sorted_finite(per_node[id].iter().copied());
             timings.push(NodeTiming {
                 name: node.name.clone(),
                 op: node.op().name().to_string(),

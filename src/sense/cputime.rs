@@ -70,7 +70,7 @@ pub struct ProcStat {
     pub procs_blocked: Option<u64>,
 }
 
-pub fn parse_proc_stat(text: &str, path: &Path) -> Result<ProcStat, SenseError> {
+pub(crate) fn parse_proc_stat(text: &str, path: &Path) -> Result<ProcStat, SenseError> {
     let mut out = ProcStat::default();
     let mut saw_all = false;
     for line in text.lines() {
@@ -107,7 +107,7 @@ pub fn parse_proc_stat(text: &str, path: &Path) -> Result<ProcStat, SenseError> 
 
 /// utime + stime of `/proc/<pid>/stat`, in ticks. The command name may contain spaces and
 /// parentheses, so fields are counted from the last `)`.
-pub fn parse_self_stat(text: &str, path: &Path) -> Result<u64, SenseError> {
+pub(crate) fn parse_self_stat(text: &str, path: &Path) -> Result<u64, SenseError> {
     let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_ascii_whitespace().collect();
     // After the comm come state(3) ppid(4) … utime(14) stime(15): indices 11 and 12 here.

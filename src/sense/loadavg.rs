@@ -5,7 +5,7 @@ use super::sensor::{Frame, SampleCtx, Sensor};
 use super::snapshot::LoadAvg;
 use std::path::Path;
 
-pub fn parse_loadavg(text: &str, path: &Path) -> Result<LoadAvg, SenseError> {
+pub(crate) fn parse_loadavg(text: &str, path: &Path) -> Result<LoadAvg, SenseError> {
     let f: Vec<&str> = text.split_ascii_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
     let (Some(one), Some(five), Some(fifteen)) = (num(0), num(1), num(2)) else {

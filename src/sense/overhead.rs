@@ -24,7 +24,7 @@ pub struct OverheadReport {
 }
 
 /// CPU seconds so far of this process's threads whose name starts with `prefix`.
-pub fn threads_cpu_seconds(roots: &Roots, prefix: &str) -> f64 {
+pub(crate) fn threads_cpu_seconds(roots: &Roots, prefix: &str) -> f64 {
     let Ok(rd) = std::fs::read_dir(roots.proc("self/task")) else {
         return 0.0;
     };

@@ -74,7 +74,7 @@ impl ComputeKernel {
         self.iters as f64 * FLOP_PER_ITER / t.elapsed().as_secs_f64().max(1e-9)
     }
 
-    pub fn flop_per_run(&self) -> f64 {
+    pub(crate) fn flop_per_run(&self) -> f64 {
         self.iters as f64 * FLOP_PER_ITER
     }
 }
@@ -119,11 +119,11 @@ impl MemoryKernel {
         Ok(k)
     }
 
-    pub fn buffer_bytes(&self) -> u64 {
+    pub(crate) fn buffer_bytes(&self) -> u64 {
         self.buf.len() as u64 * 8
     }
 
-    pub fn bytes_per_run(&self) -> u64 {
+    pub(crate) fn bytes_per_run(&self) -> u64 {
         self.run_words as u64 * 8
     }
 

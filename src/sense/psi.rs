@@ -8,7 +8,7 @@ use std::path::Path;
 
 const RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
 
-pub fn parse_psi(text: &str, path: &Path) -> Result<Psi, SenseError> {
+pub(crate) fn parse_psi(text: &str, path: &Path) -> Result<Psi, SenseError> {
     let mut some = None;
     let mut full = None;
     for line in text.lines() {

@@ -229,17 +229,11 @@ fn stopped(shared: &Shared) -> bool {
     *lock(&shared.stop)
 }
 
-fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
-    let start = Instant::now();
-    let own0 = thread_cpu_seconds();
-    let mut runner = Runner {
-        worker: None,
-        retired_cpu: 0.0,
-        worker_cpu: 0.0,
-        timeout: cfg.timeout(),
-    };
+/// Probes every sensor once (in the runner, bounded by the probe timeout): a slot each, available
+/// or with its reason and remedy. None when asked to stop meanwhile.
+fn probe_slots(cfg: &SenseConfig, runner: &mut Runner, shared: &Shared) -> Option<Vec<Slot>> {
     let mut slots: Vec<Slot> = Vec::new();
-    for s in super::sensors(&cfg) {
+    for s in super::sensors(cfg) {
         let name = s.name();
         let probe = s.is_probe();
         let mut status = SensorStatus {
@@ -271,11 +265,86 @@ fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
             status,
             probe,
         });
-        if stopped(&shared) {
-            runner.finish();
-            return;
+        if stopped(shared) {
+            return None;
         }
     }
+    Some(slots)
+}
+
+/// Samples one due sensor into `frame` and keeps its status; the probe CPU seconds it used.
+fn sample_slot(
+    runner: &mut Runner,
+    slot: &mut Slot,
+    sensor: Box<dyn Sensor>,
+    now: Instant,
+    allowance: f64,
+    frame: &mut Frame,
+) -> f64 {
+    let ctx = SampleCtx {
+        now,
+        cpu_share: if slot.probe { allowance } else { 0.0 },
+    };
+    let timeout = if slot.probe {
+        PROBE_TIMEOUT
+    } else {
+        runner.timeout
+    };
+    let mut probe_cpu = 0.0;
+    match runner.call(Job::Sample(sensor, ctx), timeout) {
+        Ok(Reply::Sampled(s, f, result, cpu)) => {
+            slot.sensor = Some(s);
+            if slot.probe {
+                probe_cpu = cpu.max(0.0);
+            }
+            match result {
+                Ok(()) => {
+                    frame.absorb(*f);
+                    if !slot.status.available {
+                        tracing::info!(sensor = slot.name, "sensor is back");
+                    }
+                    slot.status.available = true;
+                    slot.status.reason = None;
+                    slot.status.remedy = None;
+                }
+                Err(SenseError::NoData) => {}
+                Err(e) => {
+                    if slot.status.available {
+                        tracing::warn!(sensor = slot.name, "sample failed: {e}");
+                    }
+                    slot.status.available = false;
+                    slot.status.reason = Some(format!("sample failed: {e}"));
+                    slot.status.remedy = Some("transient read error; retried every sample".into());
+                }
+            }
+        }
+        Ok(Reply::Probed(..)) => {}
+        Err(e) => {
+            tracing::warn!(sensor = slot.name, "dropped: {e}");
+            slot.status.available = false;
+            slot.status.reason = Some(format!("{e}; the sensor was dropped"));
+            slot.status.remedy = Some(
+                "check the driver behind this sensor (dmesg), or raise sense.sample_timeout_ms"
+                    .into(),
+            );
+        }
+    }
+    probe_cpu
+}
+
+fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
+    let start = Instant::now();
+    let own0 = thread_cpu_seconds();
+    let mut runner = Runner {
+        worker: None,
+        retired_cpu: 0.0,
+        worker_cpu: 0.0,
+        timeout: cfg.timeout(),
+    };
+    let Some(mut slots) = probe_slots(&cfg, &mut runner, &shared) else {
+        runner.finish();
+        return;
+    };
 
     let mut state = State::new(&cfg);
     let period = cfg.period();
@@ -311,54 +380,7 @@ fn run(cfg: SenseConfig, shared: Arc<Shared>, hook: Option<OnSample>) {
                 slot.sensor = Some(sensor);
                 continue;
             }
-            let ctx = SampleCtx {
-                now,
-                cpu_share: if slot.probe { allowance } else { 0.0 },
-            };
-            let timeout = if slot.probe {
-                PROBE_TIMEOUT
-            } else {
-                runner.timeout
-            };
-            match runner.call(Job::Sample(sensor, ctx), timeout) {
-                Ok(Reply::Sampled(s, f, result, cpu)) => {
-                    slot.sensor = Some(s);
-                    if slot.probe {
-                        probe_cpu += cpu.max(0.0);
-                    }
-                    match result {
-                        Ok(()) => {
-                            frame.absorb(*f);
-                            if !slot.status.available {
-                                tracing::info!(sensor = slot.name, "sensor is back");
-                            }
-                            slot.status.available = true;
-                            slot.status.reason = None;
-                            slot.status.remedy = None;
-                        }
-                        Err(SenseError::NoData) => {}
-                        Err(e) => {
-                            if slot.status.available {
-                                tracing::warn!(sensor = slot.name, "sample failed: {e}");
-                            }
-                            slot.status.available = false;
-                            slot.status.reason = Some(format!("sample failed: {e}"));
-                            slot.status.remedy =
-                                Some("transient read error; retried every sample".into());
-                        }
-                    }
-                }
-                Ok(Reply::Probed(..)) => {}
-                Err(e) => {
-                    tracing::warn!(sensor = slot.name, "dropped: {e}");
-                    slot.status.available = false;
-                    slot.status.reason = Some(format!("{e}; the sensor was dropped"));
-                    slot.status.remedy = Some(
-                        "check the driver behind this sensor (dmesg), or raise sense.sample_timeout_ms"
-                            .into(),
-                    );
-                }
-            }
+            probe_cpu += sample_slot(&mut runner, slot, sensor, now, allowance, &mut frame);
         }
 
         let total_cpu = (thread_cpu_seconds() - own0) + runner.cpu_total();

@@ -206,11 +206,10 @@ impl State {
             memory_buffer_bytes: m.probe_memory_buffer_bytes,
             reference_cpu_ms: self.stat(REFERENCE),
             reference_runs: self.reference_runs,
-            reference_recent_cpu_ms: (!self.reference_recent.is_empty()).then(|| {
-                let mut r: Vec<f64> = self.reference_recent.iter().copied().collect();
-                r.sort_by(f64::total_cmp);
-                r[r.len() / 2]
-            }),
+            reference_recent_cpu_ms: crate::util::percentile(
+                self.reference_recent.iter().copied(),
+                0.5,
+            ),
         };
         let perf = match (&m.perf, m.memory_pmu_bytes_per_second) {
             (Some(p), bw) => Some(PerfRates {

@@ -6,9 +6,7 @@
 //!
 //! CPU time of the timing thread, not wall time: time-sharing is the CPU-share term's business and
 //! must not be counted twice.
-use crate::kernels::{Kernel, KernelKind};
 use crate::model::generate::synthetic;
-use crate::profile::Measurement;
 use crate::runtime::{Prepared, RunSpec, RuntimeError, TractBackend};
 use crate::util::clock::thread_cpu_seconds;
 
@@ -72,13 +70,12 @@ impl ReferenceWorkload {
         while wall.elapsed() < std::time::Duration::from_millis(150) {
             self.pass_cpu_ms()?;
         }
-        let mut v = (0..passes.max(1))
+        let v = (0..passes.max(1))
             .map(|_| self.pass_cpu_ms())
             .collect::<Result<Vec<f64>, _>>()?;
-        v.sort_by(f64::total_cmp);
         let share = (thread_cpu_seconds() - c0) / wall.elapsed().as_secs_f64().max(1e-9);
         Ok(Reading {
-            cpu_ms: v[v.len() / 2],
+            cpu_ms: crate::util::median(&v),
             share: share.clamp(0.0, 1.0),
         })
     }
@@ -138,92 +135,9 @@ fn once() -> RunSpec {
     }
 }
 
-/// Times the workload through a calibration, every `every`, from the first call on; the timings go
-/// to the journal with everything else, so a resumed calibration keeps the earlier ones.
-pub struct Pacer {
-    workload: Option<ReferenceWorkload>,
-    every: std::time::Duration,
-    next: std::time::Instant,
-    n: usize,
-}
-
-impl Pacer {
-    /// `taken`: reference timings already in the journal. A workload that cannot be built leaves
-    /// the profile without a reference (predictions then do without the speed term).
-    pub fn new(taken: usize, every: std::time::Duration) -> Pacer {
-        let workload = match ReferenceWorkload::new() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "reference workload unavailable; the profile will have no speed reference");
-                None
-            }
-        };
-        Pacer {
-            workload,
-            every,
-            next: std::time::Instant::now(),
-            n: taken,
-        }
-    }
-
-    /// When due, times the workload (median of three passes): the journal key and entry to append.
-    pub fn due(&mut self) -> Option<(String, Measurement)> {
-        let now = std::time::Instant::now();
-        if now < self.next {
-            return None;
-        }
-        self.next = now + self.every;
-        let ms = self.workload.as_ref()?.median_cpu_ms(3).ok()?;
-        self.n += 1;
-        Some((key(self.n), journal_entry(ms)))
-    }
-}
-
-/// Journal key of the `n`-th reference timing of a calibration.
-pub fn key(n: usize) -> String {
-    format!("reference/{n}")
-}
-
-pub fn is_key(key: &str) -> bool {
-    key.starts_with("reference/")
-}
-
-/// A reference timing as a journal entry: the journal holds measurements of kernels, so this one
-/// names the workload in a kernel of kind `other` that nothing fits on (only `median_ms` is read).
-pub fn journal_entry(cpu_ms: f64) -> Measurement {
-    Measurement {
-        kernel: Kernel::blank(identity(), KernelKind::Other),
-        median_ms: cpu_ms,
-        p10_ms: cpu_ms,
-        p90_ms: cpu_ms,
-    }
-}
-
-/// The calibration's reference: median of its timings (0 when there are none).
-pub fn calibration_ms(timings: &[f64]) -> f64 {
-    let mut v: Vec<f64> = timings
-        .iter()
-        .copied()
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .collect();
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_and_median() {
-        assert!(is_key(&key(3)));
-        assert!(!is_key("innet/3/1"));
-        assert_eq!(calibration_ms(&[3.0, f64::NAN, 1.0, 2.0, -1.0]), 2.0);
-        assert_eq!(calibration_ms(&[]), 0.0);
-    }
 
     #[test]
     fn workload_runs_and_takes_cpu_time() {
