@@ -254,7 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             job_cpu_ms: cpu_ms,
             job_wall_ms: t.median_ms,
         });
-        if step % 50 == 0 {
+        if step.is_multiple_of(50) {
             eprintln!(
                 "{:>6.0} s  {} readings",
                 start.elapsed().as_secs_f64(),

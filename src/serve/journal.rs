@@ -120,7 +120,8 @@ pub struct Recovery {
 type Ack = tokio::sync::oneshot::Sender<Result<(u64, Learned), String>>;
 
 enum Msg {
-    Append(Observation, Ack),
+    // Boxed: an observation is large beside `Stop`, and the channel holds one slot per message.
+    Append(Box<Observation>, Ack),
     Stop,
 }
 
@@ -178,7 +179,7 @@ impl Journal {
         {
             let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = tx.as_ref().ok_or(JournalError::Closed)?;
-            tx.send(Msg::Append(o, ack))
+            tx.send(Msg::Append(Box::new(o), ack))
                 .map_err(|_| JournalError::Closed)?;
         }
         done.await
@@ -357,13 +358,13 @@ impl Writer {
             let mut stop = false;
             let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
-                Ok(Msg::Append(o, ack)) => batch.push((o, ack)),
+                Ok(Msg::Append(o, ack)) => batch.push((*o, ack)),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             while !stop && batch.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(Msg::Append(o, ack)) => batch.push((o, ack)),
+                    Ok(Msg::Append(o, ack)) => batch.push((*o, ack)),
                     Ok(Msg::Stop) => stop = true,
                     Err(_) => break,
                 }
