@@ -129,24 +129,7 @@ pub fn record(s: &Snapshot) {
             0.0
         });
     }
-    for c in &s.cpus {
-        let cpu = c.cpu.to_string();
-        if let Some(v) = c.frequency_hertz {
-            gauge!("augur_cpu_frequency_hertz", "cpu" => cpu.clone()).set(v);
-        }
-        if let Some(v) = c.min_hertz {
-            gauge!("augur_cpu_frequency_min_hertz", "cpu" => cpu.clone()).set(v);
-        }
-        if let Some(v) = c.max_hertz {
-            gauge!("augur_cpu_frequency_max_hertz", "cpu" => cpu.clone()).set(v);
-        }
-        if let Some(secs) = &c.seconds {
-            for (mode, v) in modes(secs) {
-                counter!("augur_cpu_seconds_total", "cpu" => cpu.clone(), "mode" => mode)
-                    .absolute(v as u64);
-            }
-        }
-    }
+    record_cpus(s);
     let u = &s.utilization;
     for (mode, st) in [
         ("busy", &u.busy),
@@ -186,6 +169,45 @@ pub fn record(s: &Snapshot) {
             pressure(res, "full", full);
         }
     }
+    record_perf(s);
+    record_probe(s);
+    for z in &s.thermal {
+        gauge!("augur_thermal_zone_temperature_celsius", "zone" => z.zone.clone(), "type" => z.kind.clone())
+            .set(z.celsius);
+    }
+    for r in &s.power {
+        gauge!("augur_power_watts", "source" => r.source.clone(), "rail" => r.name.clone())
+            .set(r.watts);
+    }
+    if let Some(v) = s.sampler.cpu_share {
+        gauge!("augur_sampler_cpu_ratio").set(v);
+    }
+}
+
+/// Per-CPU frequency and time.
+fn record_cpus(s: &Snapshot) {
+    for c in &s.cpus {
+        let cpu = c.cpu.to_string();
+        if let Some(v) = c.frequency_hertz {
+            gauge!("augur_cpu_frequency_hertz", "cpu" => cpu.clone()).set(v);
+        }
+        if let Some(v) = c.min_hertz {
+            gauge!("augur_cpu_frequency_min_hertz", "cpu" => cpu.clone()).set(v);
+        }
+        if let Some(v) = c.max_hertz {
+            gauge!("augur_cpu_frequency_max_hertz", "cpu" => cpu.clone()).set(v);
+        }
+        if let Some(secs) = &c.seconds {
+            for (mode, v) in modes(secs) {
+                counter!("augur_cpu_seconds_total", "cpu" => cpu.clone(), "mode" => mode)
+                    .absolute(v as u64);
+            }
+        }
+    }
+}
+
+/// Hardware counters, where perf events are available.
+fn record_perf(s: &Snapshot) {
     if let Some(p) = &s.perf {
         for c in &p.cpus {
             let cpu = c.cpu.to_string();
@@ -208,6 +230,10 @@ pub fn record(s: &Snapshot) {
             gauge!("augur_memory_bandwidth_bytes_per_second").set(v);
         }
     }
+}
+
+/// The active probes' latest readings and run counts.
+fn record_probe(s: &Snapshot) {
     let pr = &s.probe;
     for (name, v) in [
         (
@@ -236,17 +262,6 @@ pub fn record(s: &Snapshot) {
     counter!("augur_probe_runs_total", "probe" => "reference").absolute(pr.reference_runs);
     if let Some(ms) = pr.reference_cpu_ms.latest {
         gauge!("augur_probe_reference_cpu_seconds").set(ms / 1e3);
-    }
-    for z in &s.thermal {
-        gauge!("augur_thermal_zone_temperature_celsius", "zone" => z.zone.clone(), "type" => z.kind.clone())
-            .set(z.celsius);
-    }
-    for r in &s.power {
-        gauge!("augur_power_watts", "source" => r.source.clone(), "rail" => r.name.clone())
-            .set(r.watts);
-    }
-    if let Some(v) = s.sampler.cpu_share {
-        gauge!("augur_sampler_cpu_ratio").set(v);
     }
 }
 
