@@ -88,11 +88,7 @@ pub(crate) fn import(
         infer_shapes(&onnx, &proto, &file, input_shape)
     }))
     .unwrap_or_else(|payload| {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let msg = crate::util::panic::panic_message(payload.as_ref(), "no message");
         Err(ImportError::Malformed {
             file: file.clone(),
             detail: format!("tract cannot analyse this model (it failed with: {msg})"),
