@@ -62,27 +62,6 @@ impl Predictor {
         p
     }
 
-    /// The same as [`Predictor::predict_live`], with the arguments one by one.
-    #[allow(clippy::too_many_arguments)] // the prediction's inputs, each distinct
-    pub fn predict_learned(
-        &self,
-        d: &Decomposition,
-        base: &BasePrediction,
-        state: &Snapshot,
-        threads: usize,
-        with_kernels: bool,
-        learner: &Learner,
-        model: &str,
-    ) -> Prediction {
-        let job = Job {
-            model,
-            d,
-            base,
-            threads,
-        };
-        self.predict_live(&job, state, learner, with_kernels)
-    }
-
     /// What the learner needs of a job that ran in `state`, before it is learned (the daemon
     /// journals it first). Non-finite figures become 0, which the learner refuses.
     pub fn pending(&self, job: &Job, state: &Snapshot, learner: &Learner) -> Pending {
