@@ -4,6 +4,7 @@
 //! Entry points: [`Predictor::base`] (cacheable per model and profile), [`Predictor::predict`] (the
 //! live state applied), and [`Predictor::predict_live`] / [`Predictor::observe`] (with the online
 //! learner: predict, and learn from what was observed).
+pub mod deadline;
 pub mod learner;
 mod live;
 pub mod slowdown;
