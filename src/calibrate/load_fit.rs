@@ -137,12 +137,16 @@ pub fn fit(
             ..unit.clone()
         };
         let f = unit.factors(&snap, 1);
-        // Where the reference workload runs, predictions scale by its speed and leave the bandwidth
-        // term out; the CPU weight is then fitted on what the speed does not explain.
-        let speed = match (reference, quiet_reference) {
+        // Where predictions follow the reference workload's speed, they leave the bandwidth term
+        // out, and the CPU weight is fitted on what the speed does not explain; otherwise the
+        // speed is only reported here.
+        let reading = match (reference, quiet_reference) {
             (Some(now), Some(q)) if now > 0.0 && q > 0.0 => Some(now / q),
             _ => None,
         };
+        let speed = reading
+            .filter(|_| base.speed_elasticity > 0.0)
+            .map(|r| r.powf(base.speed_elasticity.min(1.0)));
         let mut seen = Vec::new();
         for ((p, t), t0) in probes.iter().zip(&times).zip(q) {
             let observed = t / t0;
@@ -163,7 +167,7 @@ pub fn fit(
                 snap.others_busy().unwrap_or(0.0),
                 f.cpu,
                 f.memory,
-                speed.map_or("n/a".to_string(), |s| format!("{s:.3}")),
+                reading.map_or("n/a".to_string(), |s| format!("{s:.3}")),
                 crate::util::median(&seen)
             ),
         );

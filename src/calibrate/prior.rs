@@ -15,10 +15,10 @@ const SHIPPED: &str = include_str!("../../data/prior/layers.json");
 
 /// Names the network generator a prior was drawn from; changes whenever the generator's stream does,
 /// so a shipped prior that no longer rebuilds says why.
-pub const GENERATOR: &str = "model::families/v1";
+pub const GENERATOR: &str = "model::families/v2";
 
 /// Every kind keeps at least this many configurations (or all it has), however rare it is.
-const MIN_PER_KIND: usize = 12;
+const MIN_PER_KIND: usize = 30;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Prior {
@@ -77,7 +77,8 @@ impl Prior {
 
     /// The prior of `networks` generated networks (seed `seed`): their distinct configurations that
     /// calibration can build and measure, then at most about `max_kernels` of them drawn at random,
-    /// every kind keeping its share of the distinct ones (and at least a few).
+    /// every kind keeping its share of the distinct ones (and at least a few), half of each share
+    /// spread evenly over the kind's range of FLOPs and of weight bytes.
     pub fn generate(seed: u64, networks: usize, max_kernels: usize) -> Result<Prior, PriorError> {
         let rules = FusionRules::tract_default();
         let mut seen = BTreeSet::new();
@@ -107,18 +108,7 @@ impl Prior {
                 (kind, (share as usize).max(MIN_PER_KIND).min(count))
             })
             .collect();
-        let mut order: Vec<usize> = (0..distinct).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5e1ec7));
-        let mut taken: BTreeMap<KernelKind, usize> = BTreeMap::new();
-        let mut keep: Vec<usize> = Vec::new();
-        for i in order {
-            let kind = pool[i].kind;
-            let t = taken.entry(kind).or_default();
-            if *t < quota.get(&kind).copied().unwrap_or(0) {
-                *t += 1;
-                keep.push(i);
-            }
-        }
+        let mut keep = spread_draw(&pool, &quota, seed);
         // In the order the networks made them, so the file reads family by family.
         keep.sort_unstable();
         let kernels: Vec<Kernel> = keep
@@ -131,7 +121,7 @@ impl Prior {
             .collect();
         let note = format!(
             "generated: {} of the {distinct} distinct measurable kernel configurations (each kind \
-             keeping its share) of {networks} networks drawn by {GENERATOR} with seed {seed} from the \
+             keeping its share, half of it spread evenly over the kind's range of FLOPs and of weights) of {networks} networks drawn by {GENERATOR} with seed {seed} from the \
              design space of {} CNN families ({}), decomposed with tract's fusion rules; no model \
              file was read. Rebuild: augur prior --generate {networks} --seed {seed} --max \
              {max_kernels} --out FILE",
@@ -155,6 +145,66 @@ impl Prior {
     pub fn of_kind(&self, kind: KernelKind) -> Vec<&Kernel> {
         self.kernels.iter().filter(|k| k.kind == kind).collect()
     }
+}
+
+/// Two sizes of a kernel on a log scale: the work it does (FLOPs) and the weights it reads.
+fn size_keys(k: &Kernel) -> [f64; 2] {
+    [
+        (k.flops as f64).max(1.0).ln(),
+        (k.weight_bytes as f64).max(1.0).ln(),
+    ]
+}
+
+/// Draws each kind's quota from the pool: a quarter of it one kernel per equal-width bin of log
+/// FLOPs over the kind's range, a quarter the same over log weight bytes, the rest at random. A
+/// plain random draw follows the pool's mass, and the pool holds few of the largest layers of a
+/// kind (one wide classifier per network against dozens of convolutions; a kind such as matmul
+/// mixes compute-heavy channel MLPs with weight-heavy classifiers), so the regressors would never
+/// see the ends of the design space they are asked to predict. Indices come back in pool order.
+fn spread_draw(pool: &[Kernel], quota: &BTreeMap<KernelKind, usize>, seed: u64) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5e1ec7);
+    let mut keep: Vec<usize> = Vec::new();
+    for (&kind, &want) in quota {
+        let mut members: Vec<usize> = (0..pool.len()).filter(|&i| pool[i].kind == kind).collect();
+        members.shuffle(&mut rng);
+        let keys: Vec<[f64; 2]> = members.iter().map(|&i| size_keys(&pool[i])).collect();
+        let mut taken = vec![false; members.len()];
+        let mut count = 0;
+        for axis in 0..2 {
+            let (lo, hi) = keys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), k| {
+                (a.min(k[axis]), b.max(k[axis]))
+            });
+            let bins = (want / 4).max(1);
+            let width = ((hi - lo) / bins as f64).max(f64::MIN_POSITIVE);
+            let mut filled = vec![false; bins];
+            // Members are shuffled, so the first of each bin is a random one of it.
+            for (j, key) in keys.iter().enumerate() {
+                let b = (((key[axis] - lo) / width) as usize).min(bins - 1);
+                if !filled[b] && !taken[j] && count < want {
+                    filled[b] = true;
+                    taken[j] = true;
+                    count += 1;
+                }
+            }
+        }
+        for t in taken.iter_mut() {
+            if count >= want {
+                break;
+            }
+            if !*t {
+                *t = true;
+                count += 1;
+            }
+        }
+        keep.extend(
+            members
+                .iter()
+                .zip(&taken)
+                .filter(|&(_, &t)| t)
+                .map(|(&i, _)| i),
+        );
+    }
+    keep
 }
 
 #[cfg(test)]

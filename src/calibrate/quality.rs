@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 /// What to do about a poor calibration.
 pub const REMEDY: &str = "Remedy: stop other work on the board and run the same command again \
-(delete the journal beside the profile to measure afresh), or give it more time with `--budget standard`.";
+(delete the journal beside the profile to measure afresh), or give it more time with `--budget thorough`.";
 
 /// A kind that carries most of a CNN's time (convolutions) whose held-out median error is above
 /// this is poorly fitted. Figures seen on a 2-vCPU VM: 4–9 % on a quiet hour, 11–27 % on a busy one.

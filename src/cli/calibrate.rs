@@ -215,6 +215,9 @@ fn print_quality(q: &Quality) {
         n.repeats,
         n.kept_spoiled
     );
+    if let Some(line) = q.busy() {
+        eprintln!("\nNOTE: {line}.");
+    }
     if q.is_poor() {
         eprintln!("\nWARNING: this calibration is POOR:");
         for p in &q.problems {

@@ -194,6 +194,9 @@ fn print(r: &Report) {
     println!("{}", summary_line("augur (means)", &r.summary));
     println!("{}", summary_line("augur (each pass)", &r.per_pass));
     println!("{}", summary_line("augur (first pass)", &r.first_pass));
+    if let Some(u) = &r.unlearned {
+        println!("{}", summary_line("augur, not learning", u));
+    }
     println!("{}", summary_line("static", &r.static_));
     if let Some(b) = &r.baseline_flops {
         println!("{}", summary_line("FLOPs proxy", b));

@@ -129,6 +129,11 @@ pub struct Report {
     pub static_: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_flops: Option<Summary>,
+    /// With `observe`: the same predictions without the learner's correction (live state only),
+    /// per model on the means — what the run would have scored without learning, in the same
+    /// passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlearned: Option<Summary>,
     /// Each measurement predicted by the same model's in the previous pass (passes 2..P).
     pub noise_floor: Summary,
     /// Observations the learner refused, and times it reset itself (with `observe`).
@@ -301,6 +306,16 @@ fn report(
         first_pass: Summary::of(&first),
         static_: Summary::of(&pairs(&|m| Some(m.static_ms))),
         baseline_flops: plan.flops.map(|_| Summary::of(&pairs(&|m| m.baseline_ms))),
+        unlearned: plan.observe.then(|| {
+            let unlearned: Vec<(f64, f64)> = models
+                .iter()
+                .map(|m| {
+                    let p = mean(m.passes.iter().map(|r| r.predicted_ms / r.learned_factor));
+                    (p, m.measured_ms)
+                })
+                .collect();
+            Summary::of(&unlearned)
+        }),
         noise_floor: noise_floor(series.iter().map(|v| &v[..])),
         observations_refused: refused,
         learner_resets: resets,

@@ -67,6 +67,11 @@ impl Net<'_> {
         v[self.rng.random_range(0..v.len())]
     }
 
+    /// A uniform draw in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.rng.random_range(0.0..1.0)
+    }
+
     pub fn chance(&mut self, p: f64) -> bool {
         self.rng.random_bool(p.clamp(0.0, 1.0))
     }

@@ -118,22 +118,32 @@ fn plain(n: &mut Net, x: TensorId, w: f64, classes: usize) -> R {
             let k = n.pick(&[3usize, 3, 3, 5]);
             y = n.conv_act(y, c, k, 1, Act::Relu)?;
         }
-        if st + 1 < stages && n.spatial(y)? >= 4 {
+        // Down to about 7×7, as VGG and AlexNet stop, so the classifier sees a map, not a vector.
+        if st + 1 < stages && n.spatial(y)? >= 14 {
             y = n.b.maxpool(y, [2, 2], [2, 2], [0; 4])?;
         }
     }
     if !n.chance(0.6) {
         return n.head_fc(y, classes);
     }
-    // A classifier on pooled 6×6 (or smaller) maps, at most ~10 k features wide.
+    // A classifier on pooled maps: the widest map that keeps the flattened features within about
+    // 25 k (a 7×7×512 VGG head), so the first layer's weights range from a few MB to a few hundred
+    // — the regime where a layer streams its weights from DRAM on every inference.
     let (sp, c) = (n.spatial(y)?, n.channels(y)?);
-    let target = if c * 36 <= 10_240 { 6 } else { 1 };
+    let wanted = n.pick(&[7usize, 6, 4, 3, 2, 1]);
+    let mut target = wanted.min(sp).max(1);
+    while target > 1 && c * target * target > 25_600 {
+        target -= 1;
+    }
     if sp > target {
         let k = sp.div_ceil(target);
         y = n.b.avgpool(y, [k, k], [k, k], [0; 4])?;
     }
     let mut h = n.b.flatten(y, 1)?;
-    let width = n.pick(&[1024usize, 2048, 4096]);
+    // Hidden widths drawn over a range rather than from the canonical 4096, so the generator
+    // covers the space around the well-known heads instead of copying them.
+    let spread = 0.75 + 0.5 * n.unit();
+    let width = n.pick_width(&[768.0, 1024.0, 1536.0, 2048.0, 3072.0, 4096.0], spread);
     for _ in 0..2 {
         h = n.b.gemm(h, width, true)?;
         h = n.b.relu(h)?;

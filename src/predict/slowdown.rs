@@ -46,16 +46,26 @@ impl Slowdown {
         }
     }
 
-    /// Speed now relative to calibration: the reference workload's CPU time now over then. It runs
-    /// the same runtime through the same caches and memory, so when it is measured it stands for the
-    /// frequency and memory-bandwidth terms, which then stay at 1.
-    pub fn speed(&self, s: &Snapshot) -> Option<f64> {
+    /// Speed now relative to calibration: the reference workload's CPU time now over then.
+    pub fn reference_speed(&self, s: &Snapshot) -> Option<f64> {
         let now = s
             .probe
             .reference_recent_cpu_ms
             .or(s.probe.reference_cpu_ms.ewma)?;
         (self.reference_workload_cpu_ms > 0.0 && now > 0.0)
             .then(|| (now / self.reference_workload_cpu_ms).clamp(0.5, 3.0))
+    }
+
+    /// The factor the reference workload's speed applies, where the profile says it tracks
+    /// ([`Slowdown::speed_elasticity`] > 0). It runs the same runtime through the same caches and
+    /// memory, so where it is applied it stands for the frequency and memory-bandwidth terms, which
+    /// then stay at 1.
+    pub fn speed(&self, s: &Snapshot) -> Option<f64> {
+        if !(self.speed_elasticity.is_finite() && self.speed_elasticity > 0.0) {
+            return None;
+        }
+        self.reference_speed(s)
+            .map(|r| r.powf(self.speed_elasticity.min(1.0)))
     }
 
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
@@ -185,6 +195,7 @@ mod tests {
         let sd = Slowdown {
             cores: 2.0,
             reference_workload_cpu_ms: 20.0,
+            speed_elasticity: 1.0,
             memory_weight: 1.0,
             reference_bandwidth: 10e9,
             ..Default::default()
@@ -207,5 +218,20 @@ mod tests {
             ..sd
         };
         assert_eq!(none.factors(&s, 1).speed, 1.0);
+        // The default profile reads the speed but does not apply it: the bandwidth term counts.
+        let off = Slowdown {
+            speed_elasticity: 0.0,
+            ..sd
+        };
+        assert_eq!(off.reference_speed(&s), Some(1.1));
+        let f = off.factors(&s, 1);
+        assert_eq!(f.speed, 1.0);
+        assert!((f.memory - 2.0).abs() < 1e-9);
+        // Half elasticity: √1.1.
+        let half = Slowdown {
+            speed_elasticity: 0.5,
+            ..sd
+        };
+        assert!((half.factors(&s, 1).speed - 1.1f64.sqrt()).abs() < 1e-9);
     }
 }

@@ -19,6 +19,13 @@ pub struct Slowdown {
     /// [`crate::workload::reference`]). Taken from the profile's reference, not fitted.
     #[serde(default)]
     pub reference_workload_cpu_ms: f64,
+    /// How far predictions follow the reference workload's speed: latency × speed^elasticity.
+    /// 0 (the default): not at all — the speed is read and reported, and the bandwidth and
+    /// frequency terms stand for the board instead. Read just before a job, the reference did not
+    /// foretell the job's time on the development VM (docs/state.md has the study), so it is not
+    /// applied unless a board shows that it tracks.
+    #[serde(default)]
+    pub speed_elasticity: f64,
     /// Relative half-width of the prediction interval, calibrated and not.
     pub interval_calibrated: [f64; 2],
     pub interval_uncalibrated: [f64; 2],
@@ -35,6 +42,7 @@ impl Default for Slowdown {
             cpu_weight: 1.0,
             memory_weight: 1.0,
             reference_workload_cpu_ms: 0.0,
+            speed_elasticity: 0.0,
             interval_calibrated: [0.9, 1.1],
             interval_uncalibrated: [0.5, 2.0],
         }
