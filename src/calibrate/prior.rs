@@ -171,9 +171,11 @@ fn spread_draw(pool: &[Kernel], quota: &BTreeMap<KernelKind, usize>, seed: u64) 
         let mut taken = vec![false; members.len()];
         let mut count = 0;
         for axis in 0..2 {
-            let (lo, hi) = keys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), k| {
-                (a.min(k[axis]), b.max(k[axis]))
-            });
+            let (lo, hi) = keys
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), k| {
+                    (a.min(k[axis]), b.max(k[axis]))
+                });
             let bins = (want / 4).max(1);
             let width = ((hi - lo) / bins as f64).max(f64::MIN_POSITIVE);
             let mut filled = vec![false; bins];
