@@ -144,9 +144,7 @@ pub fn fit(
             (Some(now), Some(q)) if now > 0.0 && q > 0.0 => Some(now / q),
             _ => None,
         };
-        let speed = reading
-            .filter(|_| base.speed_elasticity > 0.0)
-            .map(|r| r.powf(base.speed_elasticity.min(1.0)));
+        let speed = reading.and_then(|r| base.applied_speed(r));
         let mut seen = Vec::new();
         for ((p, t), t0) in probes.iter().zip(&times).zip(q) {
             let observed = t / t0;

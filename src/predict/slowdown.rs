@@ -61,11 +61,14 @@ impl Slowdown {
     /// memory, so where it is applied it stands for the frequency and memory-bandwidth terms, which
     /// then stay at 1.
     pub fn speed(&self, s: &Snapshot) -> Option<f64> {
-        if !(self.speed_elasticity.is_finite() && self.speed_elasticity > 0.0) {
-            return None;
-        }
-        self.reference_speed(s)
-            .map(|r| r.powf(self.speed_elasticity.min(1.0)))
+        self.reference_speed(s).and_then(|r| self.applied_speed(r))
+    }
+
+    /// The factor a reference reading `ratio` (now over calibration) applies: ratio^elasticity,
+    /// None where the profile does not follow the reference.
+    pub fn applied_speed(&self, ratio: f64) -> Option<f64> {
+        (self.speed_elasticity.is_finite() && self.speed_elasticity > 0.0)
+            .then(|| ratio.powf(self.speed_elasticity.min(1.0)))
     }
 
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
