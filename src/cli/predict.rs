@@ -89,7 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.peak_memory_bytes as f64 / 1048576.0
     );
     if let Some(d) = args.deadline_ms {
-        let error = crate::predict::deadline::ErrorModel::from_interval(p.latency_ms, p.interval_ms);
+        let error =
+            crate::predict::deadline::ErrorModel::from_interval(p.latency_ms, p.interval_ms);
         println!(
             "probability of finishing within {d} ms: {:.2}",
             error.p_within(p.latency_ms, d)

@@ -443,7 +443,12 @@ fn errors_422(port: u16, id: &str) {
     // A deadline that is not a positive number of ms, alone or anywhere in a batch.
     for bad in [json!(0), json!(-1.5), json!("soon")] {
         assert_error(
-            &post_json(port, "/v1/predict", &json!({"model": id, "deadline_ms": bad})).unwrap(),
+            &post_json(
+                port,
+                "/v1/predict",
+                &json!({"model": id, "deadline_ms": bad}),
+            )
+            .unwrap(),
             422,
             "invalid_request",
         );
