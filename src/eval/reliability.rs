@@ -74,6 +74,8 @@ impl Reliability {
             n += 1;
             squares += (p - o) * (p - o);
         }
+        // A share of nothing is no number: null, not 0/0.
+        let share = |x: f64, of: usize| if of > 0 { Some(x / of as f64) } else { None };
         let bins = sums
             .iter()
             .enumerate()
@@ -81,14 +83,14 @@ impl Reliability {
                 lo: i as f64 / BINS as f64,
                 hi: (i + 1) as f64 / BINS as f64,
                 count,
-                mean_predicted: (count > 0).then(|| p / count as f64),
-                observed: (count > 0).then(|| met as f64 / count as f64),
+                mean_predicted: share(p, count),
+                observed: share(met as f64, count),
             })
             .collect();
         Reliability {
             ladder: LADDER.to_vec(),
             n,
-            brier: (n > 0).then(|| squares / n as f64),
+            brier: share(squares, n),
             bins,
         }
     }
