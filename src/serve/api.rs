@@ -148,7 +148,8 @@ pub fn valid_deadline_ms(v: f64) -> bool {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum BatchItem<'a> {
-    Ok(PredictAnswer<'a>),
+    // Boxed: an answer is several times the size of an error, and a batch holds many.
+    Ok(Box<PredictAnswer<'a>>),
     Err(Value),
 }
 

@@ -208,7 +208,7 @@ async fn batch(
                     .with_deadline(item.deadline_ms.or(r.deadline_ms)))
             });
             match answered {
-                Ok(a) => BatchItem::Ok(a),
+                Ok(a) => BatchItem::Ok(Box::new(a)),
                 Err(e) => {
                     let mut v = e.to_json();
                     if let Some(o) = v.as_object_mut() {
