@@ -171,6 +171,43 @@ fn predict_json_and_fallback_flag() {
 }
 
 #[test]
+fn predict_answers_the_chance_of_meeting_a_deadline() {
+    let p = profile();
+    let predict = |extra: &[&str]| {
+        augur()
+            .args(["predict", "--static", "--profile"])
+            .arg(p)
+            .args(extra)
+            .arg(zoo("mobilenet_v3_small_224"))
+            .output()
+            .unwrap()
+    };
+    let plain = json(&predict(&["--json"]));
+    assert!(plain["p_deadline"].is_null() && plain["deadline_ms"].is_null());
+    let lat = plain["latency_ms"].as_f64().unwrap();
+    // At the prediction a coin toss; far above it near certain; far below it near hopeless.
+    let at = |d: f64| {
+        let v = json(&predict(&["--json", "--deadline-ms", &d.to_string()]));
+        assert_eq!(v["deadline_ms"].as_f64(), Some(d));
+        v["p_deadline"].as_f64().unwrap()
+    };
+    assert!((at(lat) - 0.5).abs() < 1e-6);
+    assert!(at(lat * 10.0) > 0.99);
+    assert!(at(lat / 10.0) < 0.01);
+    let text = predict(&["--deadline-ms", "1000"]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("within 1000 ms"));
+    // A deadline that is no positive number is one clear line.
+    for bad in ["0", "-5", "NaN", "inf"] {
+        let o = predict(&["--deadline-ms", bad]);
+        assert!(!o.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+        assert!(err.contains("--deadline-ms"), "{err}");
+    }
+}
+
+#[test]
 fn eval_reports_errors_and_the_flops_baseline() {
     let p = profile();
     let o = augur()

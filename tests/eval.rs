@@ -77,6 +77,12 @@ fn a_small_run_reports_every_pass_and_the_floor_from_the_previous_pass() {
         ] {
             assert!(v[key]["mape_pct"].as_f64().is_some(), "{key}");
         }
+        // Every (pass, model) prediction asked each deadline of the ladder.
+        let rel = &v["reliability"];
+        let ladder = rel["ladder"].as_array().unwrap().len();
+        assert_eq!(rel["n"].as_u64().unwrap() as usize, 2 * 2 * ladder);
+        assert_eq!(rel["bins"].as_array().unwrap().len(), 10);
+        assert!((0.0..=1.0).contains(&rel["brier"].as_f64().unwrap()));
         if observe {
             // Every second-pass prediction came after the learner was shown the model's first
             // measurement (which it may refuse: an uncalibrated prediction can be far off).

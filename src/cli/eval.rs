@@ -202,4 +202,7 @@ fn print(r: &Report) {
         println!("{}", summary_line("FLOPs proxy", b));
     }
     println!("{}", summary_line("noise floor", &r.noise_floor));
+    for line in r.reliability.lines() {
+        println!("{line}");
+    }
 }

@@ -19,6 +19,10 @@ pub struct Args {
     /// Ignore the live state (predict for a quiet board).
     #[arg(long)]
     pub r#static: bool,
+    /// Also answer the probability of finishing within this many ms.
+    // Negative numbers reach the check in `run`, which refuses them in one line.
+    #[arg(long, allow_negative_numbers = true)]
+    pub deadline_ms: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -44,6 +48,11 @@ pub fn load_profile(path: Option<&Path>) -> anyhow::Result<Profile> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(d) = args.deadline_ms
+        && !crate::serve::api::valid_deadline_ms(d)
+    {
+        anyhow::bail!("--deadline-ms must be a positive number of ms, got {d}");
+    }
     let profile = load_profile(args.profile.as_deref())?;
     let d = super::inspect::load(&args.model, args.input_shape.as_deref())?;
     let predictor = Predictor::new(Some(profile), Roofline::default());
@@ -64,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let summary = StateSummary::of(&state, source);
         let model = args.model.display().to_string();
-        let answer = PredictAnswer::new(&model, args.threads, &summary, p);
+        let answer =
+            PredictAnswer::new(&model, args.threads, &summary, p).with_deadline(args.deadline_ms);
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
@@ -78,6 +88,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.slowdown,
         p.peak_memory_bytes as f64 / 1048576.0
     );
+    if let Some(d) = args.deadline_ms {
+        let error =
+            crate::predict::deadline::ErrorModel::from_interval(p.latency_ms, p.interval_ms);
+        println!(
+            "probability of finishing within {d} ms: {:.2}",
+            error.p_within(p.latency_ms, d)
+        );
+    }
     if p.fallback_kernels > 0 {
         println!(
             "{} kernels had no regressor and used the roofline fallback",

@@ -33,5 +33,8 @@ pub fn print(reports: &BTreeMap<String, Report>) {
                 m.floor_mape_pct
             );
         }
+        for line in r.reliability.lines() {
+            println!("  {line}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! model is predicted from the state read just before it is measured, then measured; with
 //! `observe`, each measurement is then learned, so later predictions of every model use it (and a
 //! model's first prediction follows observations of other models only).
+use super::reliability::{self, Reliability};
 use super::summary::{Summary, error_pct, noise_floor};
 use super::{EvalError, FlopsProxy};
 use crate::kernels::Decomposition;
@@ -73,6 +74,8 @@ pub struct PassRecord {
     pub pass: usize,
     /// The prediction scored: live state, and with `observe` the learner's correction.
     pub predicted_ms: f64,
+    /// The prediction's 90 % interval: its error model for the deadline probabilities.
+    pub interval_ms: [f64; 2],
     pub measured_ms: f64,
     pub error_pct: f64,
     /// Quiet-board prediction (the profile alone).
@@ -139,6 +142,9 @@ pub struct Report {
     /// Observations the learner refused, and times it reset itself (with `observe`).
     pub observations_refused: u64,
     pub learner_resets: u64,
+    /// Whether the deadline probabilities of the (pass, model) predictions came true as often as
+    /// they said.
+    pub reliability: Reliability,
 }
 
 fn order(n: usize, seed: u64, pass: usize) -> Vec<usize> {
@@ -208,6 +214,7 @@ pub fn run(
             records[i].push(PassRecord {
                 pass,
                 predicted_ms: p.latency_ms,
+                interval_ms: p.interval_ms,
                 measured_ms: measured,
                 error_pct: error_pct(p.latency_ms, measured),
                 static_ms: s.base.latency_ms,
@@ -288,6 +295,11 @@ fn report(
         .iter()
         .flat_map(|m| m.passes.iter().map(|r| (r.predicted_ms, r.measured_ms)))
         .collect();
+    let deadlines: Vec<(f64, bool)> = models
+        .iter()
+        .flat_map(|m| &m.passes)
+        .flat_map(|r| reliability::pairs(r.predicted_ms, r.interval_ms, r.measured_ms))
+        .collect();
     let first: Vec<(f64, f64)> = models
         .iter()
         .filter_map(|m| m.passes.first().map(|r| (r.predicted_ms, r.measured_ms)))
@@ -319,6 +331,7 @@ fn report(
         noise_floor: noise_floor(series.iter().map(|v| &v[..])),
         observations_refused: refused,
         learner_resets: resets,
+        reliability: Reliability::of(&deadlines),
         models,
     }
 }

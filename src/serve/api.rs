@@ -1,6 +1,7 @@
 //! The shapes of requests and answers. [`PredictAnswer`] is also what `augur predict --json`
 //! prints, so the command line and the HTTP API answer a prediction in one shape.
 use crate::kernels::Decomposition;
+use crate::predict::deadline::ErrorModel;
 use crate::predict::{KernelPrediction, Prediction, StateUsed};
 use crate::sense::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ pub struct PredictRequest {
     #[serde(default)]
     pub kernels: bool,
     pub batch: Option<Vec<PredictItem>>,
+    /// The deadline to answer the chance of meeting, ms (a batch's default for its items).
+    pub deadline_ms: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -25,6 +28,7 @@ pub struct PredictItem {
     pub threads: Option<usize>,
     pub state: Option<Map<String, Value>>,
     pub kernels: Option<bool>,
+    pub deadline_ms: Option<f64>,
 }
 
 /// `POST /v1/observe`.
@@ -96,6 +100,9 @@ pub struct PredictAnswer<'a> {
     pub state: StateAnswer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
+    /// The deadline asked about, ms, and the probability of meeting it (null without one).
+    pub deadline_ms: Option<f64>,
+    pub p_deadline: Option<f64>,
 }
 
 impl<'a> PredictAnswer<'a> {
@@ -115,15 +122,34 @@ impl<'a> PredictAnswer<'a> {
                 used: p.state,
             },
             kernels: p.kernels,
+            deadline_ms: None,
+            p_deadline: None,
         }
     }
+
+    /// The answer with the chance of finishing within `deadline_ms` (a checked positive number),
+    /// from the error model of the prediction's interval.
+    pub fn with_deadline(mut self, deadline_ms: Option<f64>) -> Self {
+        if let Some(d) = deadline_ms {
+            let error = ErrorModel::from_interval(self.latency_ms, self.interval_ms);
+            self.deadline_ms = Some(d);
+            self.p_deadline = Some(error.p_within(self.latency_ms, d));
+        }
+        self
+    }
+}
+
+/// Whether `v` is a deadline a prediction may be asked about: a positive finite number of ms.
+pub fn valid_deadline_ms(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 /// An item of a batch answer: a prediction or the error of that item alone.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum BatchItem<'a> {
-    Ok(PredictAnswer<'a>),
+    // Boxed: an answer is several times the size of an error, and a batch holds many.
+    Ok(Box<PredictAnswer<'a>>),
     Err(Value),
 }
 

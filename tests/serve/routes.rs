@@ -95,6 +95,18 @@ fn predictions(port: u16, id: &str, m: &Value) -> (Value, Value) {
     assert_eq!(p["state"]["source"], "live");
     assert!(p["state"]["seq"].as_u64().unwrap() >= 1);
     assert!(p.get("kernels").is_none());
+    assert!(p["p_deadline"].is_null() && p["deadline_ms"].is_null());
+    // With a deadline: the chance of meeting it, far above the prediction near certain, far below
+    // near hopeless.
+    let chance = |d: f64| {
+        let r = post_json(port, "/v1/predict", &json!({"model": id, "deadline_ms": d})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["deadline_ms"].as_f64(), Some(d));
+        v["p_deadline"].as_f64().unwrap()
+    };
+    assert!(chance(lat * 100.0) > 0.99);
+    assert!(chance(lat / 100.0) < 0.01);
     let pk = post_json(port, "/v1/predict", &json!({"model": id, "kernels": true}))
         .unwrap()
         .json();
@@ -150,6 +162,23 @@ fn batch(port: u16, id: &str, squeeze: &str, busy: &Value) {
     assert_eq!(res[2]["latency_ms"], busy["latency_ms"]);
     assert_eq!(res[3]["status"], 404);
     assert_eq!(res[3]["error"], "unknown_model");
+
+    // Deadlines: the batch's is the items' default, an item's own replaces it.
+    let b = post_json(
+        port,
+        "/v1/predict",
+        &json!({"deadline_ms": 1e6, "batch": [
+            {"model": id}, {"model": id, "deadline_ms": 1e-3}, {"model": squeeze}
+        ]}),
+    )
+    .unwrap();
+    assert_eq!(b.status, 200, "{}", b.text());
+    let res = b.json()["results"].as_array().unwrap().clone();
+    assert_eq!(res[0]["deadline_ms"].as_f64(), Some(1e6));
+    assert!(res[0]["p_deadline"].as_f64().unwrap() > 0.99);
+    assert_eq!(res[1]["deadline_ms"].as_f64(), Some(1e-3));
+    assert!(res[1]["p_deadline"].as_f64().unwrap() < 0.01);
+    assert_eq!(res[2]["deadline_ms"].as_f64(), Some(1e6));
 }
 
 /// Observations, then the state.
@@ -411,6 +440,29 @@ fn errors_422(port: u16, id: &str) {
         422,
         "invalid_request",
     );
+    // A deadline that is not a positive number of ms, alone or anywhere in a batch.
+    for bad in [json!(0), json!(-1.5), json!("soon")] {
+        assert_error(
+            &post_json(
+                port,
+                "/v1/predict",
+                &json!({"model": id, "deadline_ms": bad}),
+            )
+            .unwrap(),
+            422,
+            "invalid_request",
+        );
+    }
+    for body in [
+        json!({"batch": [{"model": id}, {"model": id, "deadline_ms": 0}]}),
+        json!({"batch": [{"model": id}], "deadline_ms": -3}),
+    ] {
+        assert_error(
+            &post_json(port, "/v1/predict", &body).unwrap(),
+            422,
+            "invalid_request",
+        );
+    }
     for bad in [json!(-1.0), json!(0), json!("NaN"), json!(null)] {
         let r = post_json(
             port,

@@ -170,3 +170,48 @@ fn a_span_runs_passes_until_the_time_is_spent() {
         Err(EvalError::Empty)
     ));
 }
+
+#[test]
+fn every_pass_and_model_asks_every_deadline_of_the_ladder() {
+    // A board 1.1× slower than predicted in every pass: each prediction's deadlines at or above
+    // 1.1 × the prediction are met, those below are missed.
+    let subjects = vec![subject("a", 10.0), subject("b", 20.0)];
+    let mut bench = Fake {
+        truth: vec![11.0, 22.0],
+        factor: vec![1.0],
+        calls: Vec::new(),
+        measured: 0,
+    };
+    let predictor = Predictor::new(None, Roofline::default());
+    let r = run(
+        &predictor,
+        &subjects,
+        &mut bench,
+        &plan(3, false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let ladder = super::reliability::LADDER;
+    assert_eq!(r.reliability.n, 2 * 3 * ladder.len());
+    let rec = &r.models[0].passes[0];
+    assert!(rec.interval_ms[0] < rec.predicted_ms && rec.predicted_ms < rec.interval_ms[1]);
+    let met: usize = r
+        .reliability
+        .bins
+        .iter()
+        .map(|b| (b.observed.unwrap_or(0.0) * b.count as f64).round() as usize)
+        .sum();
+    let over = r
+        .models
+        .iter()
+        .flat_map(|m| &m.passes)
+        .map(|p| {
+            ladder
+                .iter()
+                .filter(|f| p.measured_ms <= p.predicted_ms * **f)
+                .count()
+        })
+        .sum::<usize>();
+    assert_eq!(met, over);
+    assert!(over > 0 && over < r.reliability.n);
+}

@@ -1,5 +1,5 @@
 //! `POST /v1/predict`: latency and memory of one model, or of a batch, now or under a what-if
-//! state.
+//! state, and the chance of meeting a deadline when one is given.
 //!
 //! Hot path: a prediction on a model in memory takes the newest snapshot (an `Arc`), the cached
 //! decomposition and base prediction (an `Arc` out of the LRU), and scales the base by the live
@@ -11,6 +11,7 @@ use crate::predict::Job;
 use crate::sense::Snapshot;
 use crate::serve::api::{
     BatchAnswer, BatchItem, PredictAnswer, PredictRequest, StateSource, StateSummary,
+    valid_deadline_ms,
 };
 use crate::serve::body;
 use crate::serve::error::ApiError;
@@ -72,6 +73,16 @@ fn unusable(latency_ms: f64) -> Option<ApiError> {
     })
 }
 
+/// Checks a deadline: a positive finite number of ms, else 422.
+fn deadline(d: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match d {
+        Some(v) if !valid_deadline_ms(v) => Err(ApiError::invalid(format!(
+            "deadline_ms must be a positive number of ms, got {v}"
+        ))),
+        d => Ok(d),
+    }
+}
+
 pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     body::require_json(req.headers())?;
     let bytes = body::read_body(req, app.cfg.limits.json_body_bytes).await?;
@@ -87,6 +98,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         .ok_or_else(|| ApiError::invalid("`model` (or `batch`) is required"))?;
     let cores = engine.predictor.slowdown.cores;
     let threads = body::threads(r.threads, engine.threads)?;
+    let deadline_ms = deadline(r.deadline_ms)?;
     let (state, changed) = body::what_if(&live, r.state.as_ref(), cores)?;
     let entry = lookup(&app, &engine, model).await?;
     let p = {
@@ -112,7 +124,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
     let summary = StateSummary::of(&state, source(changed));
     Ok(json(
         StatusCode::OK,
-        &PredictAnswer::new(&entry.id, threads, &summary, p),
+        &PredictAnswer::new(&entry.id, threads, &summary, p).with_deadline(deadline_ms),
     ))
 }
 
@@ -138,6 +150,11 @@ async fn batch(
             "batch_too_large",
             format!("{} items, over limits.max_batch ({max})", items.len()),
         ));
+    }
+    // A bad deadline anywhere is the request's mistake, refused whole (as the schema's bounds say).
+    deadline(r.deadline_ms)?;
+    for item in &items {
+        deadline(item.deadline_ms)?;
     }
     let cores = engine.predictor.slowdown.cores;
     // The batch's state is resolved once; an item's own `state` replaces it for that item.
@@ -187,10 +204,11 @@ async fn batch(
                     return Err(e);
                 }
                 app.hot.prediction(p.latency_ms, p.calibrated);
-                Ok(PredictAnswer::new(&item.model, threads, &summaries[ix], p))
+                Ok(PredictAnswer::new(&item.model, threads, &summaries[ix], p)
+                    .with_deadline(item.deadline_ms.or(r.deadline_ms)))
             });
             match answered {
-                Ok(a) => BatchItem::Ok(a),
+                Ok(a) => BatchItem::Ok(Box::new(a)),
                 Err(e) => {
                     let mut v = e.to_json();
                     if let Some(o) = v.as_object_mut() {
