@@ -53,7 +53,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         crate::sense::read_once(&crate::sense::SenseConfig::default())
     };
-    let p = predictor.predict(&d, &base, &state, args.threads, true);
+    let mut p = predictor.predict(&d, &base, &state, args.threads, true);
+    if let Some(why) = &p.energy_unavailable {
+        let roots = crate::util::roots::Roots::default();
+        p.energy_unavailable = Some(crate::predict::energy::reason_now(
+            predictor.profile.as_ref(),
+            why,
+            &roots,
+        ));
+    }
     if args.json {
         // The shape `POST /v1/predict` answers in.
         use crate::serve::api::{PredictAnswer, StateSource, StateSummary};
@@ -78,6 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         p.slowdown,
         p.peak_memory_bytes as f64 / 1048576.0
     );
+    match (p.energy_joules, &p.energy_unavailable) {
+        (Some(j), _) => println!("energy: {j:.3} J above idle"),
+        (None, Some(why)) => println!("energy: unavailable — {why}"),
+        (None, None) => {}
+    }
     if p.fallback_kernels > 0 {
         println!(
             "{} kernels had no regressor and used the roofline fallback",

@@ -93,6 +93,9 @@ pub struct PredictAnswer<'a> {
     pub slowdown: f64,
     pub threads: usize,
     pub fallback_kernels: usize,
+    /// Energy above the board's idle power, J; null with `energy_unavailable` saying why.
+    pub energy_joules: Option<f64>,
+    pub energy_unavailable: Option<String>,
     pub state: StateAnswer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
@@ -110,6 +113,8 @@ impl<'a> PredictAnswer<'a> {
             slowdown: p.slowdown,
             threads,
             fallback_kernels: p.fallback_kernels,
+            energy_joules: p.energy_joules,
+            energy_unavailable: p.energy_unavailable,
             state: StateAnswer {
                 snapshot: state,
                 used: p.state,
