@@ -140,8 +140,8 @@ fn battery_trace_and_a_charging_battery() {
         "Charging\n",
     )
     .unwrap();
-    let u = EnergyMeter::new(&Roots::new(tmp.path().join("sys"), tmp.path().join("proc")))
-        .unwrap_err();
+    let u =
+        EnergyMeter::new(&Roots::new(tmp.path().join("sys"), tmp.path().join("proc"))).unwrap_err();
     assert!(u.reason.contains("Charging"), "{u}");
 }
 
@@ -212,11 +212,7 @@ fn predict(profile: &Path, json: bool) -> std::process::Output {
         .arg(common::zoo_model("mobilenet_v3_small_224"))
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o
 }
 
@@ -251,10 +247,16 @@ fn predict_answers_energy_from_the_profile_or_why_not() {
         })
         .sum();
     let got = v["energy_joules"].as_f64().unwrap();
-    assert!(want > 0.0 && (got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+    assert!(
+        want > 0.0 && (got - want).abs() <= 1e-9 * want,
+        "{got} vs {want}"
+    );
     assert!(v["energy_unavailable"].is_null());
     let text = String::from_utf8_lossy(&predict(&measured, false).stdout).into_owned();
-    assert!(text.contains("energy: ") && text.contains(" J above idle"), "{text}");
+    assert!(
+        text.contains("energy: ") && text.contains(" J above idle"),
+        "{text}"
+    );
 
     // Calibrated where there was no counter: the profile's reason.
     let none = profile_with(

@@ -41,7 +41,8 @@ impl Windows {
         let w = Windows::for_budget(opts.budget);
         match opts.budget_seconds {
             Some(s) if s.is_finite() && s > 0.0 => {
-                let cap = |d: Duration, share: f64| d.min(Duration::from_secs_f64((s * share).max(0.05)));
+                let cap =
+                    |d: Duration, share: f64| d.min(Duration::from_secs_f64((s * share).max(0.05)));
                 Windows {
                     idle: cap(w.idle, 1.0 / 20.0),
                     kind: cap(w.kind, 1.0 / 40.0),
@@ -72,10 +73,7 @@ pub fn phase(opts: &Options, backend: &dyn Backend, progress: Progress) -> Power
     let mut meter = match EnergyMeter::new(&crate::util::roots::Roots::default()) {
         Ok(m) => m,
         Err(u) => {
-            progress::note(
-                progress,
-                format!("power: skipped, no energy counter ({u})"),
-            );
+            progress::note(progress, format!("power: skipped, no energy counter ({u})"));
             return Power::unavailable(format!(
                 "no energy counter at calibration: {}; {}",
                 u.reason, u.remedy
@@ -83,12 +81,9 @@ pub fn phase(opts: &Options, backend: &dyn Backend, progress: Progress) -> Power
         }
     };
     let mut load = BackendLoad::new(backend, opts.threads, opts.seed);
-    let power = measure(
-        &mut meter,
-        &mut load,
-        Windows::for_options(opts),
-        &|| opts.stopped(),
-    );
+    let power = measure(&mut meter, &mut load, Windows::for_options(opts), &|| {
+        opts.stopped()
+    });
     let kinds: Vec<String> = power
         .above_idle_watts
         .iter()
@@ -122,9 +117,8 @@ pub fn measure(
         source: source.clone(),
         ..Power::unavailable(format!("the energy counter failed while measuring: {e}"))
     };
-    let idle = |meter: &mut dyn Meter, load: &mut dyn Load| {
-        meter.measure(&mut || load.idle(windows.idle))
-    };
+    let idle =
+        |meter: &mut dyn Meter, load: &mut dyn Load| meter.measure(&mut || load.idle(windows.idle));
     // Time is counted in the meter's own seconds: the middle of each window places it on the
     // line from the idle before to the idle after.
     let mut clock = 0.0;
@@ -174,10 +168,7 @@ pub fn measure(
     };
     let mut per_kind: BTreeMap<KernelKind, Vec<f64>> = BTreeMap::new();
     for (kind, t, watts) in taken {
-        per_kind
-            .entry(kind)
-            .or_default()
-            .push(watts - idle_at(t));
+        per_kind.entry(kind).or_default().push(watts - idle_at(t));
     }
     let above_idle_watts: BTreeMap<KernelKind, f64> = per_kind
         .into_iter()
@@ -277,7 +268,11 @@ mod tests {
         fn draw(&self, t: f64, kind: Option<KernelKind>) -> f64 {
             let idle = 3.0 + 0.01 * t;
             let ripple = 0.3 * (t * 7.0).sin();
-            idle + kind.and_then(|k| self.watts.get(&k)).copied().unwrap_or(0.0) + ripple
+            idle + kind
+                .and_then(|k| self.watts.get(&k))
+                .copied()
+                .unwrap_or(0.0)
+                + ripple
         }
     }
 

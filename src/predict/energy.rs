@@ -43,7 +43,10 @@ pub fn joules(power: &Power, kernels: impl IntoIterator<Item = (KernelKind, f64)
 pub fn reason_now(profile: Option<&Profile>, reason: &str, roots: &Roots) -> String {
     if profile.is_some_and(|p| p.power.is_none()) {
         return match EnergyMeter::new(roots) {
-            Err(u) => format!("no energy counter on this board: {}; {}", u.reason, u.remedy),
+            Err(u) => format!(
+                "no energy counter on this board: {}; {}",
+                u.reason, u.remedy
+            ),
             Ok(m) => format!(
                 "{reason} (this board has one: {})",
                 crate::sense::energy::Meter::source(&m)

@@ -138,7 +138,9 @@ impl EnergyMeter {
         let dt = now.saturating_duration_since(at).as_secs_f64();
         for ((rail, prev), cur) in self.rails.iter().zip(&self.last).zip(&readings) {
             self.joules += match (*prev, *cur) {
-                (Last::Counter(a), Last::Counter(b)) => counter_delta(a, b, rail.range()) as f64 / 1e6,
+                (Last::Counter(a), Last::Counter(b)) => {
+                    counter_delta(a, b, rail.range()) as f64 / 1e6
+                }
                 (Last::Watts(a), Last::Watts(b)) => (a + b) / 2.0 * dt,
                 _ => 0.0,
             };
