@@ -1,8 +1,8 @@
 //! Calibration on the board: one front door, [`calibrate`], that detects the runtime's fusion rules,
 //! measures kernels alone and inside synthetic networks (journalled, resumable, each measurement
 //! brought to one board speed by the reference workload timed between them), fits one regressor
-//! per kernel kind, the composition factors and the slowdown model, judges the result, and writes
-//! the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
+//! per kernel kind, the composition factors and the slowdown model, measures the board's power per
+//! kernel kind where it has an energy counter, judges the result, and writes the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
 mod build;
 mod compose;
 mod error;
@@ -15,6 +15,7 @@ mod load_fit;
 mod measure;
 mod networks;
 mod options;
+pub mod power;
 pub mod prior;
 mod progress;
 mod quality;
@@ -94,7 +95,10 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
                 .map_or_else(|| "nothing was tried".into(), |e| e.to_string()),
         });
     }
-    let profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    let mut profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    if !opts.stopped() {
+        profile.power = Some(power::phase(opts, backend.as_ref(), progress));
+    }
     let profile_out = save(opts, &profile)?;
     Ok(CalibrationReport {
         profile,
@@ -232,6 +236,7 @@ fn assemble(
         composition: BTreeMap::new(),
         slowdown: slowdown.flatten(),
         quality: None,
+        power: None,
     };
     let composition_error = composition(opts, backend, &mut profile, &split, progress);
     profile.quality = Some(quality::assess(
@@ -328,6 +333,7 @@ mod tests {
                 problems,
                 ..Quality::default()
             }),
+            power: None,
         }
     }
 

@@ -62,7 +62,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         crate::sense::read_once(&crate::sense::SenseConfig::default())
     };
-    let p = predictor.predict(&d, &base, &state, args.threads, true);
+    let mut p = predictor.predict(&d, &base, &state, args.threads, true);
+    if let Some(why) = &p.energy_unavailable {
+        let roots = crate::util::roots::Roots::default();
+        p.energy_unavailable = Some(crate::predict::energy::reason_now(
+            predictor.profile.as_ref(),
+            why,
+            &roots,
+        ));
+    }
     if args.json {
         // The shape `POST /v1/predict` answers in.
         use crate::serve::api::{PredictAnswer, StateSource, StateSummary};
@@ -95,6 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "probability of finishing within {d} ms: {:.2}",
             error.p_within(p.latency_ms, d)
         );
+    }
+    match (p.energy_joules, &p.energy_unavailable) {
+        (Some(j), _) => println!("energy: {j:.3} J above idle"),
+        (None, Some(why)) => println!("energy: unavailable — {why}"),
+        (None, None) => {}
     }
     if p.fallback_kernels > 0 {
         println!(

@@ -49,6 +49,8 @@ impl Predictor {
         let c = learner.correction_for(job.model, &self.features(job.base, &p));
         p.latency_ms *= c;
         p.slowdown *= c;
+        // The learned correction stretches every kernel, and with it the energy they take.
+        p.energy_joules = p.energy_joules.map(|j| j * c);
         p.state.learned_factor = c;
         let (lo, hi) = learner
             .interval(job.model)

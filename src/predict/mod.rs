@@ -5,6 +5,7 @@
 //! live state applied), and [`Predictor::predict_live`] / [`Predictor::observe`] (with the online
 //! learner: predict, and learn from what was observed).
 pub mod deadline;
+pub mod energy;
 pub mod learner;
 mod live;
 pub mod slowdown;
@@ -58,6 +59,12 @@ pub struct Prediction {
     pub state: StateUsed,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
+    /// Energy of the inference above the board's idle power, J ([`energy`]); absent with a reason
+    /// where the profile has no power figures.
+    #[serde(default)]
+    pub energy_joules: Option<f64>,
+    #[serde(default)]
+    pub energy_unavailable: Option<String>,
 }
 
 /// What the live state contributed to a prediction.
@@ -207,10 +214,15 @@ impl Predictor {
         let factors = self.slowdown.factors(state, threads);
         let mut total = 0.0;
         let mut kernels = with_kernels.then(|| Vec::with_capacity(base.kernels.len()));
+        let power = energy::power_of(self.profile.as_ref());
+        let mut joules = 0.0;
         for (i, &(ms, fallback)) in base.kernels.iter().enumerate() {
             let share = base.memory_share.get(i).copied().unwrap_or(0.0);
             let live = ms * factors.kernel(share);
             total += live;
+            if let (Ok(p), Some(k)) = (&power, d.kernels.get(i)) {
+                joules += energy::joules(p, [(k.kind, live)]);
+            }
             if let (Some(v), Some(k)) = (kernels.as_mut(), d.kernels.get(i)) {
                 v.push(KernelPrediction {
                     name: k.name.clone(),
@@ -245,6 +257,8 @@ impl Predictor {
             },
             fallback_kernels: base.fallback_kernels,
             kernels,
+            energy_joules: power.is_ok().then_some(joules),
+            energy_unavailable: power.err(),
         }
     }
 

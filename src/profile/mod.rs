@@ -2,11 +2,13 @@
 //! rules, one latency regressor per kernel kind, the roofline fallback, and the measurements they were
 //! fitted on. Versioned and self-describing JSON, written atomically.
 pub mod device;
+pub mod power;
 pub mod quality;
 pub mod regressor;
 pub mod slowdown;
 
 pub use device::DeviceInfo;
+pub use power::Power;
 pub use quality::{Noise, Quality};
 pub use regressor::{Regressor, RegressorError, Roofline};
 pub use slowdown::Slowdown;
@@ -128,6 +130,10 @@ pub struct Profile {
     /// How good the calibration came out (absent in profiles made before it was reported).
     #[serde(default)]
     pub quality: Option<Quality>,
+    /// Power above idle per kernel kind, or why calibration could not measure it (absent in
+    /// profiles made before power was measured).
+    #[serde(default)]
+    pub power: Option<Power>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,8 @@
 //! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
 //! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
 //!   change of load (fresh samples, the memory probe re-run).
+//! - [`energy::EnergyMeter`]: joules over an interval from the board's energy counter or power rail
+//!   (or why there is none); [`energy::Meter`] is its interface.
 //! - [`metrics::record`]`(&Snapshot)`: Prometheus metrics through the `metrics` facade.
 //! - [`probe::compute_rate`]`() -> f64` (FLOP/s) and [`probe::memory_bandwidth`]`() -> f64`
 //!   (bytes/s): one-shot probes for a roofline fallback.
@@ -39,6 +41,7 @@
 pub mod config;
 pub mod cpufreq;
 pub mod cputime;
+pub mod energy;
 pub mod error;
 pub mod fs;
 pub mod loadavg;

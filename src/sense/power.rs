@@ -1,177 +1,253 @@
-//! Power where the board measures it: hwmon `power*_input`, the INA3221 monitor of Jetson boards
-//! (hwmon on JetPack 5+, the `ina3221x` IIO driver before), and RAPL `energy_uj` (differentiated).
+//! Power where the board measures it: hwmon `power*_input` and `energy*_input` (cumulative,
+//! differentiated), the INA3221 monitor of Jetson boards (hwmon on JetPack 5+, the `ina3221x` IIO
+//! driver before), RAPL `energy_uj` (differentiated) and the battery (`power_now`, or
+//! `current_now` × `voltage_now`). [`discover`] finds the rails; the sensor reports their watts and
+//! [`super::energy`] integrates them over an interval.
 use super::error::{SenseError, Unavailable};
-use super::fs::{Roots, numbered_entries, read_string, read_trimmed, read_u64};
+use super::fs::{Roots, numbered_entries, read_i64, read_string, read_trimmed, read_u64};
 use super::sensor::{Every, Frame, SampleCtx, Sensor};
 use super::snapshot::PowerRail;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How a rail is read.
 #[derive(Debug, Clone)]
-enum Rail {
-    /// hwmon `power*_input`, microwatts.
-    Microwatts { name: String, path: PathBuf },
-    /// INA3221 channel on hwmon: bus voltage (mV) × current (mA).
-    VoltAmp {
-        name: String,
-        mv: PathBuf,
-        ma: PathBuf,
-    },
+pub(crate) enum How {
+    /// `power*_input` or a battery's `power_now`: microwatts.
+    Microwatts(PathBuf),
     /// Old Jetson `ina3221x` IIO: `in_power*_input`, milliwatts.
-    Milliwatts { name: String, path: PathBuf },
-    /// RAPL zone: cumulative microjoules that wrap at `max_energy_range_uj`.
-    Energy {
-        name: String,
-        path: PathBuf,
-        range: u64,
-        last: Option<(u64, Instant)>,
-    },
+    Milliwatts(PathBuf),
+    /// INA3221 channel on hwmon: bus voltage (mV) × current (mA).
+    MilliVoltAmp { mv: PathBuf, ma: PathBuf },
+    /// A battery without `power_now`: `voltage_now` (µV) × `current_now` (µA; negative while
+    /// discharging on some drivers).
+    MicroVoltAmp { uv: PathBuf, ua: PathBuf },
+    /// Cumulative microjoules that wrap at `range` (RAPL `energy_uj` with its
+    /// `max_energy_range_uj`; hwmon `energy*_input`, 64 bits).
+    Microjoules { path: PathBuf, range: u64 },
+}
+
+/// One reading of a rail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reading {
+    Watts(f64),
+    /// A cumulative counter's value, µJ.
+    Microjoules(u64),
+}
+
+/// One power rail or energy counter of the board.
+#[derive(Debug, Clone)]
+pub(crate) struct Rail {
+    /// `hwmon`, `ina3221`, `rapl` or `battery`.
+    pub source: &'static str,
+    pub name: String,
+    pub how: How,
+    /// A part of another rail of the same source (a RAPL sub-zone inside its package), which a
+    /// total must not add again.
+    pub part: bool,
+    /// For the sensor: the last counter value, to differentiate.
+    last: Option<(u64, Instant)>,
 }
 
 impl Rail {
-    fn source(&self) -> &'static str {
-        match self {
-            Rail::Microwatts { .. } => "hwmon",
-            Rail::VoltAmp { .. } | Rail::Milliwatts { .. } => "ina3221",
-            Rail::Energy { .. } => "rapl",
+    fn new(source: &'static str, name: String, how: How) -> Rail {
+        Rail {
+            source,
+            name,
+            how,
+            part: false,
+            last: None,
         }
     }
 
-    fn name(&self) -> &str {
-        match self {
-            Rail::Microwatts { name, .. }
-            | Rail::VoltAmp { name, .. }
-            | Rail::Milliwatts { name, .. }
-            | Rail::Energy { name, .. } => name,
+    pub fn is_counter(&self) -> bool {
+        matches!(self.how, How::Microjoules { .. })
+    }
+
+    /// The file that says whether the rail can be read at all.
+    fn probe_path(&self) -> &Path {
+        match &self.how {
+            How::Microwatts(p) | How::Milliwatts(p) | How::Microjoules { path: p, .. } => p,
+            How::MilliVoltAmp { mv: p, .. } | How::MicroVoltAmp { uv: p, .. } => p,
         }
     }
 
+    /// The counter's wrap-around (µJ); `u64::MAX` for a power rail.
+    pub fn range(&self) -> u64 {
+        match self.how {
+            How::Microjoules { range, .. } => range,
+            _ => u64::MAX,
+        }
+    }
+
+    pub fn raw(&self) -> Result<Reading, SenseError> {
+        Ok(match &self.how {
+            How::Microwatts(p) => Reading::Watts(read_u64(p)? as f64 / 1e6),
+            How::Milliwatts(p) => Reading::Watts(read_u64(p)? as f64 / 1e3),
+            How::MilliVoltAmp { mv, ma } => {
+                Reading::Watts(read_u64(mv)? as f64 * read_u64(ma)? as f64 / 1e6)
+            }
+            How::MicroVoltAmp { uv, ua } => Reading::Watts(
+                read_i64(uv)?.unsigned_abs() as f64 * read_i64(ua)?.unsigned_abs() as f64 / 1e12,
+            ),
+            How::Microjoules { path, .. } => Reading::Microjoules(read_u64(path)?),
+        })
+    }
+
+    /// Watts now; a counter needs two readings, so its first gives none.
     fn read(&mut self, now: Instant) -> Result<Option<f64>, SenseError> {
-        Ok(match self {
-            Rail::Microwatts { path, .. } => Some(read_u64(path)? as f64 / 1e6),
-            Rail::Milliwatts { path, .. } => Some(read_u64(path)? as f64 / 1e3),
-            Rail::VoltAmp { mv, ma, .. } => Some(read_u64(mv)? as f64 * read_u64(ma)? as f64 / 1e6),
-            Rail::Energy {
-                path, range, last, ..
-            } => {
-                let uj = read_u64(path)?;
-                let w = last.and_then(|(prev, t)| {
+        Ok(match self.raw()? {
+            Reading::Watts(w) => Some(w),
+            Reading::Microjoules(uj) => {
+                let range = self.range();
+                let w = self.last.and_then(|(prev, t)| {
                     let dt = now.duration_since(t).as_secs_f64();
-                    let d = if uj >= prev {
-                        uj - prev
-                    } else {
-                        uj + range.saturating_sub(prev)
-                    };
-                    (dt > 0.0).then(|| d as f64 / 1e6 / dt)
+                    (dt > 0.0).then(|| counter_delta(prev, uj, range) as f64 / 1e6 / dt)
                 });
-                *last = Some((uj, now));
+                self.last = Some((uj, now));
                 w
             }
         })
     }
 }
 
-pub struct PowerSensor {
-    roots: Roots,
-    rails: Vec<Rail>,
-    every: Every,
+/// What a counter that wraps at `range` advanced from `prev` to `now` (one wrap at most).
+pub(crate) fn counter_delta(prev: u64, now: u64, range: u64) -> u64 {
+    if now >= prev {
+        now - prev
+    } else {
+        now.saturating_add(range.saturating_sub(prev))
+    }
 }
 
-impl PowerSensor {
-    pub fn new(roots: Roots, period: Duration) -> Self {
-        PowerSensor {
-            roots,
-            rails: Vec::new(),
-            every: Every::new(period),
-        }
-    }
+/// The board's rails, and the files that exist but were refused (RAPL is root-only).
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    pub rails: Vec<Rail>,
+    pub denied: Vec<String>,
+}
 
-    fn hwmon(&self, denied: &mut Vec<String>) -> Vec<Rail> {
-        let mut rails = Vec::new();
-        for (n, dir) in numbered_entries(&self.roots.sys("class/hwmon"), "hwmon") {
-            let dev = read_trimmed(&dir.join("name")).unwrap_or_else(|_| format!("hwmon{n}"));
-            for i in input_indices(&dir, "power") {
-                let path = dir.join(format!("power{i}_input"));
-                let label = read_trimmed(&dir.join(format!("power{i}_label")))
-                    .unwrap_or_else(|_| format!("{dev}/power{i}"));
-                keep(&mut rails, denied, Rail::Microwatts { name: label, path });
-            }
-            if dev.starts_with("ina3221") {
-                for ch in 1..=3 {
-                    let (mv, ma) = (
-                        dir.join(format!("in{ch}_input")),
-                        dir.join(format!("curr{ch}_input")),
-                    );
-                    if !(mv.exists() && ma.exists()) {
-                        continue;
-                    }
-                    let name = read_trimmed(&dir.join(format!("in{ch}_label")))
-                        .unwrap_or_else(|_| format!("{dev}/ch{ch}"));
-                    keep(&mut rails, denied, Rail::VoltAmp { name, mv, ma });
-                }
-            }
-        }
-        rails
-    }
+/// Every rail under `roots`: hwmon (power, energy, INA3221), the old INA3221 IIO driver, RAPL, batteries.
+pub(crate) fn discover(roots: &Roots) -> Found {
+    let mut found = Found::default();
+    hwmon(roots, &mut found);
+    ina3221x_iio(roots, &mut found);
+    rapl(roots, &mut found);
+    battery(roots, &mut found);
+    found
+}
 
-    fn ina3221x_iio(&self, denied: &mut Vec<String>) -> Vec<Rail> {
-        let mut rails = Vec::new();
-        let Ok(devs) = std::fs::read_dir(self.roots.sys("bus/i2c/drivers/ina3221x")) else {
-            return rails;
-        };
-        let mut iio_dirs: Vec<PathBuf> = devs
-            .filter_map(|d| d.ok())
-            .filter_map(|d| std::fs::read_dir(d.path()).ok())
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
-            .map(|e| e.path())
-            .collect();
-        iio_dirs.sort();
-        for dir in iio_dirs {
-            for ch in 0..3 {
-                let path = dir.join(format!("in_power{ch}_input"));
-                if !path.exists() {
+fn hwmon(roots: &Roots, found: &mut Found) {
+    for (n, dir) in numbered_entries(&roots.sys("class/hwmon"), "hwmon") {
+        let dev = read_trimmed(&dir.join("name")).unwrap_or_else(|_| format!("hwmon{n}"));
+        for i in input_indices(&dir, "power") {
+            let path = dir.join(format!("power{i}_input"));
+            let label = read_trimmed(&dir.join(format!("power{i}_label")))
+                .unwrap_or_else(|_| format!("{dev}/power{i}"));
+            found.keep(Rail::new("hwmon", label, How::Microwatts(path)));
+        }
+        for i in input_indices(&dir, "energy") {
+            let path = dir.join(format!("energy{i}_input"));
+            let label = read_trimmed(&dir.join(format!("energy{i}_label")))
+                .unwrap_or_else(|_| format!("{dev}/energy{i}"));
+            let how = How::Microjoules {
+                path,
+                range: u64::MAX,
+            };
+            found.keep(Rail::new("hwmon", label, how));
+        }
+        if dev.starts_with("ina3221") {
+            for ch in 1..=3 {
+                let (mv, ma) = (
+                    dir.join(format!("in{ch}_input")),
+                    dir.join(format!("curr{ch}_input")),
+                );
+                if !(mv.exists() && ma.exists()) {
                     continue;
                 }
-                let name = read_trimmed(&dir.join(format!("rail_name_{ch}")))
-                    .unwrap_or_else(|_| format!("ina3221x/ch{ch}"));
-                keep(&mut rails, denied, Rail::Milliwatts { name, path });
+                let name = read_trimmed(&dir.join(format!("in{ch}_label")))
+                    .unwrap_or_else(|_| format!("{dev}/ch{ch}"));
+                found.keep(Rail::new("ina3221", name, How::MilliVoltAmp { mv, ma }));
             }
         }
-        rails
     }
+}
 
-    fn rapl(&self, denied: &mut Vec<String>) -> Vec<Rail> {
-        let mut rails = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.roots.sys("class/powercap")) else {
-            return rails;
-        };
-        let mut zones: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("intel-rapl:"))
-            .map(|e| e.path())
-            .collect();
-        zones.sort();
-        for z in zones {
-            let path = z.join("energy_uj");
+fn ina3221x_iio(roots: &Roots, found: &mut Found) {
+    let Ok(devs) = std::fs::read_dir(roots.sys("bus/i2c/drivers/ina3221x")) else {
+        return;
+    };
+    let mut iio_dirs: Vec<PathBuf> = devs
+        .filter_map(|d| d.ok())
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
+        .map(|e| e.path())
+        .collect();
+    iio_dirs.sort();
+    for dir in iio_dirs {
+        for ch in 0..3 {
+            let path = dir.join(format!("in_power{ch}_input"));
             if !path.exists() {
                 continue;
             }
-            let name = read_trimmed(&z.join("name")).unwrap_or_else(|_| file_name(&z));
-            let range = read_u64(&z.join("max_energy_range_uj")).unwrap_or(u64::MAX);
-            keep(
-                &mut rails,
-                denied,
-                Rail::Energy {
-                    name,
-                    path,
-                    range,
-                    last: None,
-                },
-            );
+            let name = read_trimmed(&dir.join(format!("rail_name_{ch}")))
+                .unwrap_or_else(|_| format!("ina3221x/ch{ch}"));
+            found.keep(Rail::new("ina3221", name, How::Milliwatts(path)));
         }
-        rails
+    }
+}
+
+fn rapl(roots: &Roots, found: &mut Found) {
+    let Ok(rd) = std::fs::read_dir(roots.sys("class/powercap")) else {
+        return;
+    };
+    let mut zones: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("intel-rapl:"))
+        .map(|e| e.path())
+        .collect();
+    zones.sort();
+    for z in zones {
+        let path = z.join("energy_uj");
+        if !path.exists() {
+            continue;
+        }
+        let dir = file_name(&z);
+        let name = read_trimmed(&z.join("name")).unwrap_or_else(|_| dir.clone());
+        let range = read_u64(&z.join("max_energy_range_uj")).unwrap_or(u64::MAX);
+        let mut rail = Rail::new("rapl", name, How::Microjoules { path, range });
+        // `intel-rapl:0:1` is a sub-zone (core, uncore, dram) of package `intel-rapl:0`.
+        rail.part = dir.matches(':').count() > 1;
+        found.keep(rail);
+    }
+}
+
+fn battery(roots: &Roots, found: &mut Found) {
+    let Ok(rd) = std::fs::read_dir(roots.sys("class/power_supply")) else {
+        return;
+    };
+    let mut supplies: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    supplies.sort();
+    for s in supplies {
+        if read_trimmed(&s.join("type")).ok().as_deref() != Some("Battery") {
+            continue;
+        }
+        let name = file_name(&s);
+        let (power, uv, ua) = (
+            s.join("power_now"),
+            s.join("voltage_now"),
+            s.join("current_now"),
+        );
+        let how = if power.exists() {
+            How::Microwatts(power)
+        } else if uv.exists() && ua.exists() {
+            How::MicroVoltAmp { uv, ua }
+        } else {
+            continue;
+        };
+        found.keep(Rail::new("battery", name, how));
     }
 }
 
@@ -200,22 +276,34 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Keeps a rail whose file reads; remembers the ones the kernel refused (RAPL is root-only).
-fn keep(rails: &mut Vec<Rail>, denied: &mut Vec<String>, rail: Rail) {
-    let probe_path = match &rail {
-        Rail::Microwatts { path, .. }
-        | Rail::Milliwatts { path, .. }
-        | Rail::Energy { path, .. } => path,
-        Rail::VoltAmp { mv, .. } => mv,
-    };
-    match read_string(probe_path) {
-        Ok(_) => rails.push(rail),
-        Err(SenseError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            denied.push(probe_path.display().to_string())
+impl Found {
+    /// Keeps a rail whose file reads; remembers the ones the kernel refused.
+    fn keep(&mut self, rail: Rail) {
+        match read_string(rail.probe_path()) {
+            Ok(_) => self.rails.push(rail),
+            Err(SenseError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                self.denied.push(rail.probe_path().display().to_string())
+            }
+            Err(_) => {}
         }
-        Err(_) => {}
+    }
+}
+
+pub struct PowerSensor {
+    roots: Roots,
+    rails: Vec<Rail>,
+    every: Every,
+}
+
+impl PowerSensor {
+    pub fn new(roots: Roots, period: Duration) -> Self {
+        PowerSensor {
+            roots,
+            rails: Vec::new(),
+            every: Every::new(period),
+        }
     }
 }
 
@@ -225,17 +313,14 @@ impl Sensor for PowerSensor {
     }
 
     fn probe(&mut self) -> Result<Option<String>, Unavailable> {
-        let mut denied = Vec::new();
-        let mut rails = self.hwmon(&mut denied);
-        rails.extend(self.ina3221x_iio(&mut denied));
-        rails.extend(self.rapl(&mut denied));
-        self.rails = rails;
+        let found = discover(&self.roots);
+        self.rails = found.rails;
         if self.rails.is_empty() {
-            if let Some(first) = denied.first() {
+            if let Some(first) = found.denied.first() {
                 return Err(Unavailable::new(
                     format!(
                         "power files exist but are not readable ({first}, {} in all)",
-                        denied.len()
+                        found.denied.len()
                     ),
                     "run augur as root or grant read access with a udev rule (RAPL energy_uj is \
                      root-only since Linux 5.10)",
@@ -243,9 +328,11 @@ impl Sensor for PowerSensor {
             }
             return Err(Unavailable::new(
                 format!(
-                    "no power sensor: no hwmon power*_input or INA3221 in {}, no RAPL in {}",
+                    "no power sensor: no hwmon power*_input, energy*_input or INA3221 in {}, no RAPL \
+                     in {}, no battery in {}",
                     self.roots.sys("class/hwmon").display(),
-                    self.roots.sys("class/powercap").display()
+                    self.roots.sys("class/powercap").display(),
+                    self.roots.sys("class/power_supply").display()
                 ),
                 "boards without a power monitor cannot report watts; on Jetson enable the ina3221 \
                  driver, on x86 load intel_rapl_common",
@@ -254,7 +341,7 @@ impl Sensor for PowerSensor {
         let names: Vec<String> = self
             .rails
             .iter()
-            .map(|r| format!("{}:{}", r.source(), r.name()))
+            .map(|r| format!("{}:{}", r.source, r.name))
             .collect();
         Ok(Some(names.join(", ")))
     }
@@ -269,8 +356,8 @@ impl Sensor for PowerSensor {
         for r in &mut self.rails {
             if let Ok(Some(watts)) = r.read(ctx.now) {
                 out.push(PowerRail {
-                    source: r.source().into(),
-                    name: r.name().into(),
+                    source: r.source.into(),
+                    name: r.name.clone(),
                     watts,
                 });
             }

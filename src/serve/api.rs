@@ -97,6 +97,9 @@ pub struct PredictAnswer<'a> {
     pub slowdown: f64,
     pub threads: usize,
     pub fallback_kernels: usize,
+    /// Boxed: a batch answer holds many, beside errors a tenth their size.
+    #[serde(flatten)]
+    pub energy: Box<EnergyAnswer>,
     pub state: StateAnswer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
@@ -117,6 +120,10 @@ impl<'a> PredictAnswer<'a> {
             slowdown: p.slowdown,
             threads,
             fallback_kernels: p.fallback_kernels,
+            energy: Box::new(EnergyAnswer {
+                energy_joules: p.energy_joules,
+                energy_unavailable: p.energy_unavailable,
+            }),
             state: StateAnswer {
                 snapshot: state,
                 used: p.state,
@@ -142,6 +149,14 @@ impl<'a> PredictAnswer<'a> {
 /// Whether `v` is a deadline a prediction may be asked about: a positive finite number of ms.
 pub fn valid_deadline_ms(v: f64) -> bool {
     v.is_finite() && v > 0.0
+}
+
+/// The energy of one prediction as answered.
+#[derive(Debug, Serialize)]
+pub struct EnergyAnswer {
+    /// Energy above the board's idle power, J; null with `energy_unavailable` saying why.
+    pub energy_joules: Option<f64>,
+    pub energy_unavailable: Option<String>,
 }
 
 /// An item of a batch answer: a prediction or the error of that item alone.
