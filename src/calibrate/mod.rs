@@ -1,8 +1,8 @@
 //! Calibration on the board: one front door, [`calibrate`], that detects the runtime's fusion rules,
 //! measures kernels alone and inside synthetic networks (journalled, resumable, each measurement
 //! brought to one board speed by the reference workload timed between them), fits one regressor
-//! per kernel kind, the composition factors and the slowdown model, judges the result, and writes
-//! the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
+//! per kernel kind, the composition factors, the slowdown model and the thread scaling, judges the
+//! result, and writes the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
 mod build;
 mod compose;
 mod error;
@@ -23,6 +23,7 @@ mod session;
 mod slowdown;
 mod speed;
 mod target;
+mod threads;
 
 pub use error::{CalibrateError, FitError, MeasureError};
 pub use fusion::FusionError;
@@ -31,6 +32,7 @@ pub use options::{Budget, Options, aside_path, journal_path};
 pub use progress::{Event, Phase, Progress};
 pub use quality::REMEDY;
 pub use slowdown::refit as refit_slowdown;
+pub use threads::refit as refit_threads;
 
 use crate::kernels::FusionRules;
 use crate::profile::{DeviceInfo, Profile, Reference};
@@ -94,7 +96,10 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
                 .map_or_else(|| "nothing was tried".into(), |e| e.to_string()),
         });
     }
-    let profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    let mut profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    if opts.fit_threads && !opts.stopped() {
+        profile.thread_scaling = threads::phase(opts, backend.as_ref(), &profile.device, progress);
+    }
     let profile_out = save(opts, &profile)?;
     Ok(CalibrationReport {
         profile,
@@ -232,6 +237,7 @@ fn assemble(
         composition: BTreeMap::new(),
         slowdown: slowdown.flatten(),
         quality: None,
+        thread_scaling: None,
     };
     let composition_error = composition(opts, backend, &mut profile, &split, progress);
     profile.quality = Some(quality::assess(
@@ -328,6 +334,7 @@ mod tests {
                 problems,
                 ..Quality::default()
             }),
+            thread_scaling: None,
         }
     }
 

@@ -18,6 +18,8 @@ pub enum Phase {
     Fit,
     /// The slowdown model under controlled background load.
     LoadFit,
+    /// Kernels and networks timed at every thread count.
+    Threads,
 }
 
 impl Phase {
@@ -29,6 +31,7 @@ impl Phase {
             Phase::Networks => "in networks",
             Phase::Fit => "fitting",
             Phase::LoadFit => "load fit",
+            Phase::Threads => "thread scaling",
         }
     }
 }

@@ -96,6 +96,9 @@ pub struct PredictAnswer<'a> {
     pub state: StateAnswer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
+    /// How the figure was made, where the caller should know (a thread count not calibrated …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl<'a> PredictAnswer<'a> {
@@ -115,6 +118,7 @@ impl<'a> PredictAnswer<'a> {
                 used: p.state,
             },
             kernels: p.kernels,
+            notes: p.notes,
         }
     }
 }
