@@ -196,8 +196,9 @@ fn measure_all(
         item += 1;
         let mut ms = vec![0.0; counts.len()];
         let mut kernel: Option<Kernel> = None;
-        let ok = order.iter().all(|&(j, n)| {
-            match measure::kernel(backend, cfg, n) {
+        let ok = order
+            .iter()
+            .all(|&(j, n)| match measure::kernel(backend, cfg, n) {
                 Ok(m) => {
                     ms[j] = fit_target(&m);
                     kernel = Some(m.kernel);
@@ -207,8 +208,7 @@ fn measure_all(
                     tracing::debug!(error = %e, "a kernel could not be timed for thread scaling");
                     false
                 }
-            }
-        });
+            });
         if let (true, Some(k)) = (ok, kernel) {
             samples.extend(pairs(k.kind, log_work(&k), counts, &ms));
         }
@@ -219,7 +219,13 @@ fn measure_all(
         if opts.stopped() {
             return None;
         }
-        let timed = time_network(backend, opts.seed ^ NETWORK_STREAM, i, counts, &ordered(counts, i));
+        let timed = time_network(
+            backend,
+            opts.seed ^ NETWORK_STREAM,
+            i,
+            counts,
+            &ordered(counts, i),
+        );
         match timed {
             Ok(Some(kernels)) => {
                 networks += 1;
@@ -285,7 +291,10 @@ fn time_network(
             .iter()
             .enumerate()
             .filter_map(|(k, kernel)| {
-                let ms: Vec<f64> = per_count.iter().map(|v| v.get(k).copied()).collect::<Option<_>>()?;
+                let ms: Vec<f64> = per_count
+                    .iter()
+                    .map(|v| v.get(k).copied())
+                    .collect::<Option<_>>()?;
                 // A kernel the runtime folded into a neighbour got no time of its own.
                 ms.iter()
                     .all(|t| *t > 0.0)
@@ -357,14 +366,21 @@ fn network_errors(s: &ThreadScaling, checks: &[Check]) -> BTreeMap<usize, f64> {
     let mut out = BTreeMap::new();
     for (j, &n) in s.counts.iter().enumerate().skip(1) {
         let errors = checks.iter().filter_map(|c| {
-            let t1: f64 = c.kernels.iter().map(|k| k.2.first().copied().unwrap_or(0.0)).sum();
-            let tn: f64 = c.kernels.iter().map(|k| k.2.get(j).copied().unwrap_or(0.0)).sum();
+            let t1: f64 = c
+                .kernels
+                .iter()
+                .map(|k| k.2.first().copied().unwrap_or(0.0))
+                .sum();
+            let tn: f64 = c
+                .kernels
+                .iter()
+                .map(|k| k.2.get(j).copied().unwrap_or(0.0))
+                .sum();
             let predicted: f64 = c
                 .kernels
                 .iter()
                 .map(|(kind, lw, ms)| {
-                    ms.first().copied().unwrap_or(0.0)
-                        / speedup(s.efficiency_of(*kind).at(*lw), n)
+                    ms.first().copied().unwrap_or(0.0) / speedup(s.efficiency_of(*kind).at(*lw), n)
                 })
                 .sum();
             (t1 > 0.0 && tn > 0.0 && predicted > 0.0)
@@ -489,7 +505,14 @@ mod tests {
         // Convolutions: 10 % at 10^3 FLOPs, rising 15 points a decade; elementwise: a flat 5 %.
         let conv = |x: f64| 0.1 + 0.15 * (x - 3.0);
         let mut samples = synthetic(KernelKind::Conv, conv, &counts, 200, 0.03, &mut rng);
-        samples.extend(synthetic(KernelKind::Elementwise, |_| 0.05, &counts, 100, 0.03, &mut rng));
+        samples.extend(synthetic(
+            KernelKind::Elementwise,
+            |_| 0.05,
+            &counts,
+            100,
+            0.03,
+            &mut rng,
+        ));
         // A few disturbed timings (another job took a core) must not drag the fit.
         for s in samples.iter_mut().step_by(40) {
             s.speedup *= 0.4;
@@ -498,7 +521,12 @@ mod tests {
         let c = fit.kinds[&KernelKind::Conv];
         assert!((c.slope - 0.15).abs() < 0.02, "{c:?}");
         for x in [3.5, 5.0, 7.0] {
-            assert!((c.at(x) - conv(x)).abs() < 0.03, "at {x}: {} vs {}", c.at(x), conv(x));
+            assert!(
+                (c.at(x) - conv(x)).abs() < 0.03,
+                "at {x}: {} vs {}",
+                c.at(x),
+                conv(x)
+            );
         }
         let e = fit.kinds[&KernelKind::Elementwise];
         assert!((e.at(4.0) - 0.05).abs() < 0.03, "{e:?}");
@@ -530,14 +558,21 @@ mod tests {
         assert!(fit.network_error[&2] < 1e-9, "{:?}", fit.network_error);
         let fit2 = super::fit(&counts, &samples, &[slow]).unwrap();
         // Measured speed-up 1.5, predicted 1.8: 20 % off.
-        assert!((fit2.network_error[&2] - 0.2).abs() < 1e-9, "{:?}", fit2.network_error);
+        assert!(
+            (fit2.network_error[&2] - 0.2).abs() < 1e-9,
+            "{:?}",
+            fit2.network_error
+        );
         // Too few samples: no fit, rather than a made-up one.
         assert!(super::fit(&counts, &samples[..2], &[]).is_none());
         assert!(super::fit(&counts, &[], &[]).is_none());
         // Kernels too fast to time, or without a one-thread timing, give no samples.
         assert!(pairs(KernelKind::Conv, 3.0, &counts, &[0.001, 0.0005]).is_empty());
         assert!(pairs(KernelKind::Conv, 3.0, &[2, 3], &[1.0, 0.5]).is_empty());
-        assert_eq!(counts_of(&pairs(KernelKind::Conv, 6.0, &[1, 2, 3], &[1.0, 0.6, 0.5])), vec![2, 3]);
+        assert_eq!(
+            counts_of(&pairs(KernelKind::Conv, 6.0, &[1, 2, 3], &[1.0, 0.6, 0.5])),
+            vec![2, 3]
+        );
     }
 
     fn counts_of(s: &[Sample]) -> Vec<usize> {
@@ -558,7 +593,11 @@ mod tests {
         let backend = crate::runtime::TractBackend::default();
         let plan = plan(1);
         let mut n = 0;
-        for cfg in plan.iter().filter(|k| k.kind == KernelKind::Pointwise).take(3) {
+        for cfg in plan
+            .iter()
+            .filter(|k| k.kind == KernelKind::Pointwise)
+            .take(3)
+        {
             let ms: Vec<f64> = [1, 2]
                 .iter()
                 .map(|&t| fit_target(&measure::kernel(&backend, cfg, t).unwrap()))

