@@ -183,8 +183,7 @@ fn measure_all(
         })
     };
     let kernels = plan(opts.seed);
-    let mut item = 0usize;
-    for cfg in &kernels {
+    for (item, cfg) in kernels.iter().enumerate() {
         if start.elapsed() >= budget.mul_f64(ALONE_SHARE) {
             break;
         }
@@ -193,7 +192,6 @@ fn measure_all(
         }
         // The order alternates so that warming up favours neither end.
         let order = ordered(counts, item);
-        item += 1;
         let mut ms = vec![0.0; counts.len()];
         let mut kernel: Option<Kernel> = None;
         let ok = order
@@ -554,7 +552,7 @@ mod tests {
         let slow = Check {
             kernels: vec![(KernelKind::Pointwise, 6.0, vec![1.0, 1.2 / 1.8])],
         };
-        let fit = fit(&counts, &samples, &[exact.clone()]).unwrap();
+        let fit = fit(&counts, &samples, std::slice::from_ref(&exact)).unwrap();
         assert!(fit.network_error[&2] < 1e-9, "{:?}", fit.network_error);
         let fit2 = super::fit(&counts, &samples, &[slow]).unwrap();
         // Measured speed-up 1.5, predicted 1.8: 20 % off.
