@@ -230,12 +230,14 @@ fn main() {
     );
     println!("  load average while measuring: {}", load_average());
 
-    // Batches of 100: four models, each with threads 1..=4 and a few what-if states.
+    // Batches of 100: four models, each with threads 1..=4 (at most the board's cores, which
+    // the API bounds them by) and a few what-if states.
     let mut ids = vec![id.clone()];
     ids.extend(others);
+    let counts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let items: Vec<_> = (0..100)
         .map(|i| {
-            let mut item = json!({"model": ids[i % ids.len()], "threads": 1 + (i / 4) % 4});
+            let mut item = json!({"model": ids[i % ids.len()], "threads": 1 + (i / 4) % counts});
             if i % 5 == 0 {
                 item["state"] = json!({"others_busy": (i % 10) as f64 / 10.0});
             }

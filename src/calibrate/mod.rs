@@ -1,8 +1,9 @@
 //! Calibration on the board: one front door, [`calibrate`], that detects the runtime's fusion rules,
 //! measures kernels alone and inside synthetic networks (journalled, resumable, each measurement
 //! brought to one board speed by the reference workload timed between them), fits one regressor
-//! per kernel kind, the composition factors and the slowdown model, measures the board's power per
-//! kernel kind where it has an energy counter, judges the result, and writes the device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
+//! per kernel kind, the composition factors, the slowdown model and the thread scaling, measures the
+//! board's power per kernel kind where it has an energy counter, judges the result, and writes the
+//! device profile. Progress goes to a callback ([`Event`]), logs to `tracing`.
 mod build;
 mod compose;
 mod error;
@@ -24,6 +25,7 @@ mod session;
 mod slowdown;
 mod speed;
 mod target;
+mod threads;
 
 pub use error::{CalibrateError, FitError, MeasureError};
 pub use fusion::FusionError;
@@ -32,6 +34,7 @@ pub use options::{Budget, Options, aside_path, journal_path};
 pub use progress::{Event, Phase, Progress};
 pub use quality::REMEDY;
 pub use slowdown::refit as refit_slowdown;
+pub use threads::refit as refit_threads;
 
 use crate::kernels::FusionRules;
 use crate::profile::{DeviceInfo, Profile, Reference};
@@ -96,6 +99,9 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
         });
     }
     let mut profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    if opts.fit_threads && !opts.stopped() {
+        profile.thread_scaling = threads::phase(opts, backend.as_ref(), &profile.device, progress);
+    }
     if !opts.stopped() {
         profile.power = Some(power::phase(opts, backend.as_ref(), progress));
     }
@@ -237,6 +243,7 @@ fn assemble(
         slowdown: slowdown.flatten(),
         quality: None,
         power: None,
+        thread_scaling: None,
     };
     let composition_error = composition(opts, backend, &mut profile, &split, progress);
     profile.quality = Some(quality::assess(
@@ -334,6 +341,7 @@ mod tests {
                 ..Quality::default()
             }),
             power: None,
+            thread_scaling: None,
         }
     }
 

@@ -43,12 +43,16 @@ pub struct Options {
     pub budget: Budget,
     /// Overrides the budget's time (tests, and boards where even `quick` is too long).
     pub budget_seconds: Option<f64>,
-    /// Threads the runtime uses while measuring (predictions are for this thread count).
+    /// Threads the runtime uses while measuring the regressors (other counts are predicted through
+    /// the thread scaling).
     pub threads: usize,
     /// Seed of the sampling plan (a resumed run must use the same one).
     pub seed: u64,
     /// Fit the slowdown model under controlled background load after the kernels.
     pub fit_slowdown: bool,
+    /// Time kernels at every thread count and fit the thread scaling (on boards of two cores or
+    /// more).
+    pub fit_threads: bool,
     /// Write a poor calibration over an existing profile anyway (else it is written aside).
     pub accept_poor: bool,
     /// Set to stop early (Ctrl-C): what was measured stays in the journal.
@@ -66,6 +70,7 @@ impl Options {
             threads: 1,
             seed: 1,
             fit_slowdown: true,
+            fit_threads: true,
             accept_poor: false,
             stop: Arc::new(AtomicBool::new(false)),
         }

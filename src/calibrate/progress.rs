@@ -20,6 +20,8 @@ pub enum Phase {
     LoadFit,
     /// The board's power per kernel kind, where it has an energy counter.
     Power,
+    /// Kernels and networks timed at every thread count.
+    Threads,
 }
 
 impl Phase {
@@ -32,6 +34,7 @@ impl Phase {
             Phase::Fit => "fitting",
             Phase::LoadFit => "load fit",
             Phase::Power => "power",
+            Phase::Threads => "thread scaling",
         }
     }
 }

@@ -36,7 +36,8 @@ pub struct Args {
     /// How long to spend measuring.
     #[arg(long, value_enum, default_value = "standard")]
     pub budget: BudgetArg,
-    /// Threads the runtime uses while measuring (predictions are for this thread count).
+    /// Threads the runtime uses while measuring the regressors (other counts are predicted through
+    /// the thread scaling measured after them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Measurement backend: `tract` (in process) or `cmd:<template>` (see docs/measuring.md).
@@ -54,6 +55,13 @@ pub struct Args {
     /// Only fit the slowdown model of the existing profile at --out again (no kernel measuring).
     #[arg(long, conflicts_with = "no_load_fit")]
     pub only_load_fit: bool,
+    /// Skip timing kernels at every thread count (the profile then predicts its own count only).
+    #[arg(long)]
+    pub no_thread_fit: bool,
+    /// Only measure and fit the thread scaling of the existing profile at --out (about a fifth of
+    /// the budget's time; no kernel regressors measured).
+    #[arg(long, conflicts_with_all = ["no_thread_fit", "only_load_fit"])]
+    pub only_threads: bool,
     /// Write a poor calibration over an existing profile (by default it is written aside).
     #[arg(long)]
     pub accept_poor: bool,
@@ -97,9 +105,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threads: args.threads,
         seed: args.seed,
         fit_slowdown: !args.no_load_fit,
+        fit_threads: !args.no_thread_fit,
         accept_poor: args.accept_poor,
         stop,
     };
+    if args.only_threads {
+        let p = calibrate::refit_threads(&opts, &on_event)?;
+        bar.finish_and_clear();
+        match &p.thread_scaling {
+            Some(s) => eprintln!(
+                "fitted the thread scaling of {} (thread counts {:?})",
+                opts.out.display(),
+                s.counts
+            ),
+            None => anyhow::bail!(
+                "{}: the thread scaling could not be fitted; the profile was left as it was",
+                opts.out.display()
+            ),
+        }
+        return Ok(());
+    }
     let result = calibrate::calibrate(&opts, &on_event);
     bar.finish_and_clear();
     match result {

@@ -13,7 +13,8 @@ pub struct Args {
     /// Device profile (default: `profile` of config/augur.toml).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// Threads for measuring and predicting (must match the profile's to be meaningful).
+    /// Threads for measuring and predicting: 1 to the board's cores (counts other than the
+    /// profile's are predicted through its calibrated thread scaling).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Passes over the models (default: as many as make the run span --span-s, at least 3).
@@ -46,6 +47,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = super::predict::load_profile(args.profile.as_deref())?;
     let flops = FlopsProxy::fit(&profile);
     let predictor = Predictor::new(Some(profile), Roofline::default());
+    predictor
+        .check_threads(args.threads)
+        .map_err(anyhow::Error::msg)?;
     if predictor.slowdown.reference_workload_cpu_ms <= 0.0 && !args.json {
         eprintln!(
             "augur: note: the profile has no reference-workload timing (made before it existed); predicting without the speed term"
@@ -66,6 +70,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         subjects.push(Subject { name, d, base });
+    }
+    // Said once for the run: every model gets the same note.
+    let notes = subjects
+        .first()
+        .map(|s| predictor.thread_scale(&s.d, args.threads).notes)
+        .unwrap_or_default();
+    if !args.json {
+        for n in &notes {
+            eprintln!("augur: note: {n}");
+        }
     }
     let mut board = Board::new(
         prepared,
@@ -105,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.set_message(format!("{} {}", p.pass, p.model));
     };
     let protocol = serde_json::json!({
-        "window_s": args.window_s, "runs": args.runs, "threads": args.threads,
+        "window_s": args.window_s, "runs": args.runs, "threads": args.threads, "notes": notes,
     });
     if !args.scenarios.is_empty() {
         let reports = crate::eval::scenarios::run(

@@ -10,7 +10,8 @@ pub struct Args {
     /// Device profile (default: `profile` of config/augur.toml).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// Threads the model will run with.
+    /// Threads the model will run with: 1 to the board's cores (counts other than the profile's
+    /// are scaled by its calibrated thread scaling).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Fix the input shape, e.g. 1,3,160,160.
@@ -56,6 +57,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = load_profile(args.profile.as_deref())?;
     let d = super::inspect::load(&args.model, args.input_shape.as_deref())?;
     let predictor = Predictor::new(Some(profile), Roofline::default());
+    predictor
+        .check_threads(args.threads)
+        .map_err(anyhow::Error::msg)?;
     let base = predictor.base(&d);
     let state = if args.r#static {
         crate::sense::Snapshot::default()
@@ -114,6 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{} kernels had no regressor and used the roofline fallback",
             p.fallback_kernels
         );
+    }
+    for n in &p.notes {
+        println!("note: {n}");
     }
     Ok(())
 }

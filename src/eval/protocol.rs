@@ -217,7 +217,8 @@ pub fn run(
                 interval_ms: p.interval_ms,
                 measured_ms: measured,
                 error_pct: error_pct(p.latency_ms, measured),
-                static_ms: s.base.latency_ms,
+                // The quiet-board figure at the plan's thread count.
+                static_ms: p.base_ms,
                 cpu_factor: p.state.cpu_factor,
                 speed_factor: p.state.speed_factor,
                 learned_factor: p.state.learned_factor,
@@ -271,13 +272,14 @@ fn report(
         let measured = mean(recs.iter().map(|r| r.measured_ms));
         let series: Vec<f64> = recs.iter().map(|r| r.measured_ms).collect();
         let baseline = plan.flops.map(|f| f.predict(&s.d));
+        let static_ms = recs.first().map_or(s.base.latency_ms, |r| r.static_ms);
         models.push(ModelReport {
             model: s.name.clone(),
             predicted_ms: predicted,
             measured_ms: measured,
             error_pct: error_pct(predicted, measured),
-            static_ms: s.base.latency_ms,
-            static_error_pct: error_pct(s.base.latency_ms, measured),
+            static_ms,
+            static_error_pct: error_pct(static_ms, measured),
             baseline_ms: baseline,
             baseline_error_pct: baseline.map(|b| error_pct(b, measured)),
             speed_ratio: mean(recs.iter().map(|r| r.speed_factor)),

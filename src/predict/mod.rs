@@ -4,6 +4,9 @@
 //! Entry points: [`Predictor::base`] (cacheable per model and profile), [`Predictor::predict`] (the
 //! live state applied), and [`Predictor::predict_live`] / [`Predictor::observe`] (with the online
 //! learner: predict, and learn from what was observed).
+//!
+//! The base describes the profile's thread count; [`Predictor::predict`] scales it to the asked
+//! count per kernel with the profile's fitted thread scaling ([`crate::profile::threads`]).
 pub mod deadline;
 pub mod energy;
 pub mod learner;
@@ -15,6 +18,7 @@ pub use live::{Job, Pending};
 pub use slowdown::Slowdown;
 
 use crate::kernels::{Decomposition, KernelKind};
+use crate::profile::threads::UNCALIBRATED_EFFICIENCY;
 use crate::profile::{Profile, Roofline};
 use crate::sense::Snapshot;
 use serde::{Deserialize, Serialize};
@@ -65,6 +69,19 @@ pub struct Prediction {
     pub energy_joules: Option<f64>,
     #[serde(default)]
     pub energy_unavailable: Option<String>,
+    /// What the caller should know about how the figure was made (a thread count the profile did
+    /// not calibrate …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// How a prediction for some thread count is scaled from the profile's: a factor per kernel (its
+/// time at the asked count over its time at the profile's), and what to tell about it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ThreadScale {
+    /// None: the profile's own count, nothing to scale.
+    pub factors: Option<Vec<f64>>,
+    pub notes: Vec<String>,
 }
 
 /// What the live state contributed to a prediction.
@@ -212,12 +229,19 @@ impl Predictor {
         with_kernels: bool,
     ) -> Prediction {
         let factors = self.slowdown.factors(state, threads);
+        let scale = self.thread_scale(d, threads);
         let mut total = 0.0;
+        let mut quiet = 0.0;
         let mut kernels = with_kernels.then(|| Vec::with_capacity(base.kernels.len()));
         let power = energy::power_of(self.profile.as_ref());
         let mut joules = 0.0;
         for (i, &(ms, fallback)) in base.kernels.iter().enumerate() {
             let share = base.memory_share.get(i).copied().unwrap_or(0.0);
+            let ms = match &scale.factors {
+                Some(f) => ms * f.get(i).copied().unwrap_or(1.0),
+                None => ms,
+            };
+            quiet += ms;
             let live = ms * factors.kernel(share);
             total += live;
             if let (Ok(p), Some(k)) = (&power, d.kernels.get(i)) {
@@ -249,16 +273,77 @@ impl Predictor {
             interval_ms: [total * lo, total * hi],
             peak_memory_bytes: base.peak_memory_bytes,
             calibrated: base.calibrated,
-            base_ms: base.latency_ms,
-            slowdown: if base.latency_ms > 0.0 {
-                total / base.latency_ms
-            } else {
-                1.0
-            },
+            base_ms: quiet,
+            slowdown: if quiet > 0.0 { total / quiet } else { 1.0 },
             fallback_kernels: base.fallback_kernels,
             kernels,
             energy_joules: power.is_ok().then_some(joules),
             energy_unavailable: power.err(),
+            notes: scale.notes,
+        }
+    }
+
+    /// The most threads a prediction is made for: the board's cores.
+    pub fn max_threads(&self) -> usize {
+        (self.slowdown.cores.round() as usize).max(1)
+    }
+
+    /// `threads` when it is 1 up to the board's cores; why not otherwise.
+    pub fn check_threads(&self, threads: usize) -> Result<usize, String> {
+        let max = self.max_threads();
+        if (1..=max).contains(&threads) {
+            Ok(threads)
+        } else {
+            Err(format!(
+                "threads must be 1..={max} (the cores of the profile's board), got {threads}"
+            ))
+        }
+    }
+
+    /// The thread count the base prediction describes: the profile's (one without a profile).
+    pub fn base_threads(&self) -> usize {
+        self.profile.as_ref().map_or(1, |p| p.threads.max(1))
+    }
+
+    /// How kernels timed at the profile's thread count scale to `threads`: by the profile's fitted
+    /// speed-ups, or, where it has none, by a conservative efficiency
+    /// ([`UNCALIBRATED_EFFICIENCY`]) with a note saying so. Beyond the counts calibrated the fit is
+    /// extrapolated, with a note too.
+    pub fn thread_scale(&self, d: &Decomposition, threads: usize) -> ThreadScale {
+        let threads = threads.max(1);
+        let from = self.base_threads();
+        if threads == from {
+            return ThreadScale::default();
+        }
+        let scaling = self
+            .profile
+            .as_ref()
+            .and_then(|p| p.thread_scaling.as_ref());
+        let mut notes = Vec::new();
+        let eff = |k: &crate::kernels::Kernel| match scaling {
+            Some(s) => s.efficiency(k),
+            None => UNCALIBRATED_EFFICIENCY,
+        };
+        match scaling {
+            None => notes.push(format!(
+                "the profile was calibrated for {from} thread{} only: {threads} threads assume a parallel efficiency of {:.0} % (`augur calibrate --only-threads` measures every count)",
+                if from == 1 { "" } else { "s" },
+                UNCALIBRATED_EFFICIENCY * 100.0
+            )),
+            Some(s) if !s.covers(threads) => notes.push(format!(
+                "threads {threads} lie beyond the counts the profile calibrated (up to {}); its speed-ups are extrapolated",
+                s.max_count()
+            )),
+            Some(_) => {}
+        }
+        let factors = d
+            .kernels
+            .iter()
+            .map(|k| crate::profile::threads::factor(eff(k), from, threads))
+            .collect();
+        ThreadScale {
+            factors: Some(factors),
+            notes,
         }
     }
 
@@ -314,5 +399,167 @@ impl Predictor {
             (p.state.memory_factor - 1.0) * mem_share,
             p.state.frequency_factor * p.state.speed_factor - 1.0,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{FusionRules, decompose};
+    use crate::model::builder::GraphBuilder;
+    use crate::profile::threads::speedup;
+    use crate::profile::{DeviceInfo, Efficiency, Reference, ThreadScaling};
+    use std::collections::BTreeMap;
+
+    /// A convolution (with its ReLU) and a max pool.
+    fn model() -> Decomposition {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input(&[1, 32, 28, 28]);
+        let y = b
+            .conv(x, 64, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, true)
+            .unwrap();
+        let y = b.relu(y).unwrap();
+        let z = b.maxpool(y, [2, 2], [2, 2], [0; 4]).unwrap();
+        let g = b.finish(&[z]).unwrap();
+        decompose(&g, &FusionRules::tract_default()).unwrap()
+    }
+
+    /// A two-core board's profile made at `threads`, with `scaling`: convolutions at 90 %
+    /// efficiency, everything else at 20 %.
+    fn profile(threads: usize, scaling: bool) -> Profile {
+        Profile {
+            format_version: crate::profile::FORMAT_VERSION,
+            augur_version: String::new(),
+            created_unix: 0,
+            device: DeviceInfo {
+                cores: 2,
+                ..DeviceInfo::default()
+            },
+            runtime: "tract".into(),
+            threads,
+            budget: "quick".into(),
+            fusion: FusionRules::tract_default(),
+            roofline: Roofline::default(),
+            reference: Reference::default(),
+            regressors: BTreeMap::new(),
+            measurements: Vec::new(),
+            cache_model: false,
+            composition: BTreeMap::new(),
+            slowdown: None,
+            quality: None,
+            thread_scaling: scaling.then(|| ThreadScaling {
+                counts: vec![1, 2],
+                kinds: BTreeMap::from([(KernelKind::Conv, Efficiency::constant(0.9))]),
+                pooled: Efficiency::constant(0.2),
+                network_error: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn eff(k: KernelKind) -> f64 {
+        if k == KernelKind::Conv { 0.9 } else { 0.2 }
+    }
+
+    fn quiet() -> Snapshot {
+        Snapshot::default()
+    }
+
+    #[test]
+    fn a_profile_with_thread_scaling_predicts_one_and_two_threads() {
+        let d = model();
+        assert!(d.kernels.iter().any(|k| k.kind == KernelKind::Conv));
+        assert!(d.kernels.iter().any(|k| k.kind != KernelKind::Conv));
+        let p = Predictor::new(Some(profile(1, true)), Roofline::default());
+        let base = p.base(&d);
+        // Its own count: the base as it is.
+        let one = p.predict(&d, &base, &quiet(), 1, true);
+        assert_eq!(one.base_ms, base.latency_ms);
+        assert_eq!(one.latency_ms, base.latency_ms);
+        assert!(one.notes.is_empty());
+        // Two threads: each kernel sped up by its kind's efficiency.
+        let two = p.predict(&d, &base, &quiet(), 2, true);
+        assert!(two.notes.is_empty(), "{:?}", two.notes);
+        let ks = two.kernels.as_ref().unwrap();
+        let mut want = 0.0;
+        for ((k, &(ms, _)), kp) in d.kernels.iter().zip(&base.kernels).zip(ks) {
+            let expect = ms / speedup(eff(k.kind), 2);
+            assert!(
+                (kp.latency_ms - expect).abs() < 1e-12 * ms.max(1.0),
+                "{}",
+                k.name
+            );
+            want += expect;
+        }
+        assert!((two.latency_ms - want).abs() < 1e-9);
+        assert_eq!(two.base_ms, two.latency_ms);
+        assert!(two.latency_ms < one.latency_ms);
+        // A profile made at two threads predicts one thread by the inverse.
+        let p2 = Predictor::new(Some(profile(2, true)), Roofline::default());
+        let base2 = p2.base(&d);
+        let back = p2.predict(&d, &base2, &quiet(), 1, false);
+        let want: f64 = d
+            .kernels
+            .iter()
+            .zip(&base2.kernels)
+            .map(|(k, &(ms, _))| ms * speedup(eff(k.kind), 2))
+            .sum();
+        assert!((back.latency_ms - want).abs() < 1e-9);
+        assert_eq!(
+            p2.predict(&d, &base2, &quiet(), 2, false).latency_ms,
+            base2.latency_ms
+        );
+    }
+
+    #[test]
+    fn a_profile_without_thread_scaling_says_so_for_other_counts() {
+        let d = model();
+        let p = Predictor::new(Some(profile(1, false)), Roofline::default());
+        let base = p.base(&d);
+        let one = p.predict(&d, &base, &quiet(), 1, false);
+        assert!(one.notes.is_empty());
+        assert_eq!(one.latency_ms, base.latency_ms);
+        let two = p.predict(&d, &base, &quiet(), 2, false);
+        assert_eq!(two.notes.len(), 1);
+        assert!(
+            two.notes[0].contains("calibrated for 1 thread only")
+                && two.notes[0].contains("--only-threads"),
+            "{}",
+            two.notes[0]
+        );
+        // The fallback: a conservative efficiency, never a faster-than-ideal figure.
+        let want = base.latency_ms / speedup(UNCALIBRATED_EFFICIENCY, 2);
+        assert!((two.latency_ms - want).abs() < 1e-9);
+        assert!(two.latency_ms > base.latency_ms / 2.0);
+    }
+
+    #[test]
+    fn thread_counts_beyond_the_board_or_the_calibration_are_told() {
+        let d = model();
+        let p = Predictor::new(Some(profile(1, true)), Roofline::default());
+        assert_eq!(p.max_threads(), 2);
+        assert_eq!(p.check_threads(2), Ok(2));
+        let e = p.check_threads(3).unwrap_err();
+        assert!(e.contains("1..=2") && e.contains("got 3"), "{e}");
+        assert!(p.check_threads(0).is_err());
+        // Asked anyway (a library caller), the fit is extrapolated with a note.
+        let s = p.thread_scale(&d, 3);
+        assert_eq!(s.notes.len(), 1);
+        assert!(s.notes[0].contains("extrapolated"), "{}", s.notes[0]);
+    }
+
+    #[test]
+    fn a_profile_saved_before_thread_scaling_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        let mut v = serde_json::to_value(profile(1, true)).unwrap();
+        v.as_object_mut().unwrap().remove("thread_scaling");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let (old, _) = Profile::load(&path, "tract").unwrap();
+        assert!(old.thread_scaling.is_none());
+        // And one with it round-trips.
+        let path2 = dir.path().join("new.json");
+        profile(1, true).save(&path2).unwrap();
+        let (new, _) = Profile::load(&path2, "tract").unwrap();
+        assert_eq!(new.thread_scaling, profile(1, true).thread_scaling);
     }
 }

@@ -77,10 +77,13 @@ impl Slowdown {
         // Others' demand in cores: their busy share; on a saturated board that understates it, so
         // also (a) the run queue (four hogs on two cores keep both busy at 100 %, as two would, but
         // queue twice as deep; the sampler's two threads are running when it reads the queue, hence
-        // the − 2), and (b) when augur itself runs (a measurement in the same process) and gets a
-        // share `o` of the cores under fair sharing with others, their demand is `cores / o − 1`
-        // threads: one hog beside us on two cores leaves us a whole core (demand 1), two leave us
-        // two thirds of the cores' worth … (demand 2).
+        // the − 2), and (b) when augur itself runs (a measurement in the same process) with N
+        // threads and gets `o` cores' worth under fair sharing with others, their demand is
+        // `N·cores / o − N` threads: one hog beside one thread of ours on two cores leaves us a
+        // whole core (demand 1), two leave us two thirds of the cores' worth … (demand 2); one hog
+        // beside two threads of ours leaves them four thirds of a core's worth (demand 1).
+        // Each of the N + others runnable threads then gets min(1, cores / (N + others)) of a core:
+        // the model's time grows by the inverse.
         let others_busy = s.others_busy().unwrap_or(0.0) * self.cores;
         let total = s.utilization.busy.mean.unwrap_or(0.0) * self.cores;
         // The window's mean, not the EWMA: a measurement's own share swings between a core and half
@@ -97,9 +100,8 @@ impl Slowdown {
             (false, _) => others_busy,
             // A short dip in augur's own share (between two runs) must not read as a crowd of
             // hogs: the estimate is held to twice what the others were seen to use.
-            (true, true) => {
-                others_busy.max((self.cores / own - 1.0).min(2.0 * others_busy.max(0.5)))
-            }
+            (true, true) => others_busy
+                .max((threads * self.cores / own - threads).min(2.0 * others_busy.max(0.5))),
             (true, false) => others_busy.max(queued),
         };
         let demand = others + threads;
@@ -191,6 +193,41 @@ mod tests {
         assert!((cpu(&state(1.0, 0.0, 4)) - 1.5).abs() < 1e-9);
         // Four hogs while we do not run: the run queue says four.
         assert!((cpu(&state(1.0, 0.0, 6)) - 2.5).abs() < 1e-9);
+    }
+
+    fn cpu_n(s: &Snapshot, threads: usize) -> f64 {
+        Slowdown {
+            cores: 2.0,
+            ..Default::default()
+        }
+        .factors(s, threads)
+        .cpu
+    }
+
+    #[test]
+    fn n_threads_beside_busy_cores_get_their_fair_share() {
+        // Two threads on a quiet two-core board: each has a core.
+        assert_eq!(cpu_n(&state(0.0, 0.0, 2), 2), 1.0);
+        // One hog (a daemon predicting, not running): three runnable threads on two cores, each
+        // gets two thirds of a core → 1.5×; one thread of ours beside it still has a core.
+        assert!((cpu_n(&state(0.5, 0.0, 3), 2) - 1.5).abs() < 1e-9);
+        assert_eq!(cpu_n(&state(0.5, 0.0, 3), 1), 1.0);
+        // Two hogs: four threads on two cores → 2×; one of ours → 1.5×.
+        assert!((cpu_n(&state(1.0, 0.0, 4), 2) - 2.0).abs() < 1e-9);
+        assert!((cpu_n(&state(1.0, 0.0, 4), 1) - 1.5).abs() < 1e-9);
+        // Measuring two threads of ours beside one hog: ours hold four thirds of a core (two thirds
+        // of the board), which says one other thread → 1.5×.
+        assert!((cpu_n(&state(1.0, 2.0 / 3.0, 5), 2) - 1.5).abs() < 1e-9);
+        // Beside two hogs ours hold one core (half of the board): two others → 2×.
+        assert!((cpu_n(&state(1.0, 0.5, 6), 2) - 2.0).abs() < 1e-9);
+        // More threads than cores on a quiet board time-share among themselves.
+        assert!((cpu_n(&state(0.0, 0.0, 2), 4) - 2.0).abs() < 1e-9);
+        // Never faster than on the quiet board, and monotone in the threads asked.
+        for s in [state(0.3, 0.0, 2), state(1.0, 0.0, 5), state(1.0, 0.5, 5)] {
+            let f: Vec<f64> = (1..=4).map(|n| cpu_n(&s, n)).collect();
+            assert!(f.iter().all(|x| *x >= 1.0), "{f:?}");
+            assert!(f.windows(2).all(|w| w[1] >= w[0] - 1e-12), "{f:?}");
+        }
     }
 
     #[test]

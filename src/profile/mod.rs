@@ -6,12 +6,14 @@ pub mod power;
 pub mod quality;
 pub mod regressor;
 pub mod slowdown;
+pub mod threads;
 
 pub use device::DeviceInfo;
 pub use power::Power;
 pub use quality::{Noise, Quality};
 pub use regressor::{Regressor, RegressorError, Roofline};
 pub use slowdown::Slowdown;
+pub use threads::{Efficiency, ThreadScaling};
 
 use crate::kernels::{FusionRules, Kernel, KernelKind};
 use serde::{Deserialize, Serialize};
@@ -109,6 +111,7 @@ pub struct Profile {
     pub device: DeviceInfo,
     /// Runtime name and version the measurements were taken with (`tract 0.23.9`).
     pub runtime: String,
+    /// The thread count the regressors describe (other counts are scaled by `thread_scaling`).
     pub threads: usize,
     pub budget: String,
     pub fusion: FusionRules,
@@ -134,6 +137,10 @@ pub struct Profile {
     /// profiles made before power was measured).
     #[serde(default)]
     pub power: Option<Power>,
+    /// How each kind speeds up with more threads (absent in profiles made before it was measured,
+    /// which predict their own thread count only; see [`threads`]).
+    #[serde(default)]
+    pub thread_scaling: Option<ThreadScaling>,
 }
 
 #[derive(Debug, thiserror::Error)]

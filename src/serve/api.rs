@@ -106,6 +106,9 @@ pub struct PredictAnswer<'a> {
     /// The deadline asked about, ms, and the probability of meeting it (null without one).
     pub deadline_ms: Option<f64>,
     pub p_deadline: Option<f64>,
+    /// How the figure was made, where the caller should know (a thread count not calibrated …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl<'a> PredictAnswer<'a> {
@@ -131,6 +134,7 @@ impl<'a> PredictAnswer<'a> {
             kernels: p.kernels,
             deadline_ms: None,
             p_deadline: None,
+            notes: p.notes,
         }
     }
 

@@ -83,6 +83,14 @@ fn deadline(d: Option<f64>) -> Result<Option<f64>, ApiError> {
     }
 }
 
+/// A thread count the profile's board has cores for (predictions beyond would extrapolate).
+fn within_cores(engine: &super::Engine, threads: usize) -> Result<usize, ApiError> {
+    engine
+        .predictor
+        .check_threads(threads)
+        .map_err(ApiError::invalid)
+}
+
 pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     body::require_json(req.headers())?;
     let bytes = body::read_body(req, app.cfg.limits.json_body_bytes).await?;
@@ -97,7 +105,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         .as_deref()
         .ok_or_else(|| ApiError::invalid("`model` (or `batch`) is required"))?;
     let cores = engine.predictor.slowdown.cores;
-    let threads = body::threads(r.threads, engine.threads)?;
+    let threads = within_cores(&engine, body::threads(r.threads, engine.threads)?)?;
     let deadline_ms = deadline(r.deadline_ms)?;
     let (state, changed) = body::what_if(&live, r.state.as_ref(), cores)?;
     let entry = lookup(&app, &engine, model).await?;
@@ -164,7 +172,10 @@ async fn batch(
     let mut resolved = Vec::with_capacity(items.len());
     for item in &items {
         let one = async {
-            let threads = body::threads(item.threads.or(r.threads), engine.threads)?;
+            let threads = within_cores(
+                engine,
+                body::threads(item.threads.or(r.threads), engine.threads)?,
+            )?;
             let (state, ix) = match &item.state {
                 None => (Arc::clone(&shared), 0),
                 Some(s) => {
