@@ -45,7 +45,11 @@ fn start(dir: &std::path::Path) -> (Daemon, u16) {
     let boards = dir.join("state/boards");
     std::fs::create_dir_all(&boards).expect("boards directory");
     std::fs::write(boards.join("edge.json"), common::roofline_profile(20.0, 2)).expect("board");
-    std::fs::write(boards.join("cloud.json"), common::roofline_profile(500.0, 8)).expect("board");
+    std::fs::write(
+        boards.join("cloud.json"),
+        common::roofline_profile(500.0, 8),
+    )
+    .expect("board");
     let cfg = dir.join("augur.toml");
     std::fs::write(
         &cfg,
@@ -127,7 +131,12 @@ fn main() {
     // The answer is what the benchmark claims to measure: 50 cuts on each of the two boards.
     let mut c = Conn::open(port).expect("connect");
     let first = c
-        .send("POST", "/v1/plan", Some("application/json"), body.as_bytes())
+        .send(
+            "POST",
+            "/v1/plan",
+            Some("application/json"),
+            body.as_bytes(),
+        )
         .expect("plan");
     assert_eq!(first.status, 200, "{}", first.text());
     let v = first.json();
@@ -136,10 +145,17 @@ fn main() {
     assert_eq!(splits, 2 * (KERNELS - 1), "splits");
     assert_eq!(options.len(), 1 + 2 * (KERNELS - 1) + 2, "options");
     for _ in 0..500 {
-        let _ = c.send("POST", "/v1/plan", Some("application/json"), body.as_bytes());
+        let _ = c.send(
+            "POST",
+            "/v1/plan",
+            Some("application/json"),
+            body.as_bytes(),
+        );
     }
 
-    println!("open-loop POST /v1/plan: {rps} req/s for {secs} s over {conns} keep-alive connections, 50 cuts, 2 boards");
+    println!(
+        "open-loop POST /v1/plan: {rps} req/s for {secs} s over {conns} keep-alive connections, 50 cuts, 2 boards"
+    );
     let start = Instant::now() + Duration::from_millis(100);
     let per_conn = rps / conns as f64;
     let n_per_conn = (per_conn * secs) as usize;
@@ -158,7 +174,12 @@ fn main() {
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    match c.send("POST", "/v1/plan", Some("application/json"), body.as_bytes()) {
+                    match c.send(
+                        "POST",
+                        "/v1/plan",
+                        Some("application/json"),
+                        body.as_bytes(),
+                    ) {
                         Ok(r) if r.status == 200 => lat.push(due.elapsed().as_secs_f64() * 1e3),
                         Ok(_) => errors += 1,
                         Err(_) => {

@@ -25,10 +25,7 @@ fn boards(dir: &Path) -> (String, String) {
     let there = dir.join("there.json");
     std::fs::write(&here, roofline_profile(2.0, 1)).unwrap();
     std::fs::write(&there, roofline_profile(40.0, 2)).unwrap();
-    (
-        here.display().to_string(),
-        there.display().to_string(),
-    )
+    (here.display().to_string(), there.display().to_string())
 }
 
 fn plan(args: &[&str]) -> std::process::Output {
@@ -42,10 +39,25 @@ fn the_options_keep_the_contract_and_are_ranked() {
     let model = zoo_model("resnet18_224");
     let m = model.to_str().unwrap();
     let out = plan(&[
-        m, "--profile", &here, "--remote", &there, "--link-mbps", "200", "--rtt-ms", "2",
-        "--deadline-ms", "5000", "--static", "--json",
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "200",
+        "--rtt-ms",
+        "2",
+        "--deadline-ms",
+        "5000",
+        "--static",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let options = v["options"].as_array().unwrap();
     assert_eq!(v.as_object().unwrap().len(), 1, "only `options`");
@@ -75,10 +87,23 @@ fn the_options_keep_the_contract_and_are_ranked() {
 
     // Without a deadline p_deadline is null; ranked by memory the smallest footprint comes first.
     let out = plan(&[
-        m, "--profile", &here, "--remote", &there, "--link-mbps", "200", "--static", "--json",
-        "--by", "memory",
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "200",
+        "--static",
+        "--json",
+        "--by",
+        "memory",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let options = v["options"].as_array().unwrap();
     assert!(options.iter().all(|o| o["p_deadline"].is_null()));
@@ -91,9 +116,16 @@ fn the_options_keep_the_contract_and_are_ranked() {
 
     // The table names every option.
     let out = plan(&[m, "--profile", &here, "--static"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("placement") && text.contains("local"), "{text}");
+    assert!(
+        text.contains("placement") && text.contains("local"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -103,9 +135,21 @@ fn the_halves_of_a_cut_import_again_and_add_up() {
     let model = zoo_model("mobilenet_v2_224");
     let m = model.to_str().unwrap();
     let out = plan(&[
-        m, "--profile", &here, "--remote", &there, "--link-mbps", "100", "--static", "--json",
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "100",
+        "--static",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let cuts: Vec<String> = v["options"]
         .as_array()
@@ -125,7 +169,11 @@ fn the_halves_of_a_cut_import_again_and_add_up() {
             .arg(&out_dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let half = |f: &str| {
             let g = augur::model::import_path(&out_dir.join(f), None)
                 .unwrap_or_else(|e| panic!("{cut}: {f} does not import: {e}"));
@@ -134,7 +182,11 @@ fn the_halves_of_a_cut_import_again_and_add_up() {
         let (p, s) = (half("prefix.onnx"), half("suffix.onnx"));
         assert_eq!(p.macs + s.macs, whole.macs, "{cut}");
         assert!(p.macs > 0 && s.macs > 0, "{cut}");
-        assert_eq!(p.kernels.len() + s.kernels.len(), whole.kernels.len(), "{cut}");
+        assert_eq!(
+            p.kernels.len() + s.kernels.len(),
+            whole.kernels.len(),
+            "{cut}"
+        );
     }
 }
 
@@ -145,17 +197,85 @@ fn bad_input_is_one_clear_line() {
     let model = zoo_model("squeezenet1_1_224");
     let m = model.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec![m, "--profile", &here, "--remote", &there], "--link-mbps"),
-        (vec![m, "--profile", &here, "--remote", &there, "--link-mbps", "0"], "bandwidth"),
-        (vec![m, "--profile", &here, "--remote", &there, "--link-mbps", "NaN"], "bandwidth"),
-        (vec![m, "--profile", &here, "--remote", &there, "--link-mbps", "10", "--rtt-ms=-1"], "round-trip"),
-        (vec![m, "--profile", &here, "--deadline-ms", "0"], "deadline"),
-        (vec![m, "--profile", &here, "--deadline-ms", "inf"], "deadline"),
+        (
+            vec![m, "--profile", &here, "--remote", &there],
+            "--link-mbps",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "0",
+            ],
+            "bandwidth",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "NaN",
+            ],
+            "bandwidth",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "10",
+                "--rtt-ms=-1",
+            ],
+            "round-trip",
+        ),
+        (
+            vec![m, "--profile", &here, "--deadline-ms", "0"],
+            "deadline",
+        ),
+        (
+            vec![m, "--profile", &here, "--deadline-ms", "inf"],
+            "deadline",
+        ),
         (vec![m, "--profile", &here, "--by", "energy"], "not yet"),
         (vec![m, "--profile", &here, "--by", "speed"], "cannot rank"),
-        (vec![m, "--profile", &here, "--remote", "http://board:9747", "--link-mbps", "10"], "not yet"),
-        (vec![m, "--profile", &here, "--max-crossing", "3"], "max-crossing"),
-        (vec![m, "--profile", &here, "--remote", "/no/such/profile.json", "--link-mbps", "10"], "profile"),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                "http://board:9747",
+                "--link-mbps",
+                "10",
+            ],
+            "not yet",
+        ),
+        (
+            vec![m, "--profile", &here, "--max-crossing", "3"],
+            "max-crossing",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                "/no/such/profile.json",
+                "--link-mbps",
+                "10",
+            ],
+            "profile",
+        ),
     ];
     for (args, says) in cases {
         let mut a = args.clone();

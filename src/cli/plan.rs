@@ -93,10 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into());
         }
         Some(r) => {
-            let path = PathBuf::from(r);
             // A remote profile is from another board by design: the board warning does not apply.
-            let (p, _) = Profile::load(&path, &crate::profile::tract_runtime())?;
-            Some((p, path))
+            let (p, _) = Profile::load(Path::new(r), &crate::profile::tract_runtime())?;
+            Some(p)
         }
         None => None,
     };
@@ -104,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let g = crate::model::import_path(&args.model, args.input_shape.as_deref())?;
     let here = board(profile, &g, &args.model)?;
     let there = remote_profile
-        .map(|(p, _)| board(p, &g, &args.model))
+        .map(|p| board(p, &g, &args.model))
         .transpose()?;
     let state = if args.r#static {
         crate::sense::Snapshot::default()
@@ -248,7 +247,10 @@ pub fn split(args: SplitArgs) -> anyhow::Result<()> {
     let halves = crate::plan::split::split(&g, cut);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
-    for (name, part) in [("prefix.onnx", &halves.prefix), ("suffix.onnx", &halves.suffix)] {
+    for (name, part) in [
+        ("prefix.onnx", &halves.prefix),
+        ("suffix.onnx", &halves.suffix),
+    ] {
         let bytes = crate::model::export::to_onnx_bytes(part)?;
         let path = args.out.join(name);
         crate::util::write_atomic(&path, &bytes)

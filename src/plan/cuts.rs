@@ -80,7 +80,8 @@ pub fn cut_points(g: &Graph, d: &Decomposition, opts: CutOptions) -> Vec<Cut> {
     let max = opts.max_tensors.clamp(1, MAX_CROSSING);
     let consumers = g.consumers();
     // The last node that reads each tensor (a model output is read "after the end").
-    let mut last_use: Vec<Option<usize>> = consumers.iter().map(|c| c.iter().max().copied()).collect();
+    let mut last_use: Vec<Option<usize>> =
+        consumers.iter().map(|c| c.iter().max().copied()).collect();
     for &t in &g.outputs {
         if let Some(slot) = last_use.get_mut(t) {
             *slot = Some(usize::MAX);
@@ -98,7 +99,9 @@ pub fn cut_points(g: &Graph, d: &Decomposition, opts: CutOptions) -> Vec<Cut> {
     for p in 1..n {
         let node = &g.nodes[p - 1];
         for &t in &node.outputs {
-            let Some(tensor) = g.tensors.get(t) else { continue };
+            let Some(tensor) = g.tensors.get(t) else {
+                continue;
+            };
             if !tensor.is_weight && last_use[t].is_some_and(|u| u >= p) && !open.contains(&t) {
                 open.push(t);
             }
@@ -221,7 +224,11 @@ mod tests {
             }
             for nodes in &d.kernel_nodes {
                 let (lo, hi) = (nodes[0], *nodes.last().unwrap());
-                assert!(c.position <= lo || c.position > hi, "{} splits a kernel", c.name);
+                assert!(
+                    c.position <= lo || c.position > hi,
+                    "{} splits a kernel",
+                    c.name
+                );
             }
         }
         // Between the blocks and around them: after the stem, after each block, after the pool.
@@ -232,8 +239,12 @@ mod tests {
         // Allowing two crossing tensors opens the blocks (the skip beside the branch).
         let two = cut_points(&g, &d, CutOptions { max_tensors: 2 });
         assert!(two.len() > cuts.len());
-        assert!(two.iter().any(|c| c.tensors.len() == 2
-            && blocks.iter().any(|&(s, e)| c.position > s && c.position < e)));
+        assert!(two.iter().any(|c| {
+            c.tensors.len() == 2
+                && blocks
+                    .iter()
+                    .any(|&(s, e)| c.position > s && c.position < e)
+        }));
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub fn prefix_peaks(g: &Graph, d: &Decomposition) -> Vec<u64> {
             let inside: Vec<TensorId> = nodes
                 .iter()
                 .filter_map(|&n| g.nodes.get(n))
-                .flat_map(|n| n.outputs.iter().map(|&t| alias.get(t).copied().unwrap_or(t)))
+                .flat_map(|n| {
+                    n.outputs
+                        .iter()
+                        .map(|&t| alias.get(t).copied().unwrap_or(t))
+                })
                 .collect();
             let mut ins = Vec::new();
             for node in nodes.iter().filter_map(|&n| g.nodes.get(n)) {
@@ -117,8 +121,9 @@ mod tests {
         assert_eq!(p.len(), d.kernels.len() + 1);
         assert_eq!(p[0], 3 * 32 * 32 * 4);
         assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
-        // The walk over every kernel is the decomposition's own figure (its weights are counted
-        // once per kernel here, and no weight is shared in this model).
-        assert_eq!(*p.last().unwrap(), d.peak_memory_bytes);
+        // The walk over every kernel is the decomposition's own walk, plus the kernels' weights
+        // (the reshape's shape constant belongs to no kernel).
+        let weights: u64 = d.kernels.iter().map(|k| k.weight_bytes).sum();
+        assert_eq!(*p.last().unwrap(), d.peak_activation_bytes + weights);
     }
 }

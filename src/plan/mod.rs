@@ -235,7 +235,10 @@ impl Part {
             cumulative.push(sum);
         }
         let ratio = if p.latency_ms > 0.0 {
-            [p.interval_ms[0] / p.latency_ms, p.interval_ms[1] / p.latency_ms]
+            [
+                p.interval_ms[0] / p.latency_ms,
+                p.interval_ms[1] / p.latency_ms,
+            ]
         } else {
             [1.0, 1.0]
         };
@@ -248,7 +251,10 @@ impl Part {
 
     /// Milliseconds of kernels `..k`.
     fn head(&self, k: usize) -> f64 {
-        self.cumulative.get(k).copied().unwrap_or_else(|| self.total())
+        self.cumulative
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| self.total())
     }
 
     fn interval(&self, ms: f64) -> [f64; 2] {
@@ -259,12 +265,7 @@ impl Part {
 /// The options for a model, best first by `ask.by`: all local at each of `local.threads`; with
 /// remote boards (which need `ask.link`), each cut that is a kernel boundary on both boards as a
 /// split, and all remote.
-pub fn plan(
-    m: &Prepared,
-    local: &Local,
-    remotes: &[Remote],
-    ask: &Ask,
-) -> Result<Plan, PlanError> {
+pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Result<Plan, PlanError> {
     check_by(ask.by)?;
     if let Some(d) = ask.deadline_ms {
         check_deadline(d)?;
@@ -310,7 +311,7 @@ pub fn plan(
             local_ms: total,
             remote_ms: 0.0,
             transfer_bytes: 0,
-            local_peak_memory_bytes: whole_peak.max(local.d.peak_memory_bytes),
+            local_peak_memory_bytes: local.d.peak_memory_bytes,
             board: None,
         });
         let Some(link) = link else { continue };

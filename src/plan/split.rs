@@ -18,7 +18,8 @@ pub fn split(g: &Graph, cut: &Cut) -> Halves {
     let at = cut.position.min(g.nodes.len());
     let prefix_nodes = g.nodes[..at].to_vec();
     let suffix_nodes = g.nodes[at..].to_vec();
-    let reads = |nodes: &[crate::model::Node], t: TensorId| nodes.iter().any(|n| n.inputs.contains(&t));
+    let reads =
+        |nodes: &[crate::model::Node], t: TensorId| nodes.iter().any(|n| n.inputs.contains(&t));
     let prefix = Graph {
         name: format!("{}.prefix", g.name),
         tensors: g.tensors.clone(),

@@ -98,7 +98,9 @@ fn alone_the_board_offers_local_only() {
     assert_eq!(o.placement, Placement::Local);
     assert_eq!(o.cut, None);
     assert_eq!(o.p_deadline, None);
-    assert!(o.latency_ms > 0.0 && o.interval_ms[0] <= o.latency_ms && o.latency_ms <= o.interval_ms[1]);
+    assert!(
+        o.latency_ms > 0.0 && o.interval_ms[0] <= o.latency_ms && o.latency_ms <= o.interval_ms[1]
+    );
     assert_eq!(o.local_peak_memory_bytes, here.d.peak_memory_bytes);
 }
 
@@ -115,11 +117,27 @@ fn splits_add_up_and_the_options_are_ranked() {
     let m = Prepared::new(&g, &here.d, CutOptions::default());
     // Local, each cut, remote.
     assert_eq!(p.options.len(), 1 + m.cuts.len() + 1);
-    assert!(p.options.windows(2).all(|w| w[0].latency_ms <= w[1].latency_ms));
-    let local = p.options.iter().find(|o| o.placement == Placement::Local).unwrap();
-    let whole_remote = p.options.iter().find(|o| o.placement == Placement::Remote).unwrap();
+    assert!(
+        p.options
+            .windows(2)
+            .all(|w| w[0].latency_ms <= w[1].latency_ms)
+    );
+    let local = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Local)
+        .unwrap();
+    let whole_remote = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Remote)
+        .unwrap();
     for o in p.options.iter().filter(|o| o.placement == Placement::Split) {
-        let c = m.cuts.iter().find(|c| Some(&c.name) == o.cut.as_ref()).unwrap();
+        let c = m
+            .cuts
+            .iter()
+            .find(|c| Some(&c.name) == o.cut.as_ref())
+            .unwrap();
         let transfer = ask.link.unwrap().transfer_ms(o.transfer_bytes);
         assert!((o.latency_ms - (o.local_ms + transfer + o.remote_ms)).abs() < 1e-9);
         assert_eq!(o.transfer_bytes, c.bytes + 10 * 4);
@@ -212,9 +230,18 @@ fn bad_asks_are_refused_and_energy_is_not_yet() {
             deadline_ms: Some(d),
             ..Ask::default()
         };
-        assert!(matches!(plan_of(&g, &here, None, &ask), Err(PlanError::Invalid(_))), "{d}");
+        assert!(
+            matches!(plan_of(&g, &here, None, &ask), Err(PlanError::Invalid(_))),
+            "{d}"
+        );
     }
-    for (b, r) in [(0.0, 1.0), (-5.0, 1.0), (f64::NAN, 1.0), (10.0, -1.0), (10.0, f64::INFINITY)] {
+    for (b, r) in [
+        (0.0, 1.0),
+        (-5.0, 1.0),
+        (f64::NAN, 1.0),
+        (10.0, -1.0),
+        (10.0, f64::INFINITY),
+    ] {
         assert!(Link::new(b, r).is_err(), "{b} {r}");
     }
     assert!("speed".parse::<RankBy>().is_err());

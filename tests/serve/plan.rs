@@ -17,8 +17,16 @@ fn plans_choices_and_refusals() {
     config(&dir, "json_body_bytes = 65536", "");
     let boards = dir.join("state/boards");
     std::fs::create_dir_all(&boards).unwrap();
-    std::fs::write(boards.join("fast.json"), crate::common::roofline_profile(5000.0, 4)).unwrap();
-    std::fs::write(boards.join("slow.json"), crate::common::roofline_profile(0.5, 1)).unwrap();
+    std::fs::write(
+        boards.join("fast.json"),
+        crate::common::roofline_profile(5000.0, 4),
+    )
+    .unwrap();
+    std::fs::write(
+        boards.join("slow.json"),
+        crate::common::roofline_profile(0.5, 1),
+    )
+    .unwrap();
     std::fs::write(boards.join("broken.json"), "{\"format_version\": 1}").unwrap();
     let d = Daemon::start(&dir, &[]);
     let port = d.port;
@@ -64,8 +72,9 @@ fn plans_choices_and_refusals() {
 
     // Several models and a deadline between their times: the larger one that meets it.
     let solo = |id: &str| {
-        post_json(port, "/v1/plan", &json!({"model": id})).unwrap().json()["options"][0]
-            ["latency_ms"]
+        post_json(port, "/v1/plan", &json!({"model": id}))
+            .unwrap()
+            .json()["options"][0]["latency_ms"]
             .as_f64()
             .unwrap()
     };
@@ -120,32 +129,106 @@ fn plans_choices_and_refusals() {
     // Refusals.
     let bad: Vec<(Value, u16, &str)> = vec![
         (json!({}), 422, "invalid_request"),
-        (json!({"model": small, "models": [small]}), 422, "invalid_request"),
+        (
+            json!({"model": small, "models": [small]}),
+            422,
+            "invalid_request",
+        ),
         (json!({"models": []}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "fast"}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "fast", "link_mbps": 0}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "fast", "link_mbps": -3}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "fast", "link_mbps": 10, "rtt_ms": -1}), 422, "invalid_request"),
-        (json!({"model": small, "deadline_ms": 0}), 422, "invalid_request"),
-        (json!({"model": small, "deadline_ms": 1e300}), 422, "invalid_request"),
-        (json!({"model": small, "deadline_ms": "soon"}), 422, "invalid_request"),
-        (json!({"model": small, "by": "speed"}), 422, "invalid_request"),
+        (
+            json!({"model": small, "remote": "fast"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": -3}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": 10, "rtt_ms": -1}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": 1e300}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": "soon"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "by": "speed"}),
+            422,
+            "invalid_request",
+        ),
         (json!({"model": small, "by": "energy"}), 501, "not_yet"),
-        (json!({"model": small, "threads": 0}), 422, "invalid_request"),
-        (json!({"model": small, "max_crossing": 3}), 422, "invalid_request"),
-        (json!({"model": small, "frobnicate": 1}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "../../etc/passwd", "link_mbps": 10}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "broken", "link_mbps": 10}), 422, "invalid_request"),
-        (json!({"model": small, "remote": "nowhere", "link_mbps": 10}), 404, "unknown_board"),
-        (json!({"model": small, "remote": "http://10.0.0.2:9747", "link_mbps": 10}), 501, "not_yet"),
+        (
+            json!({"model": small, "threads": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "max_crossing": 3}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "frobnicate": 1}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "../../etc/passwd", "link_mbps": 10}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "broken", "link_mbps": 10}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "nowhere", "link_mbps": 10}),
+            404,
+            "unknown_board",
+        ),
+        (
+            json!({"model": small, "remote": "http://10.0.0.2:9747", "link_mbps": 10}),
+            501,
+            "not_yet",
+        ),
         (json!({"model": "0".repeat(64)}), 404, "unknown_model"),
-        (json!({"model": small, "remote": "fast", "boards": ["slow"], "link_mbps": 1}), 422, "invalid_request"),
+        (
+            json!({"model": small, "remote": "fast", "boards": ["slow"], "link_mbps": 1}),
+            422,
+            "invalid_request",
+        ),
     ];
     for (body, status, code) in bad {
         let r = post_json(port, "/v1/plan", &body).unwrap();
         assert_error(&r, status, code);
     }
-    let r = super::http::request(port, "POST", "/v1/plan", Some("application/json"), b"{\"model\": ")
-        .unwrap();
+    let r = super::http::request(
+        port,
+        "POST",
+        "/v1/plan",
+        Some("application/json"),
+        b"{\"model\": ",
+    )
+    .unwrap();
     assert_error(&r, 400, "malformed_json");
 }

@@ -133,9 +133,11 @@ fn same(w: &Weak<Engine>, e: &Arc<Engine>) -> bool {
 fn plan_error(e: PlanError) -> ApiError {
     match e {
         PlanError::Invalid(d) => ApiError::invalid(d),
-        PlanError::NotYet(d) => {
-            ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_yet", format!("not yet: {d}"))
-        }
+        PlanError::NotYet(d) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_yet",
+            format!("not yet: {d}"),
+        ),
     }
 }
 
@@ -149,7 +151,10 @@ fn valid_board(name: &str) -> bool {
 }
 
 fn board_path(app: &App, name: &str) -> PathBuf {
-    app.cfg.state_dir.join("boards").join(format!("{name}.json"))
+    app.cfg
+        .state_dir
+        .join("boards")
+        .join(format!("{name}.json"))
 }
 
 /// A remote board's profile, read again when its file changed.
@@ -170,27 +175,27 @@ async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, 
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_board",
-            format!("no board `{name}`: put its profile at boards/{name}.json in the state directory"),
+            format!(
+                "no board `{name}`: put its profile at boards/{name}.json in the state directory"
+            ),
         )
     };
     let meta = tokio::fs::metadata(&path).await.map_err(|_| unknown())?;
-    let stamp = (
-        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-        meta.len(),
-    );
+    let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
     if let Some(b) = cached(&BOARDS, name)
         && b.stamp == stamp
     {
         return Ok(b);
     }
-    let load = tokio::task::spawn_blocking(move || {
-        Profile::load(&path, &crate::profile::tract_runtime())
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let load =
+        tokio::task::spawn_blocking(move || Profile::load(&path, &crate::profile::tract_runtime()))
+            .await
+            .map_err(ApiError::internal)?;
     let (p, _) = load.map_err(|e| {
         tracing::warn!("board {name}: {e}");
-        ApiError::invalid(format!("board `{name}`: its profile cannot be used (the daemon's log says why)"))
+        ApiError::invalid(format!(
+            "board `{name}`: its profile cannot be used (the daemon's log says why)"
+        ))
     })?;
     let b = BoardProfile {
         stamp,
@@ -291,13 +296,12 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         (None, None) => (Vec::new(), false),
         (Some(_), Some(_)) => return Err(ApiError::invalid("give `remote` or `boards`, not both")),
     };
-    let by = r
-        .by
-        .as_deref()
-        .unwrap_or("latency")
-        .parse::<RankBy>()
-        .and_then(crate::plan::check_by)
-        .map_err(plan_error)?;
+    let by =
+        r.by.as_deref()
+            .unwrap_or("latency")
+            .parse::<RankBy>()
+            .and_then(crate::plan::check_by)
+            .map_err(plan_error)?;
     let link = match (r.link_mbps, boards.is_empty()) {
         (Some(b), _) => Some(Link::new(b, r.rtt_ms.unwrap_or(0.0)).map_err(plan_error)?),
         (None, false) => {
@@ -415,7 +419,14 @@ mod tests {
         for ok in ["jetson", "rpi4-b", "x86_64.server"] {
             assert!(valid_board(ok), "{ok}");
         }
-        for bad in ["", "../etc/passwd", "a/b", ".hidden", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_board(bad), "{bad}");
         }
     }
