@@ -13,7 +13,7 @@
 //! 8. [`predict`]: base latency × slowdown from the live state, with online correction.
 //! 9. [`plan`]: where to run a model: here, split at a cut point, or on another board.
 //! 10. [`calibrate`]: micro-benchmarks and fits that write the profile (it checks its fit with the
-//!    predictor, so it stands above [`predict`]).
+//!     predictor, so it stands above [`predict`]).
 //! 11. [`eval`]: the evaluation protocol (passes, noise floor, FLOPs proxy, scenarios under load).
 //! 12. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
 //! 13. [`serve`]: the HTTP daemon.

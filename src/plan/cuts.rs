@@ -144,10 +144,13 @@ mod tests {
     use crate::kernels::{FusionRules, decompose};
     use crate::model::builder::GraphBuilder;
 
+    /// A 3×3 convolution with its batchnorm (folded into it: one kernel) and a ReLU (its own
+    /// kernel under tract's rules).
     fn conv(b: &mut GraphBuilder, x: TensorId, c: usize) -> TensorId {
         let y = b
             .conv(x, c, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, true)
             .unwrap();
+        let y = b.batchnorm(y).unwrap();
         b.relu(y).unwrap()
     }
 
@@ -254,9 +257,33 @@ mod tests {
         let plain = decompose(&g, &FusionRules::none("x")).unwrap();
         let a = cut_points(&g, &fused, CutOptions::default());
         let b = cut_points(&g, &plain, CutOptions::default());
-        assert!(b.len() > a.len());
+        assert!(
+            b.len() > a.len(),
+            "{} fused kernels {:?}, {} plain {:?}",
+            fused.kernels.len(),
+            a.iter().map(|c| c.position).collect::<Vec<_>>(),
+            plain.kernels.len(),
+            b.iter().map(|c| c.position).collect::<Vec<_>>()
+        );
         let b_at: Vec<usize> = b.iter().map(|c| c.position).collect();
         assert!(a.iter().all(|c| b_at.contains(&c.position)));
+    }
+
+    /// The benchmark's model: pointwise convolutions with their ReLU fused, one cut per pair.
+    #[test]
+    fn a_chain_of_fused_pointwise_kernels_has_one_cut_fewer_than_kernels() {
+        let mut b = GraphBuilder::new("pw");
+        let mut h = b.input(&[1, 16, 8, 8]);
+        for _ in 0..5 {
+            h = b
+                .conv(h, 16, [1, 1], [1, 1], [0; 4], [1, 1], 1, true)
+                .unwrap();
+            h = b.relu(h).unwrap();
+        }
+        let g = b.finish(&[h]).unwrap();
+        let d = decompose(&g, &FusionRules::tract_default()).unwrap();
+        assert_eq!(d.kernels.len(), 5);
+        assert_eq!(cut_points(&g, &d, CutOptions::default()).len(), 4);
     }
 
     #[test]
