@@ -12,6 +12,7 @@
 //! memory under the engine, and its decomposition and quiet-board prediction on each remote
 //! board. Entries name the engine they were made with and are dropped when it is replaced; a
 //! board's entry names its file's modification time and length, so an edited profile is read again.
+use super::{App, Engine};
 use super::{AppState, engine, json, lookup};
 use crate::kernels::{Decomposition, decompose};
 use crate::model::Graph;
@@ -23,7 +24,6 @@ use crate::predict::{BasePrediction, Predictor};
 use crate::profile::{Profile, Roofline};
 use crate::serve::body;
 use crate::serve::error::ApiError;
-use crate::serve::{App, Engine};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
