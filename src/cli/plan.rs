@@ -149,17 +149,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The options as a table, best first.
+/// The options as a table, best first; the cut comes last and whole (`augur split --cut` takes it).
 pub fn table(p: &Plan) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<3} {:<9} {:>3} {:<32} {:>10} {:>19} {:>6} {:>9} {:>10} {:>9} {:>10}",
+        "{:<3} {:<9} {:>3} {:>10} {:>19} {:>6} {:>9} {:>10} {:>9} {:>10}  cut",
         "#",
         "placement",
         "thr",
-        "cut",
         "ms",
         "interval ms",
         "p",
@@ -173,18 +172,16 @@ pub fn table(p: &Plan) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let cut: String = x.cut.as_deref().unwrap_or("-").chars().take(32).collect();
         let pd = x
             .p_deadline
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
-            "{:<3} {:<9} {:>3} {:<32} {:>10.2} {:>9.2}–{:<9.2} {:>6} {:>9.2} {:>10.1} {:>9.2} {:>10.1}",
+            "{:<3} {:<9} {:>3} {:>10.2} {:>9.2}–{:<9.2} {:>6} {:>9.2} {:>10.1} {:>9.2} {:>10.1}  {}",
             i + 1,
             placement,
             x.threads,
-            cut,
             x.latency_ms,
             x.interval_ms[0],
             x.interval_ms[1],
@@ -192,7 +189,8 @@ pub fn table(p: &Plan) -> String {
             x.local_ms,
             x.transfer_bytes as f64 / 1024.0,
             x.remote_ms,
-            x.local_peak_memory_bytes as f64 / 1048576.0
+            x.local_peak_memory_bytes as f64 / 1048576.0,
+            x.cut.as_deref().unwrap_or("-")
         );
     }
     o
