@@ -11,18 +11,20 @@
 //! 6. [`workload`]: what augur runs on purpose: the reference workload and the background loads.
 //! 7. [`sense`]: live state from the sensors (its reference probe times the reference workload).
 //! 8. [`predict`]: base latency × slowdown from the live state, with online correction.
-//! 9. [`calibrate`]: micro-benchmarks and fits that write the profile (it checks its fit with the
-//!    predictor, so it stands above [`predict`]).
-//! 10. [`eval`]: the evaluation protocol (passes, noise floor, FLOPs proxy, scenarios under load).
-//! 11. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
-//! 12. [`serve`]: the HTTP daemon.
-//! 13. [`cli`]: the command line.
+//! 9. [`plan`]: where to run a model: here, split at a cut point, or on another board.
+//! 10. [`calibrate`]: micro-benchmarks and fits that write the profile (it checks its fit with the
+//!     predictor, so it stands above [`predict`]).
+//! 11. [`eval`]: the evaluation protocol (passes, noise floor, FLOPs proxy, scenarios under load).
+//! 12. [`config`]: the operator's file, which gathers the stages' own sections (such as `[sense]`).
+//! 13. [`serve`]: the HTTP daemon.
+//! 14. [`cli`]: the command line.
 pub mod calibrate;
 pub mod cli;
 pub mod config;
 pub mod eval;
 pub mod kernels;
 pub mod model;
+pub mod plan;
 pub mod predict;
 pub mod profile;
 pub mod runtime;

@@ -25,6 +25,10 @@ enum Command {
     Calibrate(augur::cli::calibrate::Args),
     /// Predict a model's latency and memory on this board, now.
     Predict(augur::cli::predict::Args),
+    /// Where to run a model: here, split with another board, or there; ranked, with deadline odds.
+    Plan(augur::cli::plan::Args),
+    /// Write the two halves of a model cut at a cut point (prefix.onnx, suffix.onnx).
+    Split(augur::cli::plan::SplitArgs),
     /// Measure and predict models; report the errors beside a FLOPs baseline.
     Eval(augur::cli::eval::Args),
     /// Feed a JSON-lines log of observed latencies to the online learner.
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => augur::cli::bench::run(a),
         Command::Calibrate(a) => augur::cli::calibrate::run(a),
         Command::Predict(a) => augur::cli::predict::run(a),
+        Command::Plan(a) => augur::cli::plan::run(a),
+        Command::Split(a) => augur::cli::plan::split(a),
         Command::Eval(a) => augur::cli::eval::run(a),
         Command::Observe(a) => augur::cli::observe::run(a),
         Command::Load(a) => augur::cli::load::run(a),

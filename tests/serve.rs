@@ -15,6 +15,9 @@ mod daemon;
 #[path = "serve/routes.rs"]
 mod routes;
 
+#[path = "serve/plan.rs"]
+mod plan;
+
 #[path = "serve/recovery.rs"]
 mod recovery;
 

@@ -24,6 +24,7 @@ const ORDER: &[&str] = &[
     "workload",
     "sense",
     "predict",
+    "plan",
     "calibrate",
     "eval",
     "config",

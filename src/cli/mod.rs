@@ -5,6 +5,7 @@ pub mod eval;
 pub mod inspect;
 pub mod load;
 pub mod observe;
+pub mod plan;
 pub mod predict;
 pub mod prior;
 pub mod scenarios;

@@ -6,6 +6,7 @@
 //! * `POST /v1/models` — import an ONNX model or nn-Meter IR graph; answers its id and size.
 //! * `GET /v1/models/{id}` — what is known of an imported model.
 //! * `POST /v1/predict` — latency and memory of one model, or a batch, now or under a what-if state.
+//! * `POST /v1/plan` — here, split with another board, or there: ranked, with deadline odds.
 //! * `POST /v1/observe` — an observed latency, journalled for the online learner.
 //! * `GET /v1/state` — the live state of the board.
 //! * `GET /metrics` — Prometheus text.

@@ -101,3 +101,28 @@ pub fn process_scratch(prefix: &str) -> PathBuf {
     DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
     path
 }
+
+/// A device profile with no regressors (every kernel from its roofline, at `gflops` for compute and
+/// memory alike) for `threads` threads: a stand-in board for planning tests, as profile JSON.
+pub fn roofline_profile(gflops: f64, threads: usize) -> String {
+    let fusion: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("data/fusion/tract.json"))
+            .unwrap_or_else(|e| panic!("data/fusion/tract.json: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("data/fusion/tract.json: {e}"));
+    serde_json::json!({
+        "format_version": 1,
+        "augur_version": "test",
+        "created_unix": 0,
+        "device": {"cpu_model": "stand-in", "cores": threads, "caches": [], "kernel": "", "arch": ""},
+        "runtime": "stand-in",
+        "threads": threads,
+        "budget": "quick",
+        "fusion": fusion,
+        "roofline": {"flops_per_second": gflops * 1e9, "bytes_per_second": gflops * 1e9,
+                     "overhead_seconds": 1e-6},
+        "regressors": {},
+        "measurements": []
+    })
+    .to_string()
+}

@@ -9,6 +9,7 @@ mod metrics;
 mod models;
 mod observe;
 mod openapi;
+mod plan;
 mod predict;
 mod state;
 
@@ -32,10 +33,11 @@ use std::time::Duration;
 type AppState = Arc<App>;
 
 /// Every route: method and path template.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 10] = [
     ("POST", "/v1/models"),
     ("GET", "/v1/models/{id}"),
     ("POST", "/v1/predict"),
+    ("POST", "/v1/plan"),
     ("POST", "/v1/observe"),
     ("GET", "/v1/state"),
     ("GET", "/v1/openapi.yaml"),
@@ -57,6 +59,7 @@ fn handler(method: &str, path: &str, l: BodyLimits) -> Option<MethodRouter<AppSt
         ("POST", "/v1/models") => post(models::post).layer(DefaultBodyLimit::max(l.model)),
         ("GET", "/v1/models/{id}") => get(models::get),
         ("POST", "/v1/predict") => post(predict::post).layer(DefaultBodyLimit::max(l.json)),
+        ("POST", "/v1/plan") => post(plan::post).layer(DefaultBodyLimit::max(l.json)),
         ("POST", "/v1/observe") => post(observe::post).layer(DefaultBodyLimit::max(l.observe)),
         ("GET", "/v1/state") => get(state::get),
         ("GET", "/v1/openapi.yaml") => get(openapi::get),

@@ -1,0 +1,259 @@
+//! `augur plan`: where to run a model — here, split with another board, or there — ranked, with the
+//! chance of meeting a deadline; and `augur split`, which writes the two halves of a chosen cut.
+use crate::kernels::decompose;
+use crate::plan::{Ask, CutOptions, Link, Local, Plan, Prepared, RankBy, Remote};
+use crate::predict::Predictor;
+use crate::profile::{Profile, Roofline};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file: ONNX, or nn-Meter IR JSON.
+    pub model: PathBuf,
+    /// This board's profile (default: `profile` of config/augur.toml).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// The other board: its profile file (an augur daemon's URL is not supported yet).
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// Link bandwidth to the other board, megabits per second (needed with --remote).
+    #[arg(long)]
+    pub link_mbps: Option<f64>,
+    /// Link round-trip time, milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub rtt_ms: f64,
+    /// Deadline of one inference, milliseconds: each option gets its chance of meeting it.
+    #[arg(long)]
+    pub deadline_ms: Option<f64>,
+    /// Rank by `latency`, `memory` (local peak, then latency) or `energy` (not yet).
+    #[arg(long, default_value = "latency")]
+    pub by: String,
+    /// Most tensors a cut may send (1, or 2 to cut through residual blocks).
+    #[arg(long, default_value_t = 1)]
+    pub max_crossing: usize,
+    /// Fix the input shape, e.g. 1,3,160,160.
+    #[arg(long, value_parser = super::parse_shape)]
+    pub input_shape: Option<super::Shape>,
+    /// Ignore the live state (plan for a quiet board).
+    #[arg(long)]
+    pub r#static: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whether a `--remote` names another augur daemon rather than a profile file.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// A board known by its profile: the predictor and the model decomposed by its fusion rules.
+struct Board {
+    predictor: Predictor,
+    d: crate::kernels::Decomposition,
+    base: crate::predict::BasePrediction,
+    threads: usize,
+}
+
+fn board(p: Profile, g: &crate::model::Graph, what: &Path) -> anyhow::Result<Board> {
+    let d = decompose(g, &p.fusion).map_err(|e| anyhow::anyhow!("{}: {e}", what.display()))?;
+    let threads = p.threads.max(1);
+    let predictor = Predictor::new(Some(p), Roofline::default());
+    let base = predictor.base(&d);
+    Ok(Board {
+        predictor,
+        d,
+        base,
+        threads,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let by = crate::plan::check_by(args.by.parse::<RankBy>()?)?;
+    if let Some(d) = args.deadline_ms {
+        crate::plan::check_deadline(d)?;
+    }
+    if !(1..=crate::plan::cuts::MAX_CROSSING).contains(&args.max_crossing) {
+        anyhow::bail!(
+            "--max-crossing {}: give 1 or {}",
+            args.max_crossing,
+            crate::plan::cuts::MAX_CROSSING
+        );
+    }
+    let link = match (&args.remote, args.link_mbps) {
+        (Some(_), None) => anyhow::bail!("--remote needs --link-mbps (the link's bandwidth)"),
+        (_, Some(b)) => Some(Link::new(b, args.rtt_ms)?),
+        (None, None) => None,
+    };
+    let remote_profile = match &args.remote {
+        Some(r) if is_url(r) => {
+            return Err(crate::plan::PlanError::NotYet(format!(
+                "asking another augur daemon ({r}) for its part; give its profile file instead"
+            ))
+            .into());
+        }
+        Some(r) => {
+            // A remote profile is from another board by design: the board warning does not apply.
+            let (p, _) = Profile::load(Path::new(r), &crate::profile::tract_runtime())?;
+            Some(p)
+        }
+        None => None,
+    };
+    let profile = super::predict::load_profile(args.profile.as_deref())?;
+    let g = crate::model::import_path(&args.model, args.input_shape.as_deref())?;
+    let here = board(profile, &g, &args.model)?;
+    let there = remote_profile
+        .map(|p| board(p, &g, &args.model))
+        .transpose()?;
+    let state = if args.r#static {
+        crate::sense::Snapshot::default()
+    } else {
+        crate::sense::read_once(&crate::sense::SenseConfig::default())
+    };
+    let m = Prepared::new(
+        &g,
+        &here.d,
+        CutOptions {
+            max_tensors: args.max_crossing,
+        },
+    );
+    let threads = [here.threads];
+    let local = Local {
+        predictor: &here.predictor,
+        d: &here.d,
+        base: &here.base,
+        state: &state,
+        threads: &threads,
+    };
+    let remotes: Vec<Remote> = there
+        .iter()
+        .map(|b| Remote {
+            name: None,
+            predictor: &b.predictor,
+            d: &b.d,
+            base: &b.base,
+            threads: b.threads,
+        })
+        .collect();
+    let ask = Ask {
+        link,
+        deadline_ms: args.deadline_ms,
+        by,
+    };
+    let plan = crate::plan::plan(&m, &local, &remotes, &ask)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", table(&plan));
+    }
+    Ok(())
+}
+
+/// The options as a table, best first; the cut comes last and whole (`augur split --cut` takes it).
+pub fn table(p: &Plan) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<3} {:<9} {:>3} {:>10} {:>19} {:>6} {:>9} {:>10} {:>9} {:>10}  cut",
+        "#",
+        "placement",
+        "thr",
+        "ms",
+        "interval ms",
+        "p",
+        "local ms",
+        "sent KiB",
+        "remote ms",
+        "local MiB"
+    );
+    for (i, x) in p.options.iter().enumerate() {
+        let placement = serde_json::to_value(x.placement)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let pd = x
+            .p_deadline
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "{:<3} {:<9} {:>3} {:>10.2} {:>9.2}–{:<9.2} {:>6} {:>9.2} {:>10.1} {:>9.2} {:>10.1}  {}",
+            i + 1,
+            placement,
+            x.threads,
+            x.latency_ms,
+            x.interval_ms[0],
+            x.interval_ms[1],
+            pd,
+            x.local_ms,
+            x.transfer_bytes as f64 / 1024.0,
+            x.remote_ms,
+            x.local_peak_memory_bytes as f64 / 1048576.0,
+            x.cut.as_deref().unwrap_or("-")
+        );
+    }
+    o
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SplitArgs {
+    /// Model file: ONNX, or nn-Meter IR JSON.
+    pub model: PathBuf,
+    /// The cut, by the name `augur plan` gives it.
+    #[arg(long)]
+    pub cut: String,
+    /// Folder to write prefix.onnx and suffix.onnx into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The profile whose fusion rules place the cuts (default: tract's built-in rules).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Fix the input shape, e.g. 1,3,160,160.
+    #[arg(long, value_parser = super::parse_shape)]
+    pub input_shape: Option<super::Shape>,
+}
+
+pub fn split(args: SplitArgs) -> anyhow::Result<()> {
+    let g = crate::model::import_path(&args.model, args.input_shape.as_deref())?;
+    let rules = match &args.profile {
+        Some(p) => super::predict::load_profile(Some(p))?.fusion,
+        None => crate::kernels::FusionRules::tract_default(),
+    };
+    let d = decompose(&g, &rules).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let cuts = crate::plan::cuts::cut_points(
+        &g,
+        &d,
+        CutOptions {
+            max_tensors: crate::plan::cuts::MAX_CROSSING,
+        },
+    );
+    let Some(cut) = cuts.iter().find(|c| c.name == args.cut) else {
+        let some: Vec<&str> = cuts.iter().take(5).map(|c| c.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no cut `{}` ({} cuts; e.g. {}); `augur plan` names them",
+            args.model.display(),
+            args.cut,
+            cuts.len(),
+            if some.is_empty() {
+                "none".to_string()
+            } else {
+                some.join(", ")
+            }
+        );
+    };
+    let halves = crate::plan::split::split(&g, cut);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
+    for (name, part) in [
+        ("prefix.onnx", &halves.prefix),
+        ("suffix.onnx", &halves.suffix),
+    ] {
+        let bytes = crate::model::export::to_onnx_bytes(part)?;
+        let path = args.out.join(name);
+        crate::util::write_atomic(&path, &bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Split and offload planning: where a model should run — all on this board, split at a cut point
+//! (the prefix here, the suffix on another board), or all on another board — ranked by predicted
+//! latency or by local memory, each with its chance of meeting a deadline.
+//!
+//! Entry point: [`plan`]. Its parts: [`cuts`] (where a model can be cut), [`memory`] (peak memory of
+//! each prefix), [`split`] (the two halves as graphs, for `augur split`), [`choose`] (the largest
+//! variant that meets a deadline, the fastest board of each model).
+//!
+//! The local part comes from the live predictor (the sum of the per-kernel live predictions of the
+//! prefix); the remote part from another board's profile on a quiet state (a profile alone knows
+//! nothing of that board's load now, so such options are not live); the transfer from the link the
+//! caller gives (bandwidth and round-trip time), both ways: the crossing tensors up, the model's
+//! outputs back.
+//!
+//! The interval of a sum is the sum of the parts' intervals (each part's interval scaled to its
+//! share of its prediction): the errors of the parts are taken as fully correlated, which is the
+//! widest, and so the cautious, reading; the transfer is taken as exact (the link is the caller's
+//! figure). The deadline probability is [`crate::predict::deadline::ErrorModel`]'s on that interval.
+pub mod choose;
+pub mod cuts;
+mod memory;
+pub mod split;
+
+pub use cuts::{Cut, CutOptions};
+
+use crate::kernels::Decomposition;
+use crate::model::Graph;
+use crate::predict::deadline::ErrorModel;
+use crate::predict::{BasePrediction, Predictor};
+use crate::sense::Snapshot;
+use serde::Serialize;
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(String),
+    /// A capability that does not exist yet.
+    #[error("not yet: {0}")]
+    NotYet(String),
+}
+
+/// Where an option runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    Local,
+    Split,
+    Remote,
+}
+
+/// One way to run the model, with what it costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanOption {
+    pub placement: Placement,
+    /// Threads of the part that runs here (of the remote board's profile for `remote`).
+    pub threads: usize,
+    /// The cut of a split (see [`Cut::name`]).
+    pub cut: Option<String>,
+    pub latency_ms: f64,
+    pub interval_ms: [f64; 2],
+    /// The chance of meeting the deadline; `null` without one.
+    pub p_deadline: Option<f64>,
+    pub local_ms: f64,
+    pub remote_ms: f64,
+    /// Bytes over the link, both ways.
+    pub transfer_bytes: u64,
+    /// Peak memory this board needs: the whole model, the prefix, or the input it sends.
+    pub local_peak_memory_bytes: u64,
+    /// The remote board, when the plan was asked for several by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+}
+
+/// The options, best first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub options: Vec<PlanOption>,
+}
+
+/// What the options are ranked by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RankBy {
+    #[default]
+    Latency,
+    /// Local peak memory, then latency.
+    Memory,
+    /// Energy per inference: no board has a predicted energy yet.
+    Energy,
+}
+
+impl std::str::FromStr for RankBy {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<RankBy, PlanError> {
+        match s {
+            "latency" => Ok(RankBy::Latency),
+            "memory" => Ok(RankBy::Memory),
+            "energy" => Ok(RankBy::Energy),
+            other => Err(PlanError::Invalid(format!(
+                "cannot rank by `{}`: latency, memory or energy",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// The link between this board and the remote one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    pub mbps: f64,
+    pub rtt_ms: f64,
+}
+
+/// The largest figures a link may be given: beyond them a number is a mistake, not a link.
+const MAX_MBPS: f64 = 1e7;
+const MAX_RTT_MS: f64 = 3.6e6;
+/// The longest deadline: an hour.
+pub const MAX_DEADLINE_MS: f64 = 3.6e6;
+
+impl Link {
+    /// A link of `mbps` megabits per second and `rtt_ms` round trip; refuses what no link is.
+    pub fn new(mbps: f64, rtt_ms: f64) -> Result<Link, PlanError> {
+        if !(mbps.is_finite() && mbps > 0.0 && mbps <= MAX_MBPS) {
+            return Err(PlanError::Invalid(format!(
+                "link bandwidth {mbps} Mb/s: give a number above 0 and at most {MAX_MBPS}"
+            )));
+        }
+        if !(rtt_ms.is_finite() && (0.0..=MAX_RTT_MS).contains(&rtt_ms)) {
+            return Err(PlanError::Invalid(format!(
+                "round-trip time {rtt_ms} ms: give a number from 0 to {MAX_RTT_MS}"
+            )));
+        }
+        Ok(Link { mbps, rtt_ms })
+    }
+
+    /// Milliseconds to send `bytes` and hear back: serialisation at the bandwidth, plus one RTT.
+    pub fn transfer_ms(&self, bytes: u64) -> f64 {
+        bytes as f64 * 8.0 / (self.mbps * 1e3) + self.rtt_ms
+    }
+}
+
+/// Checks that options can be ranked by `by`: energy cannot be yet.
+pub fn check_by(by: RankBy) -> Result<RankBy, PlanError> {
+    match by {
+        RankBy::Energy => Err(PlanError::NotYet(
+            "ranking by energy: no board has a predicted energy per inference yet".into(),
+        )),
+        by => Ok(by),
+    }
+}
+
+/// Checks a deadline: finite, above 0, at most [`MAX_DEADLINE_MS`].
+pub fn check_deadline(ms: f64) -> Result<f64, PlanError> {
+    if ms.is_finite() && ms > 0.0 && ms <= MAX_DEADLINE_MS {
+        Ok(ms)
+    } else {
+        Err(PlanError::Invalid(format!(
+            "deadline {ms} ms: give a number above 0 and at most {MAX_DEADLINE_MS}"
+        )))
+    }
+}
+
+/// A model ready to plan: what depends only on the graph and this board's decomposition of it.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub cuts: Vec<Cut>,
+    /// Peak local bytes of each number of leading kernels (see [`memory::prefix_peaks`]).
+    pub prefix_peaks: Vec<u64>,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub nodes: usize,
+    pub macs: u64,
+}
+
+impl Prepared {
+    pub fn new(g: &Graph, d: &Decomposition, opts: CutOptions) -> Prepared {
+        let bytes = |ts: &[usize]| -> u64 {
+            ts.iter()
+                .filter_map(|&t| g.tensors.get(t))
+                .map(|t| t.bytes())
+                .sum()
+        };
+        Prepared {
+            cuts: cuts::cut_points(g, d, opts),
+            prefix_peaks: memory::prefix_peaks(g, d),
+            input_bytes: bytes(&g.inputs),
+            output_bytes: bytes(&g.outputs),
+            nodes: g.nodes.len(),
+            macs: d.macs,
+        }
+    }
+}
+
+/// This board: its live predictor and state, and the thread counts to offer.
+pub struct Local<'a> {
+    pub predictor: &'a Predictor,
+    pub d: &'a Decomposition,
+    pub base: &'a BasePrediction,
+    pub state: &'a Snapshot,
+    pub threads: &'a [usize],
+}
+
+/// A board that can run a suffix or the whole model, known by its profile.
+pub struct Remote<'a> {
+    /// Its name in the answer (options of several boards are told apart by it).
+    pub name: Option<&'a str>,
+    pub predictor: &'a Predictor,
+    /// The model decomposed under that board's fusion rules.
+    pub d: &'a Decomposition,
+    pub base: &'a BasePrediction,
+    pub threads: usize,
+}
+
+/// What the caller asks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ask {
+    pub link: Option<Link>,
+    pub deadline_ms: Option<f64>,
+    pub by: RankBy,
+}
+
+/// A part's per-kernel milliseconds as running sums, and its interval as ratios to its total.
+struct Part {
+    cumulative: Vec<f64>,
+    ratio: [f64; 2],
+}
+
+impl Part {
+    fn of(p: &crate::predict::Prediction) -> Part {
+        let mut cumulative = Vec::with_capacity(p.kernels.as_ref().map_or(0, Vec::len) + 1);
+        let mut sum = 0.0;
+        cumulative.push(0.0);
+        for k in p.kernels.iter().flatten() {
+            sum += k.latency_ms;
+            cumulative.push(sum);
+        }
+        let ratio = if p.latency_ms > 0.0 {
+            [
+                p.interval_ms[0] / p.latency_ms,
+                p.interval_ms[1] / p.latency_ms,
+            ]
+        } else {
+            [1.0, 1.0]
+        };
+        Part { cumulative, ratio }
+    }
+
+    fn total(&self) -> f64 {
+        self.cumulative.last().copied().unwrap_or(0.0)
+    }
+
+    /// Milliseconds of kernels `..k`.
+    fn head(&self, k: usize) -> f64 {
+        self.cumulative
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| self.total())
+    }
+
+    fn interval(&self, ms: f64) -> [f64; 2] {
+        [ms * self.ratio[0], ms * self.ratio[1]]
+    }
+}
+
+/// The options for a model, best first by `ask.by`: all local at each of `local.threads`; with
+/// remote boards (which need `ask.link`), each cut that is a kernel boundary on both boards as a
+/// split, and all remote.
+pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Result<Plan, PlanError> {
+    check_by(ask.by)?;
+    if let Some(d) = ask.deadline_ms {
+        check_deadline(d)?;
+    }
+    if local.threads.is_empty() || local.threads.contains(&0) {
+        return Err(PlanError::Invalid("thread counts start at 1".into()));
+    }
+    let link = match (remotes.is_empty(), ask.link) {
+        (true, _) => None,
+        (false, Some(l)) => Some(l),
+        (false, None) => {
+            return Err(PlanError::Invalid(
+                "a remote board needs the link: its bandwidth (Mb/s) and round-trip time (ms)"
+                    .into(),
+            ));
+        }
+    };
+    let quiet = Snapshot::default();
+    let remote_parts: Vec<(Part, Vec<Option<usize>>)> = remotes
+        .iter()
+        .map(|r| {
+            let p = r
+                .predictor
+                .predict(r.d, r.base, &quiet, r.threads.max(1), true);
+            (Part::of(&p), cuts::kernel_boundaries(r.d, m.nodes))
+        })
+        .collect();
+    let whole_peak = m.prefix_peaks.last().copied().unwrap_or(0);
+    let mut options = Vec::new();
+    for &threads in local.threads {
+        let p = local
+            .predictor
+            .predict(local.d, local.base, local.state, threads, true);
+        let here = Part::of(&p);
+        let total = here.total();
+        options.push(PlanOption {
+            placement: Placement::Local,
+            threads,
+            cut: None,
+            latency_ms: total,
+            interval_ms: here.interval(total),
+            p_deadline: None,
+            local_ms: total,
+            remote_ms: 0.0,
+            transfer_bytes: 0,
+            local_peak_memory_bytes: local.d.peak_memory_bytes,
+            board: None,
+        });
+        let Some(link) = link else { continue };
+        for (r, (there, bounds)) in remotes.iter().zip(&remote_parts) {
+            for c in &m.cuts {
+                // A cut that falls inside a kernel the remote board fuses is no cut there.
+                let Some(Some(rk)) = bounds.get(c.position).copied() else {
+                    continue;
+                };
+                let local_ms = here.head(c.kernels_before);
+                let remote_ms = there.total() - there.head(rk);
+                let bytes = c.bytes + m.output_bytes;
+                let transfer = link.transfer_ms(bytes);
+                let [a, b] = here.interval(local_ms);
+                let [x, y] = there.interval(remote_ms);
+                options.push(PlanOption {
+                    placement: Placement::Split,
+                    threads,
+                    cut: Some(c.name.clone()),
+                    latency_ms: local_ms + transfer + remote_ms,
+                    interval_ms: [a + transfer + x, b + transfer + y],
+                    p_deadline: None,
+                    local_ms,
+                    remote_ms,
+                    transfer_bytes: bytes,
+                    local_peak_memory_bytes: m
+                        .prefix_peaks
+                        .get(c.kernels_before)
+                        .copied()
+                        .unwrap_or(whole_peak),
+                    board: r.name.map(str::to_string),
+                });
+            }
+        }
+    }
+    if let Some(link) = link {
+        for (r, (there, _)) in remotes.iter().zip(&remote_parts) {
+            let bytes = m.input_bytes + m.output_bytes;
+            let transfer = link.transfer_ms(bytes);
+            let remote_ms = there.total();
+            let [x, y] = there.interval(remote_ms);
+            options.push(PlanOption {
+                placement: Placement::Remote,
+                threads: r.threads,
+                cut: None,
+                latency_ms: transfer + remote_ms,
+                interval_ms: [transfer + x, transfer + y],
+                p_deadline: None,
+                local_ms: 0.0,
+                remote_ms,
+                transfer_bytes: bytes,
+                local_peak_memory_bytes: m.input_bytes,
+                board: r.name.map(str::to_string),
+            });
+        }
+    }
+    if let Some(deadline) = ask.deadline_ms {
+        for o in &mut options {
+            let e = ErrorModel::from_interval(o.latency_ms, o.interval_ms);
+            o.p_deadline = Some(e.p_within(o.latency_ms, deadline));
+        }
+    }
+    rank(&mut options, ask.by);
+    Ok(Plan { options })
+}
+
+/// Best first; the sort is stable, so equal options keep the order they were made in (local first).
+fn rank(options: &mut [PlanOption], by: RankBy) {
+    match by {
+        RankBy::Memory => options.sort_by(|a, b| {
+            a.local_peak_memory_bytes
+                .cmp(&b.local_peak_memory_bytes)
+                .then(a.latency_ms.total_cmp(&b.latency_ms))
+        }),
+        RankBy::Latency | RankBy::Energy => {
+            options.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

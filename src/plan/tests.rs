@@ -1,0 +1,318 @@
+use super::choose::{Candidate, choose};
+use super::*;
+use crate::kernels::{FusionRules, decompose};
+use crate::model::builder::GraphBuilder;
+use crate::profile::{Profile, Roofline};
+
+/// A profile with no regressors (every kernel from its roofline) at `gflops`.
+fn profile(gflops: f64, threads: usize) -> Profile {
+    let v = serde_json::json!({
+        "format_version": crate::profile::FORMAT_VERSION,
+        "augur_version": "test",
+        "created_unix": 0,
+        "device": {"cpu_model": "test", "cores": 4, "caches": [], "kernel": "", "arch": ""},
+        "runtime": crate::profile::tract_runtime(),
+        "threads": threads,
+        "budget": "quick",
+        "fusion": FusionRules::tract_default(),
+        "roofline": {"flops_per_second": gflops * 1e9, "bytes_per_second": gflops * 1e9,
+                      "overhead_seconds": 1e-6},
+        "regressors": {},
+        "measurements": []
+    });
+    serde_json::from_value(v).unwrap()
+}
+
+fn cnn(width: usize) -> Graph {
+    let mut b = GraphBuilder::new(&format!("cnn{width}"));
+    let x = b.input(&[1, 3, 64, 64]);
+    let mut h = x;
+    for (i, c) in [width, 2 * width, 4 * width].into_iter().enumerate() {
+        let s = if i == 0 { 1 } else { 2 };
+        h = b
+            .conv(h, c, [3, 3], [s, s], [1, 1, 1, 1], [1, 1], 1, true)
+            .unwrap();
+        h = b.relu(h).unwrap();
+    }
+    let s = b.global_avg_pool(h).unwrap();
+    let r = b.reshape(s, &[1, -1]).unwrap();
+    let f = b.gemm(r, 10, true).unwrap();
+    b.finish(&[f]).unwrap()
+}
+
+struct Board {
+    predictor: Predictor,
+    d: Decomposition,
+    base: BasePrediction,
+    threads: usize,
+}
+
+fn board(g: &Graph, gflops: f64, threads: usize) -> Board {
+    let p = profile(gflops, threads);
+    let d = decompose(g, &p.fusion).unwrap();
+    let predictor = Predictor::new(Some(p), Roofline::default());
+    let base = predictor.base(&d);
+    Board {
+        predictor,
+        d,
+        base,
+        threads,
+    }
+}
+
+fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<Plan, PlanError> {
+    let m = Prepared::new(g, &here.d, CutOptions::default());
+    let state = Snapshot::default();
+    let threads = [here.threads];
+    let local = Local {
+        predictor: &here.predictor,
+        d: &here.d,
+        base: &here.base,
+        state: &state,
+        threads: &threads,
+    };
+    let remotes: Vec<Remote> = there
+        .iter()
+        .map(|b| Remote {
+            name: None,
+            predictor: &b.predictor,
+            d: &b.d,
+            base: &b.base,
+            threads: b.threads,
+        })
+        .collect();
+    plan(&m, &local, &remotes, ask)
+}
+
+fn link(mbps: f64, rtt_ms: f64) -> Option<Link> {
+    Some(Link::new(mbps, rtt_ms).unwrap())
+}
+
+#[test]
+fn alone_the_board_offers_local_only() {
+    let g = cnn(16);
+    let here = board(&g, 2.0, 1);
+    let p = plan_of(&g, &here, None, &Ask::default()).unwrap();
+    assert_eq!(p.options.len(), 1);
+    let o = &p.options[0];
+    assert_eq!(o.placement, Placement::Local);
+    assert_eq!(o.cut, None);
+    assert_eq!(o.p_deadline, None);
+    assert!(
+        o.latency_ms > 0.0 && o.interval_ms[0] <= o.latency_ms && o.latency_ms <= o.interval_ms[1]
+    );
+    assert_eq!(o.local_peak_memory_bytes, here.d.peak_memory_bytes);
+}
+
+#[test]
+fn splits_add_up_and_the_options_are_ranked() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let there = board(&g, 50.0, 2);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let p = plan_of(&g, &here, Some(&there), &ask).unwrap();
+    let m = Prepared::new(&g, &here.d, CutOptions::default());
+    // Local, each cut, remote.
+    assert_eq!(p.options.len(), 1 + m.cuts.len() + 1);
+    assert!(
+        p.options
+            .windows(2)
+            .all(|w| w[0].latency_ms <= w[1].latency_ms)
+    );
+    let local = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Local)
+        .unwrap();
+    let whole_remote = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Remote)
+        .unwrap();
+    for o in p.options.iter().filter(|o| o.placement == Placement::Split) {
+        let c = m
+            .cuts
+            .iter()
+            .find(|c| Some(&c.name) == o.cut.as_ref())
+            .unwrap();
+        let transfer = ask.link.unwrap().transfer_ms(o.transfer_bytes);
+        assert!((o.latency_ms - (o.local_ms + transfer + o.remote_ms)).abs() < 1e-9);
+        assert_eq!(o.transfer_bytes, c.bytes + 10 * 4);
+        // The prefix is part of the whole, here and there.
+        assert!(o.local_ms > 0.0 && o.local_ms < local.local_ms);
+        assert!(o.remote_ms > 0.0 && o.remote_ms < whole_remote.remote_ms);
+        assert!(o.local_peak_memory_bytes <= local.local_peak_memory_bytes);
+        assert!(o.interval_ms[0] < o.latency_ms && o.latency_ms < o.interval_ms[1]);
+    }
+    // A board fifty times faster over a fast link wins over running here.
+    assert_ne!(p.options[0].placement, Placement::Local);
+    // Over a slow link, the data is better kept here.
+    let slow = Ask {
+        link: link(0.01, 200.0),
+        ..Ask::default()
+    };
+    let p = plan_of(&g, &here, Some(&there), &slow).unwrap();
+    assert_eq!(p.options[0].placement, Placement::Local);
+}
+
+#[test]
+fn ranking_by_memory_puts_the_smallest_local_footprint_first() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let there = board(&g, 4.0, 1);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        by: RankBy::Memory,
+        ..Ask::default()
+    };
+    let p = plan_of(&g, &here, Some(&there), &ask).unwrap();
+    assert!(
+        p.options
+            .windows(2)
+            .all(|w| w[0].local_peak_memory_bytes <= w[1].local_peak_memory_bytes)
+    );
+    assert_eq!(p.options[0].placement, Placement::Remote);
+    assert_eq!(p.options[0].local_peak_memory_bytes, 3 * 64 * 64 * 4);
+}
+
+#[test]
+fn deadline_probabilities_follow_the_deadline() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let loose = plan_of(
+        &g,
+        &here,
+        None,
+        &Ask {
+            deadline_ms: Some(1e5),
+            ..Ask::default()
+        },
+    )
+    .unwrap();
+    let ms = loose.options[0].latency_ms;
+    assert!(loose.options[0].p_deadline.unwrap() > 0.99);
+    let tight = plan_of(
+        &g,
+        &here,
+        None,
+        &Ask {
+            deadline_ms: Some(ms / 10.0),
+            ..Ask::default()
+        },
+    )
+    .unwrap();
+    assert!(tight.options[0].p_deadline.unwrap() < 0.01);
+}
+
+#[test]
+fn bad_asks_are_refused_and_energy_is_not_yet() {
+    let g = cnn(8);
+    let here = board(&g, 1.0, 1);
+    let there = board(&g, 4.0, 1);
+    let energy = Ask {
+        by: RankBy::Energy,
+        ..Ask::default()
+    };
+    assert!(matches!(
+        plan_of(&g, &here, None, &energy),
+        Err(PlanError::NotYet(_))
+    ));
+    // A remote board without a link.
+    assert!(matches!(
+        plan_of(&g, &here, Some(&there), &Ask::default()),
+        Err(PlanError::Invalid(_))
+    ));
+    for d in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
+        let ask = Ask {
+            deadline_ms: Some(d),
+            ..Ask::default()
+        };
+        assert!(
+            matches!(plan_of(&g, &here, None, &ask), Err(PlanError::Invalid(_))),
+            "{d}"
+        );
+    }
+    for (b, r) in [
+        (0.0, 1.0),
+        (-5.0, 1.0),
+        (f64::NAN, 1.0),
+        (10.0, -1.0),
+        (10.0, f64::INFINITY),
+    ] {
+        assert!(Link::new(b, r).is_err(), "{b} {r}");
+    }
+    assert!("speed".parse::<RankBy>().is_err());
+    assert_eq!("memory".parse::<RankBy>(), Ok(RankBy::Memory));
+}
+
+#[test]
+fn an_option_has_exactly_the_contract_keys() {
+    let g = cnn(8);
+    let here = board(&g, 1.0, 1);
+    let p = plan_of(&g, &here, None, &Ask::default()).unwrap();
+    let v = serde_json::to_value(&p).unwrap();
+    let o = v["options"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "cut",
+            "interval_ms",
+            "latency_ms",
+            "local_ms",
+            "local_peak_memory_bytes",
+            "p_deadline",
+            "placement",
+            "remote_ms",
+            "threads",
+            "transfer_bytes"
+        ]
+    );
+    assert_eq!(o["placement"], "local");
+    assert!(o["cut"].is_null() && o["p_deadline"].is_null());
+}
+
+#[test]
+fn the_largest_variant_that_meets_the_deadline_is_chosen() {
+    let graphs: Vec<Graph> = [8, 16, 32].into_iter().map(cnn).collect();
+    let boards: Vec<Board> = graphs.iter().map(|g| board(g, 1.0, 1)).collect();
+    let solo: Vec<f64> = graphs
+        .iter()
+        .zip(&boards)
+        .map(|(g, b)| plan_of(g, b, None, &Ask::default()).unwrap().options[0].latency_ms)
+        .collect();
+    assert!(solo.windows(2).all(|w| w[0] < w[1]), "{solo:?}");
+    let pick = |deadline: f64| {
+        let ask = Ask {
+            deadline_ms: Some(deadline),
+            ..Ask::default()
+        };
+        let plans: Vec<Plan> = graphs
+            .iter()
+            .zip(&boards)
+            .map(|(g, b)| plan_of(g, b, None, &ask).unwrap())
+            .collect();
+        let cands: Vec<Candidate> = plans
+            .iter()
+            .zip(&boards)
+            .zip(["w8", "w16", "w32"])
+            .map(|((p, b), name)| Candidate {
+                model: name,
+                macs: b.d.macs,
+                plan: p,
+            })
+            .collect();
+        let c = choose(&cands);
+        assert_eq!(c.fastest.len(), 3);
+        assert!(c.fastest.iter().all(|f| f.board == "local" && f.live));
+        c.choice.map(|c| c.model)
+    };
+    // Twice the middle one's time: the middle one is met, the largest (about 4× it) is not.
+    assert_eq!(pick(solo[1] * 2.0).as_deref(), Some("w16"));
+    assert_eq!(pick(solo[2] * 2.0).as_deref(), Some("w32"));
+    assert_eq!(pick(solo[0] / 4.0), None);
+}

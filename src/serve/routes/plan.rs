@@ -1,0 +1,444 @@
+//! `POST /v1/plan`: where to run a model — here at the engine's thread count, split at a cut point
+//! with a remote board, or on that board — ranked, with each option's chance of meeting a deadline;
+//! for several models, the largest that meets the deadline; for several boards, where each model
+//! runs fastest now.
+//!
+//! Remote boards are profile files the operator puts in `<state_dir>/boards/` and requests name by
+//! file stem (`"boards": ["jetson"]` reads `boards/jetson.json`): a request never names a path.
+//! Asking another augur daemon for its part is not supported yet (501).
+//!
+//! What does not change between requests is cached here, beside the model store rather than in it
+//! (the store keeps decompositions, a plan needs the graph too): a model's cut points and prefix
+//! memory under the engine, and its decomposition and quiet-board prediction on each remote
+//! board. Entries name the engine they were made with and are dropped when it is replaced; a
+//! board's entry names its file's modification time and length, so an edited profile is read again.
+use super::{App, Engine};
+use super::{AppState, engine, json, lookup};
+use crate::kernels::{Decomposition, decompose};
+use crate::model::Graph;
+use crate::plan::choose::{Candidate, Choice, Fastest, choose};
+use crate::plan::{
+    Ask, CutOptions, Link, Local, Plan, PlanError, PlanOption, Prepared, RankBy, Remote,
+};
+use crate::predict::{BasePrediction, Predictor};
+use crate::profile::{Profile, Roofline};
+use crate::serve::body;
+use crate::serve::error::ApiError;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+/// The most models and boards one request may plan.
+const MAX_MODELS: usize = 64;
+const MAX_BOARDS: usize = 16;
+/// Cached prepared models and remote-board entries.
+const CACHED: usize = 256;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRequest {
+    model: Option<String>,
+    models: Option<Vec<String>>,
+    /// One remote board: its options carry no `board`.
+    remote: Option<String>,
+    /// Several remote boards: each option names its board.
+    boards: Option<Vec<String>>,
+    link_mbps: Option<f64>,
+    rtt_ms: Option<f64>,
+    deadline_ms: Option<f64>,
+    by: Option<String>,
+    threads: Option<usize>,
+    max_crossing: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ModelPlan {
+    model: String,
+    macs: u64,
+    options: Vec<PlanOption>,
+}
+
+#[derive(Serialize)]
+struct PlanAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<Vec<PlanOption>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<Vec<ModelPlan>>,
+    /// Present (possibly null) when several models and a deadline were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choice: Option<Option<Choice>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fastest: Option<Vec<Fastest>>,
+}
+
+/// A model prepared for planning under one engine.
+struct PreparedEntry {
+    engine: Weak<Engine>,
+    graph: Graph,
+    prepared: Prepared,
+}
+
+/// A model on a remote board: its decomposition under that board's rules and its base there.
+struct BoardEntry {
+    engine: Weak<Engine>,
+    stamp: (std::time::SystemTime, u64),
+    board: Arc<BoardProfile>,
+    d: Decomposition,
+    base: BasePrediction,
+}
+
+/// A remote board's profile, with the predictor made from it.
+struct BoardProfile {
+    stamp: (std::time::SystemTime, u64),
+    predictor: Predictor,
+    fusion: crate::kernels::FusionRules,
+    threads: usize,
+}
+
+type Cache<T> = LazyLock<Mutex<LruCache<String, Arc<T>>>>;
+
+fn new_cache<T>() -> Mutex<LruCache<String, Arc<T>>> {
+    Mutex::new(LruCache::new(NonZeroUsize::MIN.saturating_add(CACHED - 1)))
+}
+
+static PREPARED: Cache<PreparedEntry> = LazyLock::new(new_cache);
+static BOARD_MODELS: Cache<BoardEntry> = LazyLock::new(new_cache);
+static BOARDS: Cache<BoardProfile> = LazyLock::new(new_cache);
+
+fn cached<T>(cache: &Cache<T>, key: &str) -> Option<Arc<T>> {
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+        .cloned()
+}
+
+fn keep<T>(cache: &Cache<T>, key: String, v: Arc<T>) -> Arc<T> {
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .put(key, Arc::clone(&v));
+    v
+}
+
+fn same(w: &Weak<Engine>, e: &Arc<Engine>) -> bool {
+    w.upgrade().is_some_and(|x| Arc::ptr_eq(&x, e))
+}
+
+fn plan_error(e: PlanError) -> ApiError {
+    match e {
+        PlanError::Invalid(d) => ApiError::invalid(d),
+        PlanError::NotYet(d) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_yet",
+            format!("not yet: {d}"),
+        ),
+    }
+}
+
+/// A board name: a file stem of `boards/`, never a path.
+fn valid_board(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn board_path(app: &App, name: &str) -> PathBuf {
+    app.cfg
+        .state_dir
+        .join("boards")
+        .join(format!("{name}.json"))
+}
+
+/// A remote board's profile, read again when its file changed.
+async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, ApiError> {
+    if name.starts_with("http://") || name.starts_with("https://") {
+        return Err(plan_error(PlanError::NotYet(
+            "asking another augur daemon for its part; put its profile in the state directory's boards/ instead".into(),
+        )));
+    }
+    if !valid_board(name) {
+        return Err(ApiError::invalid(format!(
+            "board `{}`: a name of letters, digits, `_`, `-` and `.` (a profile in boards/)",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    let path = board_path(app, name);
+    let unknown = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_board",
+            format!(
+                "no board `{name}`: put its profile at boards/{name}.json in the state directory"
+            ),
+        )
+    };
+    let meta = tokio::fs::metadata(&path).await.map_err(|_| unknown())?;
+    let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
+    if let Some(b) = cached(&BOARDS, name)
+        && b.stamp == stamp
+    {
+        return Ok(b);
+    }
+    let load =
+        tokio::task::spawn_blocking(move || Profile::load(&path, &crate::profile::tract_runtime()))
+            .await
+            .map_err(ApiError::internal)?;
+    let (p, _) = load.map_err(|e| {
+        tracing::warn!("board {name}: {e}");
+        ApiError::invalid(format!(
+            "board `{name}`: its profile cannot be used (the daemon's log says why)"
+        ))
+    })?;
+    let b = BoardProfile {
+        stamp,
+        fusion: p.fusion.clone(),
+        threads: p.threads.max(1),
+        predictor: Predictor::new(Some(p), Roofline::default()),
+    };
+    Ok(keep(&BOARDS, name.to_string(), Arc::new(b)))
+}
+
+/// A model's graph, cut points and prefix memory under `engine`.
+async fn prepared(
+    app: &AppState,
+    engine: &Arc<Engine>,
+    id: &str,
+    d: &Decomposition,
+    opts: CutOptions,
+) -> Result<Arc<PreparedEntry>, ApiError> {
+    let key = format!("{id}/{}", opts.max_tensors);
+    if let Some(p) = cached(&PREPARED, &key)
+        && same(&p.engine, engine)
+    {
+        return Ok(p);
+    }
+    let (store, id_owned, d) = (Arc::clone(&app.store), id.to_string(), d.clone());
+    let weak = Arc::downgrade(engine);
+    let entry = tokio::task::spawn_blocking(move || {
+        let g = store.read(&id_owned).ok().flatten()?;
+        let prepared = Prepared::new(&g, &d, opts);
+        Some(PreparedEntry {
+            engine: weak,
+            graph: g,
+            prepared,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| ApiError::unknown_model(id))?;
+    Ok(keep(&PREPARED, key, Arc::new(entry)))
+}
+
+/// The model on a remote board: decomposed by its rules, its base predicted by its profile.
+async fn on_board(
+    engine: &Arc<Engine>,
+    id: &str,
+    name: &str,
+    board: &Arc<BoardProfile>,
+    m: &Arc<PreparedEntry>,
+) -> Result<Arc<BoardEntry>, ApiError> {
+    let key = format!("{id}@{name}");
+    if let Some(e) = cached(&BOARD_MODELS, &key)
+        && same(&e.engine, engine)
+        && e.stamp == board.stamp
+    {
+        return Ok(e);
+    }
+    let (b, m2, weak) = (Arc::clone(board), Arc::clone(m), Arc::downgrade(engine));
+    let entry = tokio::task::spawn_blocking(move || {
+        let d = decompose(&m2.graph, &b.fusion).map_err(|e| e.to_string())?;
+        let base = b.predictor.base(&d);
+        Ok::<_, String>(BoardEntry {
+            engine: weak,
+            stamp: b.stamp,
+            board: b,
+            d,
+            base,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::invalid(format!("board `{name}` cannot decompose this model: {e}")))?;
+    Ok(keep(&BOARD_MODELS, key, Arc::new(entry)))
+}
+
+pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    body::require_json(req.headers())?;
+    let bytes = body::read_body(req, app.cfg.limits.json_body_bytes).await?;
+    let r: PlanRequest = body::parse_json(&bytes)?;
+    let engine = engine(&app)?;
+    let (models, several) = match (&r.model, &r.models) {
+        (Some(m), None) => (vec![m.clone()], false),
+        (None, Some(ms)) if !ms.is_empty() && ms.len() <= MAX_MODELS => (ms.clone(), true),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(format!(
+                "`models` needs 1 to {MAX_MODELS} model ids"
+            )));
+        }
+        _ => return Err(ApiError::invalid("give `model` or `models`, one of them")),
+    };
+    let (boards, named) = match (&r.remote, &r.boards) {
+        (Some(b), None) => (vec![b.clone()], false),
+        (None, Some(bs)) if bs.len() <= MAX_BOARDS => (bs.clone(), true),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(format!(
+                "`boards` takes at most {MAX_BOARDS} boards"
+            )));
+        }
+        (None, None) => (Vec::new(), false),
+        (Some(_), Some(_)) => return Err(ApiError::invalid("give `remote` or `boards`, not both")),
+    };
+    let by =
+        r.by.as_deref()
+            .unwrap_or("latency")
+            .parse::<RankBy>()
+            .and_then(crate::plan::check_by)
+            .map_err(plan_error)?;
+    let link = match (r.link_mbps, boards.is_empty()) {
+        (Some(b), _) => Some(Link::new(b, r.rtt_ms.unwrap_or(0.0)).map_err(plan_error)?),
+        (None, false) => {
+            return Err(ApiError::invalid(
+                "a remote board needs `link_mbps` (and `rtt_ms`, 0 if left out)",
+            ));
+        }
+        (None, true) => None,
+    };
+    if let Some(d) = r.deadline_ms {
+        crate::plan::check_deadline(d).map_err(plan_error)?;
+    }
+    let max_tensors = r.max_crossing.unwrap_or(1);
+    if !(1..=crate::plan::cuts::MAX_CROSSING).contains(&max_tensors) {
+        return Err(ApiError::invalid(format!(
+            "`max_crossing` is 1 or {}",
+            crate::plan::cuts::MAX_CROSSING
+        )));
+    }
+    let threads = [body::threads(r.threads, engine.threads)?];
+    let ask = Ask {
+        link,
+        deadline_ms: r.deadline_ms,
+        by,
+    };
+    let mut profiles = Vec::with_capacity(boards.len());
+    for b in &boards {
+        profiles.push(board_profile(&app, b).await?);
+    }
+    let state = app.snapshot();
+    let mut plans: Vec<(String, u64, Plan)> = Vec::with_capacity(models.len());
+    for id in &models {
+        let entry = lookup(&app, &engine, id).await?;
+        let m = prepared(
+            &app,
+            &engine,
+            &entry.id,
+            &entry.decomposition,
+            CutOptions { max_tensors },
+        )
+        .await?;
+        let mut there = Vec::with_capacity(boards.len());
+        for (name, b) in boards.iter().zip(&profiles) {
+            there.push(on_board(&engine, &entry.id, name, b, &m).await?);
+        }
+        let local = Local {
+            predictor: &engine.predictor,
+            d: &entry.decomposition,
+            base: &entry.base,
+            state: &state,
+            threads: &threads,
+        };
+        let remotes: Vec<Remote> = there
+            .iter()
+            .zip(&boards)
+            .map(|(e, name)| Remote {
+                name: named.then_some(name.as_str()),
+                predictor: &e.board.predictor,
+                d: &e.d,
+                base: &e.base,
+                threads: e.board.threads,
+            })
+            .collect();
+        let plan = crate::plan::plan(&m.prepared, &local, &remotes, &ask).map_err(plan_error)?;
+        if plan.options.iter().any(|o| !o.latency_ms.is_finite()) {
+            return Err(ApiError::invalid("this model gives no finite prediction"));
+        }
+        plans.push((entry.id.clone(), entry.decomposition.macs, plan));
+    }
+    let picked = (several || named).then(|| {
+        let cands: Vec<Candidate> = plans
+            .iter()
+            .map(|(id, macs, plan)| Candidate {
+                model: id,
+                macs: *macs,
+                plan,
+            })
+            .collect();
+        choose(&cands)
+    });
+    let answer = if several {
+        let picked = picked.unwrap_or_else(|| choose(&[]));
+        PlanAnswer {
+            options: None,
+            choice: r.deadline_ms.map(|_| picked.choice),
+            fastest: named.then_some(picked.fastest),
+            models: Some(
+                plans
+                    .into_iter()
+                    .map(|(model, macs, p)| ModelPlan {
+                        model,
+                        macs,
+                        options: p.options,
+                    })
+                    .collect(),
+            ),
+        }
+    } else {
+        PlanAnswer {
+            fastest: picked.map(|p| p.fastest),
+            options: plans.into_iter().next().map(|(_, _, p)| p.options),
+            models: None,
+            choice: None,
+        }
+    };
+    Ok(json(StatusCode::OK, &answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_names_are_file_stems_never_paths() {
+        for ok in ["jetson", "rpi4-b", "x86_64.server"] {
+            assert!(valid_board(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_board(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plan_errors_have_their_statuses() {
+        assert_eq!(
+            plan_error(PlanError::Invalid("x".into())).status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let e = plan_error(PlanError::NotYet("x".into()));
+        assert_eq!(e.status, StatusCode::NOT_IMPLEMENTED);
+        assert!(e.detail.starts_with("not yet"));
+    }
+}

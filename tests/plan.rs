@@ -1,0 +1,296 @@
+//! `augur plan` and `augur split` end to end: the JSON contract of the options on a zoo model with a
+//! stand-in remote board, the table, the halves of a cut importing again with their MACs adding up
+//! to the model's, and bad input refused with one clear line.
+mod common;
+
+use common::{augur, roofline_profile, scratch, zoo_model};
+use serde_json::Value;
+use std::path::Path;
+
+const KEYS: [&str; 10] = [
+    "cut",
+    "interval_ms",
+    "latency_ms",
+    "local_ms",
+    "local_peak_memory_bytes",
+    "p_deadline",
+    "placement",
+    "remote_ms",
+    "threads",
+    "transfer_bytes",
+];
+
+fn boards(dir: &Path) -> (String, String) {
+    let here = dir.join("here.json");
+    let there = dir.join("there.json");
+    std::fs::write(&here, roofline_profile(2.0, 1)).unwrap();
+    std::fs::write(&there, roofline_profile(40.0, 2)).unwrap();
+    (here.display().to_string(), there.display().to_string())
+}
+
+fn plan(args: &[&str]) -> std::process::Output {
+    augur().arg("plan").args(args).output().unwrap()
+}
+
+#[test]
+fn the_options_keep_the_contract_and_are_ranked() {
+    let dir = scratch("plan");
+    let (here, there) = boards(dir.path());
+    let model = zoo_model("resnet18_224");
+    let m = model.to_str().unwrap();
+    let out = plan(&[
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "200",
+        "--rtt-ms",
+        "2",
+        "--deadline-ms",
+        "5000",
+        "--static",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let options = v["options"].as_array().unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 1, "only `options`");
+    // Local, remote, and a split at each block boundary of resnet18 at least.
+    assert!(options.len() >= 2 + 8, "{}", options.len());
+    let mut last = 0.0;
+    for o in options {
+        let mut keys: Vec<&str> = o.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, KEYS);
+        let ms = o["latency_ms"].as_f64().unwrap();
+        assert!(ms >= last, "not best first");
+        last = ms;
+        let i = o["interval_ms"].as_array().unwrap();
+        assert!(i[0].as_f64().unwrap() <= ms && ms <= i[1].as_f64().unwrap());
+        let p = o["p_deadline"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        match o["placement"].as_str().unwrap() {
+            "local" => assert!(o["cut"].is_null() && o["threads"] == 1),
+            "remote" => assert!(o["cut"].is_null() && o["threads"] == 2),
+            "split" => assert!(o["cut"].as_str().is_some_and(|c| !c.is_empty())),
+            other => panic!("placement {other}"),
+        }
+    }
+    // Twenty times the speed over a fast link: running here is not the best option.
+    assert_ne!(options[0]["placement"], "local");
+
+    // Without a deadline p_deadline is null; ranked by memory the smallest footprint comes first.
+    let out = plan(&[
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "200",
+        "--static",
+        "--json",
+        "--by",
+        "memory",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let options = v["options"].as_array().unwrap();
+    assert!(options.iter().all(|o| o["p_deadline"].is_null()));
+    let mem: Vec<u64> = options
+        .iter()
+        .map(|o| o["local_peak_memory_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(mem.windows(2).all(|w| w[0] <= w[1]), "{mem:?}");
+    assert_eq!(options[0]["placement"], "remote");
+
+    // The table names every option.
+    let out = plan(&[m, "--profile", &here, "--static"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("placement") && text.contains("local"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_halves_of_a_cut_import_again_and_add_up() {
+    let dir = scratch("split");
+    let (here, there) = boards(dir.path());
+    let model = zoo_model("mobilenet_v2_224");
+    let m = model.to_str().unwrap();
+    let out = plan(&[
+        m,
+        "--profile",
+        &here,
+        "--remote",
+        &there,
+        "--link-mbps",
+        "100",
+        "--static",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cuts: Vec<String> = v["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["cut"].as_str().map(str::to_string))
+        .collect();
+    assert!(cuts.len() >= 10, "{cuts:?}");
+    let g = augur::model::import_path(&model, None).unwrap();
+    let rules = augur::kernels::FusionRules::tract_default();
+    let whole = augur::kernels::decompose(&g, &rules).unwrap();
+    // The first, a middle and the last cut.
+    for cut in [&cuts[0], &cuts[cuts.len() / 2], &cuts[cuts.len() - 1]] {
+        let out_dir = dir.path().join(cut.replace(['/', '+'], "_"));
+        let out = augur()
+            .args(["split", m, "--cut", cut, "--out"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let half = |f: &str| {
+            let g = augur::model::import_path(&out_dir.join(f), None)
+                .unwrap_or_else(|e| panic!("{cut}: {f} does not import: {e}"));
+            augur::kernels::decompose(&g, &rules).unwrap()
+        };
+        let (p, s) = (half("prefix.onnx"), half("suffix.onnx"));
+        assert_eq!(p.macs + s.macs, whole.macs, "{cut}");
+        assert!(p.macs > 0 && s.macs > 0, "{cut}");
+        assert_eq!(
+            p.kernels.len() + s.kernels.len(),
+            whole.kernels.len(),
+            "{cut}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let dir = scratch("plan-bad");
+    let (here, there) = boards(dir.path());
+    let model = zoo_model("squeezenet1_1_224");
+    let m = model.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![m, "--profile", &here, "--remote", &there],
+            "--link-mbps",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "0",
+            ],
+            "bandwidth",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "NaN",
+            ],
+            "bandwidth",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                &there,
+                "--link-mbps",
+                "10",
+                "--rtt-ms=-1",
+            ],
+            "round-trip",
+        ),
+        (
+            vec![m, "--profile", &here, "--deadline-ms", "0"],
+            "deadline",
+        ),
+        (
+            vec![m, "--profile", &here, "--deadline-ms", "inf"],
+            "deadline",
+        ),
+        (vec![m, "--profile", &here, "--by", "energy"], "not yet"),
+        (vec![m, "--profile", &here, "--by", "speed"], "cannot rank"),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                "http://board:9747",
+                "--link-mbps",
+                "10",
+            ],
+            "not yet",
+        ),
+        (
+            vec![m, "--profile", &here, "--max-crossing", "3"],
+            "max-crossing",
+        ),
+        (
+            vec![
+                m,
+                "--profile",
+                &here,
+                "--remote",
+                "/no/such/profile.json",
+                "--link-mbps",
+                "10",
+            ],
+            "profile",
+        ),
+    ];
+    for (args, says) in cases {
+        let mut a = args.clone();
+        a.push("--static");
+        let out = plan(&a);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = augur()
+        .args(["split", m, "--cut", "no-such-tensor", "--out"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cut"));
+}

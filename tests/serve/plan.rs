@@ -1,0 +1,234 @@
+//! `POST /v1/plan`: the options of one model with a remote board, several models and a deadline
+//! (the choice), several boards (where each model runs fastest), and bad input refused with the
+//! right status.
+use super::daemon::*;
+use super::http::post_json;
+use serde_json::{Value, json};
+
+fn id_of(port: u16, model: &str) -> String {
+    let r = post_model(port, &zoo(model));
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn plans_choices_and_refusals() {
+    let dir = scratch("plan-route");
+    config(&dir, "json_body_bytes = 65536", "");
+    let boards = dir.join("state/boards");
+    std::fs::create_dir_all(&boards).unwrap();
+    std::fs::write(
+        boards.join("fast.json"),
+        crate::common::roofline_profile(5000.0, 4),
+    )
+    .unwrap();
+    std::fs::write(
+        boards.join("slow.json"),
+        crate::common::roofline_profile(0.5, 1),
+    )
+    .unwrap();
+    std::fs::write(boards.join("broken.json"), "{\"format_version\": 1}").unwrap();
+    let d = Daemon::start(&dir, &[]);
+    let port = d.port;
+    d.wait_ready();
+    let small = id_of(port, "squeezenet1_1_224.onnx");
+    let large = id_of(port, "resnet18_224.onnx");
+
+    // One model, one remote board: the CLI's contract.
+    let r = post_json(
+        port,
+        "/v1/plan",
+        &json!({"model": large, "remote": "fast", "link_mbps": 1000, "rtt_ms": 1}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    let options = v["options"].as_array().unwrap();
+    assert!(options.len() > 5);
+    assert!(
+        options
+            .windows(2)
+            .all(|w| w[0]["latency_ms"].as_f64() <= w[1]["latency_ms"].as_f64())
+    );
+    for o in options {
+        assert_eq!(o.as_object().unwrap().len(), 10, "{o}");
+        assert!(o["p_deadline"].is_null());
+    }
+    assert!(options.iter().any(|o| o["placement"] == "split"));
+    assert!(options.iter().any(|o| o["placement"] == "local"));
+
+    // Local only, by memory, with a deadline.
+    let r = post_json(
+        port,
+        "/v1/plan",
+        &json!({"model": small, "deadline_ms": 1e5, "by": "memory"}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = &r.json()["options"];
+    assert_eq!(o.as_array().unwrap().len(), 1);
+    assert!(o[0]["p_deadline"].as_f64().unwrap() > 0.9);
+
+    // Several models and a deadline between their times: the larger one that meets it.
+    let solo = |id: &str| {
+        post_json(port, "/v1/plan", &json!({"model": id}))
+            .unwrap()
+            .json()["options"][0]["latency_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    let (ts, tl) = (solo(&small), solo(&large));
+    assert!(ts < tl);
+    let pick = |deadline: f64| -> Value {
+        let r = post_json(
+            port,
+            "/v1/plan",
+            &json!({"models": [small, large], "deadline_ms": deadline}),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let v = pick(tl * 3.0);
+    assert_eq!(v["models"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choice"]["model"], large.as_str());
+    let v = pick((ts * tl).sqrt());
+    // Met nine times in ten needs about 1.7× the prediction with an uncalibrated interval.
+    if (ts * tl).sqrt() > ts * 2.0 {
+        assert_eq!(v["choice"]["model"], small.as_str(), "{v}");
+    }
+    let v = pick(ts / 10.0);
+    assert!(v["choice"].is_null(), "{v}");
+
+    // Several boards: each option names its board, and the fastest board of each model is named.
+    let r = post_json(
+        port,
+        "/v1/plan",
+        &json!({"models": [small, large], "boards": ["fast", "slow"], "link_mbps": 1000}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let fastest = v["fastest"].as_array().unwrap();
+    assert_eq!(fastest.len(), 2);
+    for f in fastest {
+        // 5 TFLOP/s beside this board's roofline: the fast board wins, and it is a profile.
+        assert_eq!(f["board"], "fast", "{f}");
+        assert_eq!(f["live"], false);
+    }
+    for m in v["models"].as_array().unwrap() {
+        for o in m["options"].as_array().unwrap() {
+            match o["placement"].as_str().unwrap() {
+                "local" => assert!(o.get("board").is_none()),
+                _ => assert!(o["board"] == "fast" || o["board"] == "slow", "{o}"),
+            }
+        }
+    }
+
+    // Refusals.
+    let bad: Vec<(Value, u16, &str)> = vec![
+        (json!({}), 422, "invalid_request"),
+        (
+            json!({"model": small, "models": [small]}),
+            422,
+            "invalid_request",
+        ),
+        (json!({"models": []}), 422, "invalid_request"),
+        (
+            json!({"model": small, "remote": "fast"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": -3}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "fast", "link_mbps": 10, "rtt_ms": -1}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": 1e300}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "deadline_ms": "soon"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "by": "speed"}),
+            422,
+            "invalid_request",
+        ),
+        (json!({"model": small, "by": "energy"}), 501, "not_yet"),
+        (
+            json!({"model": small, "threads": 0}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "max_crossing": 3}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "frobnicate": 1}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "../../etc/passwd", "link_mbps": 10}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "broken", "link_mbps": 10}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"model": small, "remote": "nowhere", "link_mbps": 10}),
+            404,
+            "unknown_board",
+        ),
+        (
+            json!({"model": small, "remote": "http://10.0.0.2:9747", "link_mbps": 10}),
+            501,
+            "not_yet",
+        ),
+        (json!({"model": "0".repeat(64)}), 404, "unknown_model"),
+        (
+            json!({"model": small, "remote": "fast", "boards": ["slow"], "link_mbps": 1}),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in bad {
+        let r = post_json(port, "/v1/plan", &body).unwrap();
+        assert_error(&r, status, code);
+    }
+    let r = super::http::request(
+        port,
+        "POST",
+        "/v1/plan",
+        Some("application/json"),
+        b"{\"model\": ",
+    )
+    .unwrap();
+    assert_error(&r, 400, "malformed_json");
+}
