@@ -65,7 +65,16 @@ fn shape(c: usize) -> String {
 }
 
 /// One node, as nn-Meter writes them (compact: a client need not indent).
-fn node(out: &mut String, name: &str, op: &str, ins: &[&str], outs: &[&str], c_in: usize, c_out: usize, attr: &str) {
+/// `channels`: of the inputs and of the output.
+fn node(
+    out: &mut String,
+    name: &str,
+    op: &str,
+    ins: &[&str],
+    outs: &[&str],
+    (c_in, c_out): (usize, usize),
+    attr: &str,
+) {
     let list = |v: &[&str]| {
         v.iter()
             .map(|s| format!("\"{s}\""))
@@ -103,19 +112,19 @@ fn block(out: &mut String, i: usize, prev: &str, last: bool) {
         )
     };
     let bn = "\"epsilon\":0.001";
-    node(out, &ex, "Conv2D", &[prev], &[&exbn], C, E, &conv(1, C, E));
-    node(out, &exbn, "FusedBatchNormV3", &[&ex], &[&exr], E, E, bn);
-    node(out, &exr, "Relu6", &[&exbn], &[&dw], E, E, "");
+    node(out, &ex, "Conv2D", &[prev], &[&exbn], (C, E), &conv(1, C, E));
+    node(out, &exbn, "FusedBatchNormV3", &[&ex], &[&exr], (E, E), bn);
+    node(out, &exr, "Relu6", &[&exbn], &[&dw], (E, E), "");
     let dwa = format!(
         "\"data_format\":\"NHWC\",\"dilations\":[1,1],\"padding\":\"SAME\",\"strides\":[1,1],\
          \"kernel_shape\":[3,3],\"weight_shape\":[3,3,{E},1]"
     );
-    node(out, &dw, "DepthwiseConv2dNative", &[&exr], &[&dwbn], E, E, &dwa);
-    node(out, &dwbn, "FusedBatchNormV3", &[&dw], &[&dwr], E, E, bn);
-    node(out, &dwr, "Relu6", &[&dwbn], &[&pr], E, E, "");
-    node(out, &pr, "Conv2D", &[&dwr], &[&prbn], E, C, &conv(1, E, C));
-    node(out, &prbn, "FusedBatchNormV3", &[&pr], &[&add], C, C, bn);
-    node(out, &add, "AddV2", &[&prbn, prev], &next, C, C, "");
+    node(out, &dw, "DepthwiseConv2dNative", &[&exr], &[&dwbn], (E, E), &dwa);
+    node(out, &dwbn, "FusedBatchNormV3", &[&dw], &[&dwr], (E, E), bn);
+    node(out, &dwr, "Relu6", &[&dwbn], &[&pr], (E, E), "");
+    node(out, &pr, "Conv2D", &[&dwr], &[&prbn], (E, C), &conv(1, E, C));
+    node(out, &prbn, "FusedBatchNormV3", &[&pr], &[&add], (C, C), bn);
+    node(out, &add, "AddV2", &[&prbn, prev], &next, (C, C), "");
 }
 
 /// An nn-Meter IR graph of at least `bytes` bytes: an input and a chain of blocks.

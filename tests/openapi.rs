@@ -344,7 +344,11 @@ fn walk(doc: &Yaml, y: &Yaml, path: Vec<Step>, out: &mut Vec<Node>) {
 /// A state that holds `v` at `path`.
 fn patch(path: &[Step], v: Value) -> Value {
     path.iter().rev().fold(v, |v, step| match step {
-        Step::Key(k) => json!({ k.as_str(): v }),
+        Step::Key(k) => {
+            let mut m = serde_json::Map::new();
+            m.insert(k.clone(), v);
+            Value::Object(m)
+        }
         Step::Item => json!([v]),
     })
 }
