@@ -321,12 +321,8 @@ fn server_histogram(port: u16, route: &str) -> Vec<(String, f64)> {
 
 /// The share of requests between two histogram reads answered within `le` seconds.
 fn within(before: &[(String, f64)], after: &[(String, f64)], le: &str) -> f64 {
-    let n = |h: &[(String, f64)], le: &str| {
-        h.iter()
-            .find(|(l, _)| l == le)
-            .map(|x| x.1)
-            .unwrap_or(0.0)
-    };
+    let n =
+        |h: &[(String, f64)], le: &str| h.iter().find(|(l, _)| l == le).map(|x| x.1).unwrap_or(0.0);
     (n(after, le) - n(before, le)) / (n(after, "+Inf") - n(before, "+Inf")).max(1.0)
 }
 
@@ -444,7 +440,8 @@ struct AttackStats {
 }
 
 /// The start of a request head that a slowloris client never finishes.
-const SLOW_HEAD: &[u8] = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+const SLOW_HEAD: &[u8] =
+    b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
 
 /// The attack: how many connections of each kind, how often a slowloris client sends a byte, how
 /// many closed connections may be reopened per second.
@@ -548,7 +545,9 @@ fn attacker(plan: Plan, sig: Signals) -> AttackStats {
             let mut buf = [0u8; 256];
             for c in idle_conns.iter_mut() {
                 let alive = match c {
-                    Some(s) => matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock),
+                    Some(s) => {
+                        matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+                    }
                     None => false,
                 };
                 if !alive {
@@ -618,7 +617,9 @@ fn attack(failed: &mut Vec<String>) {
         println!(
             "attack: the open-file limit ({nofile}) leaves room for {room} idle connections, not {idle}"
         );
-        failed.push(format!("attack: only {room} of {idle} idle connections (open-file limit)"));
+        failed.push(format!(
+            "attack: only {room} of {idle} idle connections (open-file limit)"
+        ));
         idle = room;
     }
     let (daemon, port) = start("attack", &format!("max_connections = {cap}"));

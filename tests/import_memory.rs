@@ -99,7 +99,10 @@ fn block(out: &mut String, i: usize, prev: &str, last: bool) {
     let (ex, exbn, exr) = (n("expand/Conv2D"), n("expand/bn"), n("expand/Relu6"));
     let (dw, dwbn, dwr) = (n("dw/depthwise"), n("dw/bn"), n("dw/Relu6"));
     let (pr, prbn, add) = (n("project/Conv2D"), n("project/bn"), n("add"));
-    let next = [format!("b{}/expand/Conv2D", i + 1), format!("b{}/add", i + 1)];
+    let next = [
+        format!("b{}/expand/Conv2D", i + 1),
+        format!("b{}/add", i + 1),
+    ];
     let next: Vec<&str> = if last {
         vec![]
     } else {
@@ -112,17 +115,41 @@ fn block(out: &mut String, i: usize, prev: &str, last: bool) {
         )
     };
     let bn = "\"epsilon\":0.001";
-    node(out, &ex, "Conv2D", &[prev], &[&exbn], (C, E), &conv(1, C, E));
+    node(
+        out,
+        &ex,
+        "Conv2D",
+        &[prev],
+        &[&exbn],
+        (C, E),
+        &conv(1, C, E),
+    );
     node(out, &exbn, "FusedBatchNormV3", &[&ex], &[&exr], (E, E), bn);
     node(out, &exr, "Relu6", &[&exbn], &[&dw], (E, E), "");
     let dwa = format!(
         "\"data_format\":\"NHWC\",\"dilations\":[1,1],\"padding\":\"SAME\",\"strides\":[1,1],\
          \"kernel_shape\":[3,3],\"weight_shape\":[3,3,{E},1]"
     );
-    node(out, &dw, "DepthwiseConv2dNative", &[&exr], &[&dwbn], (E, E), &dwa);
+    node(
+        out,
+        &dw,
+        "DepthwiseConv2dNative",
+        &[&exr],
+        &[&dwbn],
+        (E, E),
+        &dwa,
+    );
     node(out, &dwbn, "FusedBatchNormV3", &[&dw], &[&dwr], (E, E), bn);
     node(out, &dwr, "Relu6", &[&dwbn], &[&pr], (E, E), "");
-    node(out, &pr, "Conv2D", &[&dwr], &[&prbn], (E, C), &conv(1, E, C));
+    node(
+        out,
+        &pr,
+        "Conv2D",
+        &[&dwr],
+        &[&prbn],
+        (E, C),
+        &conv(1, E, C),
+    );
     node(out, &prbn, "FusedBatchNormV3", &[&pr], &[&add], (C, C), bn);
     node(out, &add, "AddV2", &[&prbn, prev], &next, (C, C), "");
 }
@@ -163,7 +190,13 @@ fn a_32_mib_nnmeter_upload_peaks_within_three_times_its_size() {
     PEAK.store(floor, Ordering::Relaxed);
     let g = augur::model::import_bytes(&body, "generated.json", None);
     let peak = PEAK.load(Ordering::Relaxed) - floor + body.len();
+    let kept = NOW.load(Ordering::Relaxed) - floor;
     let g = g.unwrap_or_else(|e| panic!("the generated graph imports: {e}"));
+    println!(
+        "the graph IR alone holds {:.1} MiB ({} tensors)",
+        kept as f64 / (1 << 20) as f64,
+        g.tensors.len()
+    );
     let ratio = peak as f64 / body.len() as f64;
     println!(
         "body {:.1} MiB, {} IR nodes; import peak {:.1} MiB = {ratio:.2} × the body",

@@ -365,7 +365,10 @@ fn full(doc: &Yaml, y: &Yaml) -> Value {
         ),
         Some("array") => json!([full(doc, &s["items"])]),
         Some("integer") => {
-            json!(((num(&s["minimum"]).unwrap_or(0.0) + num(&s["maximum"]).unwrap_or(0.0)) / 2.0).floor() as i64)
+            json!(
+                ((num(&s["minimum"]).unwrap_or(0.0) + num(&s["maximum"]).unwrap_or(0.0)) / 2.0)
+                    .floor() as i64
+            )
         }
         Some("number") => {
             json!((num(&s["minimum"]).unwrap_or(0.0) + num(&s["maximum"]).unwrap_or(0.0)) / 2.0)
@@ -427,7 +430,11 @@ fn the_what_if_state_is_exactly_what_the_server_takes() {
     for n in &nodes {
         let at = show(&n.path);
         if !n.path.is_empty() {
-            expect(patch(&n.path, Value::Null), n.nullable, &format!("{at}: null"));
+            expect(
+                patch(&n.path, Value::Null),
+                n.nullable,
+                &format!("{at}: null"),
+            );
         }
         match &n.kind {
             Kind::Array => {}
@@ -435,34 +442,65 @@ fn the_what_if_state_is_exactly_what_the_server_takes() {
                 let mut p = n.path.clone();
                 p.push(Step::Key("not_a_field".into()));
                 expect(patch(&p, json!(1)), false, &format!("{at}: an unknown key"));
-                expect(patch(&p, json!(-1)), false, &format!("{at}: an unknown key"));
+                expect(
+                    patch(&p, json!(-1)),
+                    false,
+                    &format!("{at}: an unknown key"),
+                );
             }
             Kind::Number { min, max, integer } => {
-                let d = |b: f64| if *integer { 1.0 } else { b.abs().max(1.0) * 1e-6 };
-                let v = |x: f64| {
+                let d = |b: f64| {
                     if *integer {
-                        json!(x as i64)
+                        1.0
                     } else {
-                        json!(x)
+                        b.abs().max(1.0) * 1e-6
                     }
+                };
+                let v = |x: f64| {
+                    if *integer { json!(x as i64) } else { json!(x) }
                 };
                 expect(patch(&n.path, v(*min)), true, &format!("{at} = minimum"));
                 expect(patch(&n.path, v(*max)), true, &format!("{at} = maximum"));
-                expect(patch(&n.path, v(min - d(*min))), false, &format!("{at} < minimum"));
-                expect(patch(&n.path, v(max + d(*max))), false, &format!("{at} > maximum"));
-                expect(patch(&n.path, json!("1")), false, &format!("{at}: a string"));
+                expect(
+                    patch(&n.path, v(min - d(*min))),
+                    false,
+                    &format!("{at} < minimum"),
+                );
+                expect(
+                    patch(&n.path, v(max + d(*max))),
+                    false,
+                    &format!("{at} > maximum"),
+                );
+                expect(
+                    patch(&n.path, json!("1")),
+                    false,
+                    &format!("{at}: a string"),
+                );
             }
             Kind::Text => {
                 expect(patch(&n.path, json!("x")), true, &format!("{at}: a string"));
                 expect(patch(&n.path, json!(1)), false, &format!("{at}: a number"));
             }
             Kind::Flag => {
-                expect(patch(&n.path, json!(true)), true, &format!("{at}: a boolean"));
-                expect(patch(&n.path, json!("x")), false, &format!("{at}: a string"));
+                expect(
+                    patch(&n.path, json!(true)),
+                    true,
+                    &format!("{at}: a boolean"),
+                );
+                expect(
+                    patch(&n.path, json!("x")),
+                    false,
+                    &format!("{at}: a string"),
+                );
             }
         }
     }
-    assert!(wrong.is_empty(), "{} disagreements:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} disagreements:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 
     // And no field of the snapshot is missing from the document: a state with every key the
     // document states comes back from the server with exactly those keys.

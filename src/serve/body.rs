@@ -235,16 +235,14 @@ fn unknown_key<'a>(
         };
         let found = match (v, b) {
             (Value::Object(m), _) => unknown_key(m, b, &path),
-            (Value::Array(items), Value::Array(backs)) => {
-                items
-                    .iter()
-                    .zip(backs)
-                    .enumerate()
-                    .find_map(|(i, (item, b))| match item {
-                        Value::Object(m) => unknown_key(m, b, &format!("{path}[{i}]")),
-                        _ => None,
-                    })
-            }
+            (Value::Array(items), Value::Array(backs)) => items
+                .iter()
+                .zip(backs)
+                .enumerate()
+                .find_map(|(i, (item, b))| match item {
+                    Value::Object(m) => unknown_key(m, b, &format!("{path}[{i}]")),
+                    _ => None,
+                }),
             _ => None,
         };
         if found.is_some() {
@@ -296,7 +294,9 @@ mod tests {
         }
         let e = what_if(
             &live,
-            Some(&map(serde_json::json!({"cpus": [{"cpu": 0}, {"cpu": 1, "speed": 2}]}))),
+            Some(&map(
+                serde_json::json!({"cpus": [{"cpu": 0}, {"cpu": 1, "speed": 2}]}),
+            )),
             2.0,
         )
         .unwrap_err();
@@ -307,7 +307,10 @@ mod tests {
             serde_json::json!({"cpus": [{"cpu": 0, "governor": null, "seconds": {"user": 1}}]}),
             serde_json::json!({"sensors": [{"name": "x", "reason": "y"}]}),
         ] {
-            assert!(what_if(&live, Some(&map(good.clone())), 2.0).is_ok(), "{good}");
+            assert!(
+                what_if(&live, Some(&map(good.clone())), 2.0).is_ok(),
+                "{good}"
+            );
         }
     }
 

@@ -20,7 +20,11 @@ pub(super) struct Attrs<'a>(pub(super) &'a [(Name<'a>, &'a RawValue)]);
 
 impl<'a> Attrs<'a> {
     fn raw(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| &**k == key).map(|(_, v)| *v)
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| *v)
     }
 
     /// The value, for the few attributes with a form of their own.
