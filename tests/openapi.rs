@@ -437,8 +437,23 @@ fn the_what_if_state_is_exactly_what_the_server_takes() {
             );
         }
         match &n.kind {
-            Kind::Array => {}
+            Kind::Array => {
+                expect(
+                    patch(&n.path, json!({})),
+                    false,
+                    &format!("{at}: an object"),
+                );
+            }
             Kind::Object => {
+                // serde would read a struct from an array as well.
+                if !n.path.is_empty() {
+                    expect(patch(&n.path, json!([])), false, &format!("{at}: an array"));
+                    expect(
+                        patch(&n.path, json!([null])),
+                        false,
+                        &format!("{at}: an array"),
+                    );
+                }
                 let mut p = n.path.clone();
                 p.push(Step::Key("not_a_field".into()));
                 expect(patch(&p, json!(1)), false, &format!("{at}: an unknown key"));

@@ -212,44 +212,47 @@ pub fn what_if(
         .filter(|(k, _)| !SHORTHANDS.contains(&k.as_str()));
     match unknown_key(fields, &back, "") {
         Some(key) => Err(ApiError::invalid(format!(
-            "state.{key} is not a field of a snapshot (or may not be null)"
+            "state.{key} is not a field of a snapshot, or not of its shape (or may not be null)"
         ))),
         None => Ok((s, changed)),
     }
 }
 
-/// The first key of `patch` (an object's entries) that `back` (what it became) lacks, as a path.
+/// The first key of `patch` (an object's entries) that `back` (what it became) lacks, or holds in
+/// another shape, as a path.
 fn unknown_key<'a>(
     patch: impl IntoIterator<Item = (&'a String, &'a Value)>,
     back: &Value,
     at: &str,
 ) -> Option<String> {
-    for (k, v) in patch {
+    patch.into_iter().find_map(|(k, v)| {
         let path = if at.is_empty() {
             k.clone()
         } else {
             format!("{at}.{k}")
         };
-        let Some(b) = back.get(k) else {
-            return Some(path);
-        };
-        let found = match (v, b) {
-            (Value::Object(m), _) => unknown_key(m, b, &path),
-            (Value::Array(items), Value::Array(backs)) => items
-                .iter()
-                .zip(backs)
-                .enumerate()
-                .find_map(|(i, (item, b))| match item {
-                    Value::Object(m) => unknown_key(m, b, &format!("{path}[{i}]")),
-                    _ => None,
-                }),
-            _ => None,
-        };
-        if found.is_some() {
-            return found;
+        match back.get(k) {
+            None => Some(path),
+            Some(b) => reshaped(v, b, path),
         }
+    })
+}
+
+/// Where `v` (as written) and `b` (as written back) differ in shape. serde reads a struct from an
+/// array too (`[null, null]` for a `Stat`): the shape the document states is the one written back.
+fn reshaped(v: &Value, b: &Value, path: String) -> Option<String> {
+    if std::mem::discriminant(v) != std::mem::discriminant(b) {
+        return Some(path);
     }
-    None
+    match (v, b) {
+        (Value::Object(m), _) => unknown_key(m, b, &path),
+        (Value::Array(items), Value::Array(backs)) => items
+            .iter()
+            .zip(backs)
+            .enumerate()
+            .find_map(|(i, (x, y))| reshaped(x, y, format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Shortest latency an observation may report, ms (1 ns): anything shorter is no measurement,
@@ -288,6 +291,8 @@ mod tests {
             serde_json::json!({"others_busy": 0.5, "utilization": {"bsy": {"mean": 0.5}}}),
             serde_json::json!({"cpus": [{"cpu": 0}, {"cpu": 1, "speed": 2}]}),
             serde_json::json!({"sensors": [{"name": "x", "reason": null}]}),
+            serde_json::json!({"probe": {"reference_cpu_ms": [null, null]}}),
+            serde_json::json!({"loadavg": [1, 2, 3]}),
         ] {
             let e = what_if(&live, Some(&map(bad.clone())), 2.0).unwrap_err();
             assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
