@@ -8,9 +8,20 @@ use std::collections::BTreeMap;
 pub const REMEDY: &str = "Remedy: stop other work on the board and run the same command again \
 (delete the journal beside the profile to measure afresh), or give it more time with `--budget standard`.";
 
-/// A kind whose held-out median error is above this is poorly fitted. Figures seen on a 2-vCPU VM:
-/// 4–9 % on a quiet hour, 11–27 % on a busy one.
-const KIND_ERROR: f64 = 0.15;
+/// A kind that carries most of a CNN's time (convolutions) whose held-out median error is above
+/// this is poorly fitted. Figures seen on a 2-vCPU VM: 4–9 % on a quiet hour, 11–27 % on a busy one.
+const MAIN_KIND_ERROR: f64 = 0.15;
+
+/// The same for the other kinds, whose small kernels time noisily even on a quiet board (quick
+/// budget, quiet hour: elementwise 18 %, concat 22 %) and weigh little in a network's sum.
+const OTHER_KIND_ERROR: f64 = 0.25;
+
+fn limit(kind: KernelKind) -> f64 {
+    match kind {
+        KernelKind::Conv | KernelKind::Pointwise | KernelKind::Depthwise => MAIN_KIND_ERROR,
+        _ => OTHER_KIND_ERROR,
+    }
+}
 
 /// Held-out measurements a kind needs before its error is judged (fewer: too noisy a figure).
 const JUDGED_SAMPLES: usize = 50;
@@ -41,13 +52,13 @@ pub fn assess(
     for (k, r) in regressors {
         if let Some(e) = r.holdout_error
             && r.samples >= JUDGED_SAMPLES
-            && e > KIND_ERROR
+            && e > limit(*k)
         {
             problems.push(format!(
                 "{} kernels held-out error {:.1} % (over {:.0} %)",
                 k.name(),
                 e * 100.0,
-                KIND_ERROR * 100.0
+                limit(*k) * 100.0
             ));
         }
     }
@@ -113,11 +124,15 @@ mod tests {
             (KernelKind::Conv, reg(400, Some(0.06))),
             // Too few samples to judge, however large its error.
             (KernelKind::Softmax, reg(20, Some(0.5))),
+            // A minor kind is held to a looser limit.
+            (KernelKind::Concat, reg(400, Some(0.22))),
             (KernelKind::Pool, reg(10, None)),
         ]);
         let q = assess(&regs, Some(0.05), quiet(), 1000);
         assert!(!q.is_poor(), "{:?}", q.problems);
-        assert_eq!(q.held_out_error.len(), 2);
+        assert_eq!(q.held_out_error.len(), 3);
+        let bad = BTreeMap::from([(KernelKind::Concat, reg(400, Some(0.3)))]);
+        assert!(assess(&bad, None, quiet(), 1000).problems[0].contains("concat"));
     }
 
     #[test]
