@@ -241,7 +241,10 @@ fn unknown_key<'a>(
 /// Where `v` (as written) and `b` (as written back) differ in shape. serde reads a struct from an
 /// array too (`[null, null]` for a `Stat`): the shape the document states is the one written back.
 fn reshaped(v: &Value, b: &Value, path: String) -> Option<String> {
-    if std::mem::discriminant(v) != std::mem::discriminant(b) {
+    // A null leaves an optional field unset, and the shorthands may set it after the merge (a
+    // null `utilization.busy.mean` beside `others_busy`); a null where no null may go fails the
+    // merge already.
+    if !v.is_null() && std::mem::discriminant(v) != std::mem::discriminant(b) {
         return Some(path);
     }
     match (v, b) {
@@ -311,6 +314,8 @@ mod tests {
             serde_json::json!({"utilization": {"busy": {"mean": 0.5}}, "loadavg": null}),
             serde_json::json!({"cpus": [{"cpu": 0, "governor": null, "seconds": {"user": 1}}]}),
             serde_json::json!({"sensors": [{"name": "x", "reason": "y"}]}),
+            serde_json::json!({"extra_busy_cores": 1, "utilization": {"busy": {"mean": null}}}),
+            serde_json::json!({"others_busy": 0.2, "own_cpu": {"mean": null}}),
         ] {
             assert!(
                 what_if(&live, Some(&map(good.clone())), 2.0).is_ok(),
