@@ -497,8 +497,17 @@ fn attacker(plan: Plan, sig: Signals) -> AttackStats {
     for _ in 0..slow {
         slow_conns.push(connect_slow(&mut st));
     }
+    // At its cap the daemon admits a connection only as an older one goes, so connecting can
+    // stall on a full accept queue: the first opening is bounded in time, and what is left is
+    // opened by the reopening below.
+    let ramp_end = Instant::now() + Duration::from_secs(30);
     for _ in 0..idle {
-        idle_conns.push(connect(&mut st));
+        let c = if Instant::now() < ramp_end {
+            connect(&mut st)
+        } else {
+            None
+        };
+        idle_conns.push(c);
     }
     ready.store(true, Ordering::SeqCst);
     let mut budget = 0.0;
@@ -510,6 +519,9 @@ fn attacker(plan: Plan, sig: Signals) -> AttackStats {
         budget = (budget + now.duration_since(last_tick).as_secs_f64() * reopen_per_second)
             .min(reopen_per_second);
         last_tick = now;
+        // Reopening stops for this round after 50 ms, so that a stalled connect never holds
+        // back the slowloris clients' bytes.
+        let reopen_until = now + Duration::from_millis(50);
         if now.duration_since(last_trickle) >= period {
             last_trickle = now;
             for c in slow_conns.iter_mut() {
@@ -533,7 +545,7 @@ fn attacker(plan: Plan, sig: Signals) -> AttackStats {
                     if c.take().is_some() {
                         st.closed_by_daemon += 1;
                     }
-                    if budget >= 1.0 {
+                    if budget >= 1.0 && Instant::now() < reopen_until {
                         budget -= 1.0;
                         *c = connect_slow(&mut st);
                     }
@@ -554,7 +566,7 @@ fn attacker(plan: Plan, sig: Signals) -> AttackStats {
                     if c.take().is_some() {
                         st.closed_by_daemon += 1;
                     }
-                    if budget >= 1.0 {
+                    if budget >= 1.0 && Instant::now() < reopen_until {
                         budget -= 1.0;
                         *c = connect(&mut st);
                     }
