@@ -78,12 +78,13 @@ if grep -q -i 'panicked' "$tmp/augur.log"; then
   echo "FAIL: augur logged a panic"; grep -i -A3 'panicked' "$tmp/augur.log" | head -20; rc=1
 fi
 # One plain closing line for CI: schemathesis's own ends like pytest's with no test in it.
-cases="$(grep -Eo '[0-9]+ generated, [0-9]+ passed' "$tmp/st.log" | tail -1 || true)"
+# Its tally reads "N generated, N passed" on a clean run, "N generated, 1 found …" otherwise.
+cases="$(grep -Eo '[0-9]+ generated, [0-9]+ (passed|found)' "$tmp/st.log" | tail -1 || true)"
 generated="${cases%% generated*}"
 passed="$(printf '%s' "$cases" | sed -n 's/.*, \([0-9]*\) passed/\1/p')"
 failed=$(( ${generated:-0} - ${passed:-0} ))
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 # A run that tested nothing (a loaded machine, a short budget) proves nothing: it fails.
-if [ "${passed:-0}" -eq 0 ]; then failed=$((failed + 1)); rc=1; echo "FAIL: schemathesis ran no test case"; fi
+if [ "${generated:-0}" -eq 0 ]; then failed=$((failed + 1)); rc=1; echo "FAIL: schemathesis ran no test case"; fi
 echo "schemathesis: ${passed:-0} passed, $failed failed"
 exit "$rc"

@@ -188,13 +188,74 @@ pub fn threads(t: Option<usize>, default: usize) -> Result<usize, ApiError> {
     }
 }
 
+/// The what-if keys that are not fields of a snapshot but shorthands applied after the merge.
+const SHORTHANDS: [&str; 2] = ["others_busy", "extra_busy_cores"];
+
 /// The state to predict under (see [`what_if::what_if`]); a refused state is 422.
+///
+/// Every key of the patch must be a field of the snapshot, as the document's `WhatIf` says: the
+/// snapshot's serde defaults let unknown keys through silently, so a key the resulting snapshot
+/// does not write back is one that was ignored (a typo the client would otherwise never hear of).
 pub fn what_if(
     live: &Arc<Snapshot>,
     patch: Option<&Map<String, Value>>,
     cores: f64,
 ) -> Result<(Arc<Snapshot>, bool), ApiError> {
-    what_if::what_if(live, patch, cores).map_err(|e: WhatIfError| ApiError::invalid(e.to_string()))
+    let (s, changed) = what_if::what_if(live, patch, cores)
+        .map_err(|e: WhatIfError| ApiError::invalid(e.to_string()))?;
+    let Some(patch) = patch.filter(|p| p.keys().any(|k| !SHORTHANDS.contains(&k.as_str()))) else {
+        return Ok((s, changed));
+    };
+    let back = serde_json::to_value(&*s).map_err(ApiError::internal)?;
+    let fields = patch
+        .iter()
+        .filter(|(k, _)| !SHORTHANDS.contains(&k.as_str()));
+    match unknown_key(fields, &back, "") {
+        Some(key) => Err(ApiError::invalid(format!(
+            "state.{key} is not a field of a snapshot, or not of its shape (or may not be null)"
+        ))),
+        None => Ok((s, changed)),
+    }
+}
+
+/// The first key of `patch` (an object's entries) that `back` (what it became) lacks, or holds in
+/// another shape, as a path.
+fn unknown_key<'a>(
+    patch: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    back: &Value,
+    at: &str,
+) -> Option<String> {
+    patch.into_iter().find_map(|(k, v)| {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        match back.get(k) {
+            None => Some(path),
+            Some(b) => reshaped(v, b, path),
+        }
+    })
+}
+
+/// Where `v` (as written) and `b` (as written back) differ in shape. serde reads a struct from an
+/// array too (`[null, null]` for a `Stat`): the shape the document states is the one written back.
+fn reshaped(v: &Value, b: &Value, path: String) -> Option<String> {
+    // A null leaves an optional field unset, and the shorthands may set it after the merge (a
+    // null `utilization.busy.mean` beside `others_busy`); a null where no null may go fails the
+    // merge already.
+    if !v.is_null() && std::mem::discriminant(v) != std::mem::discriminant(b) {
+        return Some(path);
+    }
+    match (v, b) {
+        (Value::Object(m), _) => unknown_key(m, b, &path),
+        (Value::Array(items), Value::Array(backs)) => items
+            .iter()
+            .zip(backs)
+            .enumerate()
+            .find_map(|(i, (x, y))| reshaped(x, y, format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Shortest latency an observation may report, ms (1 ns): anything shorter is no measurement,
@@ -228,9 +289,38 @@ mod tests {
             serde_json::json!({"others_busy": "lots"}),
             serde_json::json!({"utilization": {"busy": {"mean": "high"}}}),
             serde_json::json!({"utilization": {"busy": {"mean": 1e308}}}),
+            serde_json::json!({"bogus": -1}),
+            serde_json::json!({"bogus": 1}),
+            serde_json::json!({"others_busy": 0.5, "utilization": {"bsy": {"mean": 0.5}}}),
+            serde_json::json!({"cpus": [{"cpu": 0}, {"cpu": 1, "speed": 2}]}),
+            serde_json::json!({"sensors": [{"name": "x", "reason": null}]}),
+            serde_json::json!({"probe": {"reference_cpu_ms": [null, null]}}),
+            serde_json::json!({"loadavg": [1, 2, 3]}),
         ] {
-            let e = what_if(&live, Some(&map(bad)), 2.0).unwrap_err();
-            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            let e = what_if(&live, Some(&map(bad.clone())), 2.0).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        }
+        let e = what_if(
+            &live,
+            Some(&map(
+                serde_json::json!({"cpus": [{"cpu": 0}, {"cpu": 1, "speed": 2}]}),
+            )),
+            2.0,
+        )
+        .unwrap_err();
+        assert!(e.detail.contains("state.cpus[1].speed"), "{}", e.detail);
+        for good in [
+            serde_json::json!({"others_busy": 0.5, "extra_busy_cores": null}),
+            serde_json::json!({"utilization": {"busy": {"mean": 0.5}}, "loadavg": null}),
+            serde_json::json!({"cpus": [{"cpu": 0, "governor": null, "seconds": {"user": 1}}]}),
+            serde_json::json!({"sensors": [{"name": "x", "reason": "y"}]}),
+            serde_json::json!({"extra_busy_cores": 1, "utilization": {"busy": {"mean": null}}}),
+            serde_json::json!({"others_busy": 0.2, "own_cpu": {"mean": null}}),
+        ] {
+            assert!(
+                what_if(&live, Some(&map(good.clone())), 2.0).is_ok(),
+                "{good}"
+            );
         }
     }
 

@@ -2,24 +2,40 @@
 //! (a number or a one-element list, windows as `[1, h, w, 1]` or `[h, w]`, nested lists): each read
 //! accepts every form seen and says which attribute is wrong when none fits. Shapes, stated or given
 //! as attributes, are read here too.
-use serde_json::{Map, Value};
+//!
+//! Values arrive as raw JSON text (see `decode`) and are parsed when read: each is small (a number,
+//! a short list), and only the attributes a lowering asks for are ever parsed.
+use super::decode::Name;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// A dimension as the file gives it: `None` where unknown (`-1`, `null`, `0`, as TensorFlow writes them).
 pub(super) type Dims = Vec<Option<usize>>;
 
-/// The attributes of one node.
+/// The attributes of one node, in file order (a key given twice means its last value, as in JSON
+/// objects read by `serde_json`).
 #[derive(Clone, Copy)]
-pub(super) struct Attrs<'a>(pub(super) &'a Map<String, Value>);
+pub(super) struct Attrs<'a>(pub(super) &'a [(Name<'a>, &'a RawValue)]);
 
 impl<'a> Attrs<'a> {
-    /// The raw value, for the few attributes with a form of their own.
-    pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
-        self.0.get(key)
+    fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// The value, for the few attributes with a form of their own.
+    pub(super) fn get(&self, key: &str) -> Option<Value> {
+        // Raw values were checked to be JSON when the file was decoded.
+        serde_json::from_str(self.raw(key)?.get()).ok()
     }
 
     /// One integer (nn-Meter writes some as one-element lists).
     pub(super) fn int(&self, key: &str) -> Option<i64> {
-        match self.0.get(key)? {
+        match self.get(key)? {
             Value::Array(v) if v.len() == 1 => v[0].as_i64(),
             v => v.as_i64(),
         }
@@ -27,10 +43,10 @@ impl<'a> Attrs<'a> {
 
     /// A list of integers, nested lists flattened (`paddings` is `[[0, 0], [1, 1], …]`).
     pub(super) fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, String> {
-        let Some(v) = self.0.get(key) else {
+        let Some(v) = self.get(key) else {
             return Ok(None);
         };
-        let flat: Vec<&Value> = match v {
+        let flat: Vec<&Value> = match &v {
             Value::Array(items) => items
                 .iter()
                 .flat_map(|x| match x {
@@ -49,21 +65,23 @@ impl<'a> Attrs<'a> {
             .map(Some)
     }
 
-    pub(super) fn str(&self, key: &str) -> Option<&'a str> {
-        self.0.get(key)?.as_str()
+    /// A string attribute, borrowed from the file where it has no escapes.
+    pub(super) fn str(&self, key: &str) -> Option<Cow<'a, str>> {
+        let raw: &'a str = self.raw(key)?.get();
+        serde_json::from_str::<Name<'a>>(raw).ok().map(|n| n.0)
     }
 
     pub(super) fn float(&self, key: &str) -> Option<f32> {
-        self.0.get(key)?.as_f64().map(|f| f as f32)
+        self.get(key)?.as_f64().map(|f| f as f32)
     }
 
     pub(super) fn bool(&self, key: &str) -> Option<bool> {
-        self.0.get(key)?.as_bool()
+        self.get(key)?.as_bool()
     }
 
     /// A shape attribute (a `Placeholder`'s `shape`), unknown dimensions as `None`.
     pub(super) fn dims(&self, key: &str) -> Option<Result<Dims, String>> {
-        self.0.get(key).map(dims_of)
+        self.get(key).map(|v| dims_of(&v))
     }
 
     /// The spatial pair of a TF window attribute: `[1, h, w, 1]` (as in the GraphDef), `[h, w]` (as

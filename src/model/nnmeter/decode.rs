@@ -2,91 +2,156 @@
 //! (`inbounds`, `outbounds`, TF op type, stated shapes, attributes). Nothing is interpreted here
 //! beyond the JSON forms; stated shapes are parsed when a node is lowered, so a bad one is reported
 //! with its node in execution order.
+//!
+//! The records borrow from the bytes: names are `&str` into them (owned only where JSON escapes had
+//! to be undone), and the free-form parts (stated shapes, attribute values) stay raw JSON text until
+//! a lowering reads them. A file is thus held in memory once, plus a few words per node, rather than
+//! as a `serde_json::Value` tree (tens of bytes per number), which made a 64 MiB upload peak at
+//! gigabytes.
 use super::attributes::{Attrs, Dims, dims_of};
 use crate::model::error::ImportError;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 
-#[derive(Deserialize)]
-pub(super) struct RawNode {
-    #[serde(default)]
-    pub(super) inbounds: Vec<String>,
-    #[serde(default)]
-    pub(super) outbounds: Vec<String>,
-    attr: RawAttr,
+/// A string of the file: borrowed, unless it had escapes.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(transparent)]
+pub(super) struct Name<'a>(#[serde(borrow)] pub(super) Cow<'a, str>);
+
+impl std::ops::Deref for Name<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[derive(Deserialize)]
-struct RawAttr {
-    #[serde(rename = "type")]
-    op: String,
-    #[serde(default)]
-    input_shape: Value,
-    #[serde(default)]
-    output_shape: Value,
-    #[serde(default)]
-    attr: serde_json::Map<String, Value>,
+pub(super) struct RawNode<'a> {
+    #[serde(default, borrow)]
+    pub(super) inbounds: Vec<Name<'a>>,
+    #[serde(default, borrow)]
+    pub(super) outbounds: Vec<Name<'a>>,
+    #[serde(borrow)]
+    attr: RawAttr<'a>,
 }
 
-impl RawNode {
+#[derive(Deserialize)]
+struct RawAttr<'a> {
+    #[serde(rename = "type", borrow)]
+    op: Name<'a>,
+    #[serde(default, borrow)]
+    input_shape: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    output_shape: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    attr: AttrList<'a>,
+}
+
+/// A node's `attr{…}` object as it comes: keys with their values still JSON text, in file order.
+#[derive(Default)]
+pub(super) struct AttrList<'a>(pub(super) Vec<(Name<'a>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for AttrList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = AttrList<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of attributes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<AttrList<'a>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = m.next_entry::<Name<'a>, &'a RawValue>()? {
+                    v.push(entry);
+                }
+                Ok(AttrList(v))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<'a> RawNode<'a> {
     /// The TensorFlow op type.
     pub(super) fn op(&self) -> &str {
         &self.attr.op
     }
 
     pub(super) fn attrs(&self) -> Attrs<'_> {
-        Attrs(&self.attr.attr)
+        Attrs(&self.attr.attr.0)
     }
 
     /// The output shape the file states (nn-Meter writes a list of one shape).
     pub(super) fn stated_out(&self) -> Result<Option<Dims>, String> {
-        shapes_of(&self.attr.output_shape)
+        shapes_of(self.attr.output_shape)
             .map(|s| s.into_iter().next())
             .map_err(|e| format!("output_shape: {e}"))
     }
 
     /// The input shapes the file states, one per activation input.
     pub(super) fn stated_in(&self) -> Result<Vec<Dims>, String> {
-        shapes_of(&self.attr.input_shape).map_err(|e| format!("input_shape: {e}"))
+        shapes_of(self.attr.input_shape).map_err(|e| format!("input_shape: {e}"))
     }
 }
 
 /// A decoded file: node names and records in file order, and each name's index.
-pub(super) struct Decoded {
-    pub(super) names: Vec<String>,
-    pub(super) nodes: Vec<RawNode>,
-    pub(super) index: HashMap<String, usize>,
+pub(super) struct Decoded<'a> {
+    pub(super) names: Vec<Name<'a>>,
+    pub(super) nodes: Vec<RawNode<'a>>,
+    pub(super) index: HashMap<Name<'a>, usize>,
 }
 
 /// The top-level object with its keys in file order: `serde_json`'s own map sorts them (nn-Meter writes
 /// them sorted anyway, but a file in execution order should keep it) and would drop duplicate keys.
-struct Ordered(Vec<(String, Value)>);
+/// Nodes are decoded as they come, each into its record; a malformed one names itself.
+struct Ordered<'a>(Vec<Name<'a>>, Vec<RawNode<'a>>);
 
-impl<'de> Deserialize<'de> for Ordered {
+impl<'de: 'a, 'a> Deserialize<'de> for Ordered<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Ordered<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object keyed by node name")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered, A::Error> {
-                let mut v = Vec::new();
-                while let Some(entry) = m.next_entry::<String, Value>()? {
-                    v.push(entry);
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered<'a>, A::Error> {
+                let (mut names, mut nodes) = (Vec::new(), Vec::new());
+                while let Some(name) = m.next_key::<Name<'a>>()? {
+                    let node = m.next_value::<RawNode<'a>>().map_err(|e| {
+                        serde::de::Error::custom(format_args!(
+                            "node `{name}`: not an nn-Meter IR node ({e})"
+                        ))
+                    })?;
+                    names.push(name);
+                    nodes.push(node);
                 }
-                Ok(Ordered(v))
+                Ok(Ordered(names, nodes))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(PhantomData))
     }
 }
 
 /// Decodes the bytes of an IR file; `file` names it in errors.
-pub(super) fn decode(bytes: &[u8], file: &str) -> Result<Decoded, ImportError> {
+pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, ImportError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ImportError::Empty {
             file: file.to_string(),
@@ -96,23 +161,23 @@ pub(super) fn decode(bytes: &[u8], file: &str) -> Result<Decoded, ImportError> {
         file: file.to_string(),
         detail,
     };
-    let Ordered(entries) = serde_json::from_slice(bytes)
-        .map_err(|e| malformed(format!("not a valid nn-Meter IR JSON object ({e})")))?;
-    if entries.is_empty() {
+    let Ordered(names, nodes) = serde_json::from_slice(bytes).map_err(|e| {
+        let e = e.to_string();
+        // A node that is no node record names itself already.
+        if e.starts_with("node `") {
+            malformed(e)
+        } else {
+            malformed(format!("not a valid nn-Meter IR JSON object ({e})"))
+        }
+    })?;
+    if names.is_empty() {
         return Err(malformed("the graph has no nodes".into()));
     }
-    let mut names: Vec<String> = Vec::with_capacity(entries.len());
-    let mut nodes: Vec<RawNode> = Vec::with_capacity(entries.len());
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (name, value) in entries {
-        if index.contains_key(&name) {
+    let mut index: HashMap<Name<'a>, usize> = HashMap::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if index.insert(name.clone(), i).is_some() {
             return Err(malformed(format!("node `{name}` appears twice")));
         }
-        let node: RawNode = serde_json::from_value(value)
-            .map_err(|e| malformed(format!("node `{name}`: not an nn-Meter IR node ({e})")))?;
-        index.insert(name.clone(), names.len());
-        names.push(name);
-        nodes.push(node);
     }
     Ok(Decoded {
         names,
@@ -122,15 +187,19 @@ pub(super) fn decode(bytes: &[u8], file: &str) -> Result<Decoded, ImportError> {
 }
 
 /// A list of shapes (`[[1,224,224,3]]`, as nn-Meter writes them) or a single shape.
-fn shapes_of(v: &Value) -> Result<Vec<Dims>, String> {
-    let Value::Array(items) = v else {
+fn shapes_of(raw: Option<&RawValue>) -> Result<Vec<Dims>, String> {
+    let Some(raw) = raw else {
+        return Ok(vec![]);
+    };
+    let v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let Value::Array(items) = &v else {
         return match v {
             Value::Null => Ok(vec![]),
             _ => Err(format!("`{v}` is not a list of shapes")),
         };
     };
     if items.iter().all(|x| !x.is_array()) && !items.is_empty() {
-        return Ok(vec![dims_of(v)?]);
+        return Ok(vec![dims_of(&v)?]);
     }
     items.iter().map(dims_of).collect()
 }

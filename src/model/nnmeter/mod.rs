@@ -40,7 +40,7 @@ pub(crate) fn import(
         if !lower::supports(n.op()) {
             return Err(ImportError::UnsupportedOp {
                 file,
-                node: name.clone(),
+                node: name.to_string(),
                 op: n.op().to_string(),
             });
         }
@@ -49,7 +49,7 @@ pub(crate) fn import(
         WireError::Malformed(detail) => malformed(detail),
         WireError::Cycle(ix) => ImportError::Cycle {
             file: file.clone(),
-            node: d.names[ix].clone(),
+            node: d.names[ix].to_string(),
         },
     })?;
     let rewrites = Rewrites::of(&d, &w.preds);

@@ -143,7 +143,7 @@ impl Builder {
         }
         axes.sort_unstable();
         // nn-Meter does not keep TF's keep_dims; the stated output rank tells it.
-        let keep = match a.get("keep_dims").or(a.get("keepdims")) {
+        let keep = match a.get("keep_dims").or_else(|| a.get("keepdims")) {
             Some(v) => v.as_bool().unwrap_or(v.as_i64() == Some(1)),
             None => stated.is_some_and(|s| s.len() == x.nhwc.len()),
         };

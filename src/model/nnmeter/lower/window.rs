@@ -175,7 +175,8 @@ impl Builder {
         };
         let s = a.window("strides", 1).map_err(&err)?;
         let d = a.window("dilations", 1).map_err(&err)?;
-        let padding = a.str("padding").unwrap_or("SAME");
+        let padding = a.str("padding");
+        let padding = padding.as_deref().unwrap_or("SAME");
         let st = |i: usize| stated.and_then(|s| s.get(i).copied().flatten());
         let axis = |what, input, k, i: usize| Window {
             what,
@@ -222,7 +223,8 @@ impl Builder {
         };
         let k = a.window("ksize", 1).map_err(&err)?;
         let s = a.window("strides", 1).map_err(&err)?;
-        let padding = a.str("padding").unwrap_or("VALID");
+        let padding = a.str("padding");
+        let padding = padding.as_deref().unwrap_or("VALID");
         let st = |i: usize| stated.and_then(|s| s.get(i).copied().flatten());
         let axis = |what, input, i: usize| Window {
             what,
