@@ -447,6 +447,7 @@ mod tests {
             composition: BTreeMap::new(),
             slowdown: None,
             quality: None,
+            power: None,
             thread_scaling: scaling.then(|| ThreadScaling {
                 counts: vec![1, 2],
                 kinds: BTreeMap::from([(KernelKind::Conv, Efficiency::constant(0.9))]),

@@ -5,7 +5,7 @@
 //!
 //! Values arrive as raw JSON text (see `decode`) and are parsed when read: each is small (a number,
 //! a short list), and only the attributes a lowering asks for are ever parsed.
-use super::decode::Name;
+use super::name::Name;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

@@ -9,39 +9,15 @@
 //! as a `serde_json::Value` tree (tens of bytes per number), which made a 64 MiB upload peak at
 //! gigabytes.
 use super::attributes::{Attrs, Dims, dims_of};
+use super::name::Name;
 use crate::model::error::ImportError;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-
-/// A string of the file: borrowed, unless it had escapes.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
-#[serde(transparent)]
-pub(super) struct Name<'a>(#[serde(borrow)] pub(super) Cow<'a, str>);
-
-impl std::ops::Deref for Name<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for Name<'_> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 #[derive(Deserialize)]
 pub(super) struct RawNode<'a> {

@@ -13,6 +13,7 @@
 mod attributes;
 mod decode;
 mod lower;
+mod name;
 mod stated;
 mod wire;
 
