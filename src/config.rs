@@ -218,6 +218,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("`{0}` is not key=value")]
+    NotKeyValue(String),
 }
 
 /// One override: a dotted key, its value as text, and where it came from (for messages).
@@ -230,10 +232,10 @@ pub struct Override {
 
 impl Override {
     /// Parses `key=value` (the form of `--set`).
-    pub fn parse(s: &str) -> Result<Override, String> {
+    pub fn parse(s: &str) -> Result<Override, ConfigError> {
         let (k, v) = s
             .split_once('=')
-            .ok_or_else(|| format!("`{s}` is not key=value"))?;
+            .ok_or_else(|| ConfigError::NotKeyValue(s.into()))?;
         Ok(Override {
             key: k.trim().to_string(),
             value: v.trim().to_string(),

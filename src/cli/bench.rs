@@ -44,7 +44,7 @@ pub struct Args {
 pub struct InputShape(pub Vec<usize>);
 
 impl InputShape {
-    fn parse(s: &str) -> Result<InputShape, String> {
+    fn parse(s: &str) -> Result<InputShape, crate::model::ShapeError> {
         super::parse_shape(s).map(InputShape)
     }
 }

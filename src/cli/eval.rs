@@ -47,9 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = super::predict::load_profile(args.profile.as_deref())?;
     let flops = FlopsProxy::fit(&profile);
     let predictor = Predictor::new(Some(profile), Roofline::default());
-    predictor
-        .check_threads(args.threads)
-        .map_err(anyhow::Error::msg)?;
+    predictor.check_threads(args.threads)?;
     if predictor.slowdown.reference_workload_cpu_ms <= 0.0 && !args.json {
         eprintln!(
             "augur: note: the profile has no reference-workload timing (made before it existed); predicting without the speed term"

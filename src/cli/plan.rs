@@ -35,6 +35,13 @@ pub struct Args {
     /// Fix the input shape, e.g. 1,3,160,160.
     #[arg(long, value_parser = super::parse_shape)]
     pub input_shape: Option<super::Shape>,
+    /// Thread counts to offer here: `all` (1 to the board's cores), or a list such as `1,2`
+    /// (default: the profile's own count).
+    #[arg(long)]
+    pub threads: Option<String>,
+    /// Threads the other board runs its part with (default: its profile's count).
+    #[arg(long)]
+    pub remote_threads: Option<usize>,
     /// Ignore the live state (plan for a quiet board).
     #[arg(long)]
     pub r#static: bool,
@@ -66,6 +73,30 @@ fn board(p: Profile, g: &crate::model::Graph, what: &Path) -> anyhow::Result<Boa
         base,
         threads,
     })
+}
+
+/// The thread counts to offer on this board: `--threads all`, a list, or the profile's own count.
+fn local_threads(arg: Option<&str>, here: &Board) -> anyhow::Result<Vec<usize>> {
+    let Some(arg) = arg else {
+        return Ok(vec![here.threads]);
+    };
+    if arg.trim() == "all" {
+        return Ok((1..=here.predictor.max_threads()).collect());
+    }
+    let mut counts = Vec::new();
+    for word in arg.split(',') {
+        let n: usize = word.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--threads {arg}: give `all` or thread counts such as 1,2")
+        })?;
+        let n = here
+            .predictor
+            .check_threads(n)
+            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+        if !counts.contains(&n) {
+            counts.push(n);
+        }
+    }
+    Ok(counts)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -117,7 +148,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_tensors: args.max_crossing,
         },
     );
-    let threads = [here.threads];
+    let threads = local_threads(args.threads.as_deref(), &here)?;
+    let remote_threads = match (args.remote_threads, &there) {
+        (Some(n), Some(b)) => Some(
+            b.predictor
+                .check_threads(n)
+                .map_err(|e| anyhow::anyhow!("--remote-threads: {e}"))?,
+        ),
+        (Some(_), None) => anyhow::bail!("--remote-threads needs --remote"),
+        (None, _) => None,
+    };
     let local = Local {
         predictor: &here.predictor,
         d: &here.d,
@@ -132,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             predictor: &b.predictor,
             d: &b.d,
             base: &b.base,
-            threads: b.threads,
+            threads: remote_threads.unwrap_or(b.threads),
         })
         .collect();
     let ask = Ask {

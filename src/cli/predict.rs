@@ -57,9 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let profile = load_profile(args.profile.as_deref())?;
     let d = super::inspect::load(&args.model, args.input_shape.as_deref())?;
     let predictor = Predictor::new(Some(profile), Roofline::default());
-    predictor
-        .check_threads(args.threads)
-        .map_err(anyhow::Error::msg)?;
+    predictor.check_threads(args.threads)?;
     let base = predictor.base(&d);
     let state = if args.r#static {
         crate::sense::Snapshot::default()

@@ -15,7 +15,7 @@ mod topo;
 
 pub use error::ImportError;
 pub use graph::{Attr, DType, Graph, Node, Tensor, TensorId};
-pub use shape::parse_shape;
+pub use shape::{ShapeError, parse_shape};
 
 use std::path::Path;
 

@@ -7,22 +7,33 @@ use crate::profile::{Power, Profile};
 use crate::sense::energy::EnergyMeter;
 use crate::util::roots::Roots;
 
+/// Why a prediction has no energy figure (the text answers carry).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoEnergy(pub String);
+
 /// The profile's power figures, or why there are none.
-pub fn power_of(profile: Option<&Profile>) -> Result<&Power, String> {
+pub fn power_of(profile: Option<&Profile>) -> Result<&Power, NoEnergy> {
     let profile = profile.ok_or_else(|| {
-        "no device profile: energy needs a calibration on a board with an energy counter"
-            .to_string()
+        NoEnergy(
+            "no device profile: energy needs a calibration on a board with an energy counter"
+                .into(),
+        )
     })?;
     let power = profile.power.as_ref().ok_or_else(|| {
-        "the profile has no power figures (it was made before augur measured power); run \
-         `augur calibrate` on a board with an energy counter"
-            .to_string()
+        NoEnergy(
+            "the profile has no power figures (it was made before augur measured power); run \
+             `augur calibrate` on a board with an energy counter"
+                .into(),
+        )
     })?;
     if let Some(why) = &power.unavailable {
-        return Err(why.clone());
+        return Err(NoEnergy(why.clone()));
     }
     if power.above_idle_watts.is_empty() {
-        return Err("the profile has no power figure for any kernel kind".into());
+        return Err(NoEnergy(
+            "the profile has no power figure for any kernel kind".into(),
+        ));
     }
     Ok(power)
 }
@@ -83,7 +94,7 @@ mod tests {
 
     #[test]
     fn reasons_name_what_is_missing() {
-        assert!(power_of(None).unwrap_err().contains("no device profile"));
+        assert!(power_of(None).unwrap_err().0.contains("no device profile"));
         let why = Power::unavailable("no energy counter at calibration: none here");
         let mut p: Profile = serde_json::from_value(serde_json::json!({
             "format_version": 1, "augur_version": "", "created_unix": 0,
@@ -93,10 +104,10 @@ mod tests {
             "regressors": {}, "measurements": []
         }))
         .unwrap();
-        assert!(power_of(Some(&p)).unwrap_err().contains("made before"));
+        assert!(power_of(Some(&p)).unwrap_err().0.contains("made before"));
         p.power = Some(why);
         assert_eq!(
-            power_of(Some(&p)).unwrap_err(),
+            power_of(Some(&p)).unwrap_err().0,
             "no energy counter at calibration: none here"
         );
     }

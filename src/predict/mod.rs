@@ -75,6 +75,14 @@ pub struct Prediction {
     pub notes: Vec<String>,
 }
 
+/// A thread count the profile's board has no cores for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("threads must be 1..={max} (the cores of the profile's board), got {got}")]
+pub struct ThreadsError {
+    pub max: usize,
+    pub got: usize,
+}
+
 /// How a prediction for some thread count is scaled from the profile's: a factor per kernel (its
 /// time at the asked count over its time at the profile's), and what to tell about it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -278,7 +286,7 @@ impl Predictor {
             fallback_kernels: base.fallback_kernels,
             kernels,
             energy_joules: power.is_ok().then_some(joules),
-            energy_unavailable: power.err(),
+            energy_unavailable: power.err().map(|e| e.0),
             notes: scale.notes,
         }
     }
@@ -289,14 +297,12 @@ impl Predictor {
     }
 
     /// `threads` when it is 1 up to the board's cores; why not otherwise.
-    pub fn check_threads(&self, threads: usize) -> Result<usize, String> {
+    pub fn check_threads(&self, threads: usize) -> Result<usize, ThreadsError> {
         let max = self.max_threads();
         if (1..=max).contains(&threads) {
             Ok(threads)
         } else {
-            Err(format!(
-                "threads must be 1..={max} (the cores of the profile's board), got {threads}"
-            ))
+            Err(ThreadsError { max, got: threads })
         }
     }
 
@@ -539,7 +545,7 @@ mod tests {
         let p = Predictor::new(Some(profile(1, true)), Roofline::default());
         assert_eq!(p.max_threads(), 2);
         assert_eq!(p.check_threads(2), Ok(2));
-        let e = p.check_threads(3).unwrap_err();
+        let e = p.check_threads(3).unwrap_err().to_string();
         assert!(e.contains("1..=2") && e.contains("got 3"), "{e}");
         assert!(p.check_threads(0).is_err());
         // Asked anyway (a library caller), the fit is extrapolated with a note.

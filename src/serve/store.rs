@@ -166,7 +166,7 @@ pub fn digest(bytes: &[u8], input_shape: Option<&[usize]>) -> String {
 
 /// Checks that every tensor a graph names exists, so that a damaged file cannot make decomposition
 /// index out of bounds.
-fn check_graph(g: &Graph) -> Result<(), String> {
+fn check_graph(g: &Graph) -> Result<(), StoreError> {
     let n = g.tensors.len();
     let bad = g
         .nodes
@@ -176,14 +176,16 @@ fn check_graph(g: &Graph) -> Result<(), String> {
         .chain(&g.outputs)
         .any(|&t| t >= n);
     if bad {
-        return Err("a node names a tensor that does not exist".into());
+        return Err(StoreError::Decompose(
+            "a node names a tensor that does not exist".into(),
+        ));
     }
     Ok(())
 }
 
 /// Decomposes and predicts the base of a graph under `engine`; a panic deep in either is an error.
 pub fn prepare(id: &str, g: &Graph, engine: &Engine) -> Result<ModelEntry, StoreError> {
-    check_graph(g).map_err(StoreError::Decompose)?;
+    check_graph(g)?;
     let d = catch_unwind(AssertUnwindSafe(|| decompose(g, &engine.rules)))
         .map_err(|_| StoreError::Decompose("decomposition failed on this graph".into()))?
         .map_err(|e| StoreError::Decompose(e.to_string()))?;
@@ -300,7 +302,7 @@ impl ModelStore {
             Ok(s) if s.format_version == FORMAT_VERSION => match check_graph(&s.graph) {
                 Ok(()) => Ok(Some(s.graph)),
                 Err(e) => {
-                    self.quarantine(&path, &e);
+                    self.quarantine(&path, &e.to_string());
                     Ok(None)
                 }
             },

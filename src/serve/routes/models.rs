@@ -39,7 +39,7 @@ fn import_error(e: ImportError) -> ApiError {
 
 fn parse_shape(v: &str) -> Result<Vec<usize>, ApiError> {
     let v = v.replace("%2C", ",").replace("%2c", ",");
-    let shape = crate::model::parse_shape(&v).map_err(ApiError::invalid)?;
+    let shape = crate::model::parse_shape(&v).map_err(|e| ApiError::invalid(e.to_string()))?;
     let elements = shape.iter().map(|&d| d as u128).product::<u128>();
     if shape.is_empty()
         || shape.iter().any(|&d| !(1..=MAX_DIM).contains(&d))

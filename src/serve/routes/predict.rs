@@ -88,7 +88,7 @@ fn within_cores(engine: &super::Engine, threads: usize) -> Result<usize, ApiErro
     engine
         .predictor
         .check_threads(threads)
-        .map_err(ApiError::invalid)
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
