@@ -294,3 +294,70 @@ fn bad_input_is_one_clear_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cut"));
 }
+
+#[test]
+fn thread_counts_are_chosen_for_each_board() {
+    let dir = scratch("plan-threads");
+    let (here, there) = boards(dir.path());
+    let model = zoo_model("squeezenet1_1_224");
+    let m = model.to_str().unwrap();
+    let options = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec![
+            m,
+            "--profile",
+            &here,
+            "--remote",
+            &there,
+            "--link-mbps",
+            "200",
+            "--static",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = plan(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["options"].as_array().unwrap().clone()
+    };
+    // The remote board (2 cores) asked for 1 thread answers for 1; a list offers each count once.
+    let o = options(&["--remote-threads", "1", "--threads", "1,1"]);
+    let remote: Vec<&Value> = o.iter().filter(|o| o["placement"] == "remote").collect();
+    assert_eq!(remote.len(), 1);
+    assert_eq!(remote[0]["threads"], 1);
+    assert_eq!(o.iter().filter(|o| o["placement"] == "local").count(), 1);
+    // `all` offers at least the profile's own count here.
+    let o = options(&["--threads", "all"]);
+    assert!(
+        o.iter()
+            .any(|o| o["placement"] == "local" && o["threads"] == 1)
+    );
+
+    for (args, says) in [
+        (vec!["--threads", "two"], "--threads"),
+        (vec!["--remote-threads", "3"], "--remote-threads"),
+    ] {
+        let mut a = vec![
+            m,
+            "--profile",
+            &here,
+            "--remote",
+            &there,
+            "--link-mbps",
+            "200",
+        ];
+        a.extend(args);
+        let out = plan(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+    }
+    let out = plan(&[m, "--profile", &here, "--remote-threads", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs --remote"),
+        "{err}"
+    );
+}
