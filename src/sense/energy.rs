@@ -94,15 +94,8 @@ impl EnergyMeter {
                 joules: 0.0,
             });
         }
-        if let Some(first) = found.denied.first() {
-            return Err(Unavailable::new(
-                format!(
-                    "energy counters exist but are not readable ({first}, {} in all)",
-                    found.denied.len()
-                ),
-                "run augur as root or grant read access with a udev rule (RAPL energy_uj is \
-                 root-only since Linux 5.10)",
-            ));
+        if let Some(u) = found.unreadable("energy counters") {
+            return Err(u);
         }
         Err(Unavailable::new(
             format!(

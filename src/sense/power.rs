@@ -127,6 +127,21 @@ pub(crate) struct Found {
     pub denied: Vec<String>,
 }
 
+impl Found {
+    /// Why files of `what` that exist could not be used (the first refused, and how many), if any.
+    pub(crate) fn unreadable(&self, what: &str) -> Option<Unavailable> {
+        let first = self.denied.first()?;
+        Some(Unavailable::new(
+            format!(
+                "{what} exist but are not readable ({first}, {} in all)",
+                self.denied.len()
+            ),
+            "run augur as root or grant read access with a udev rule (RAPL energy_uj is \
+             root-only since Linux 5.10)",
+        ))
+    }
+}
+
 /// Every rail under `roots`: hwmon (power, energy, INA3221), the old INA3221 IIO driver, RAPL, batteries.
 pub(crate) fn discover(roots: &Roots) -> Found {
     let mut found = Found::default();
@@ -314,17 +329,11 @@ impl Sensor for PowerSensor {
 
     fn probe(&mut self) -> Result<Option<String>, Unavailable> {
         let found = discover(&self.roots);
+        let unreadable = found.unreadable("power files");
         self.rails = found.rails;
         if self.rails.is_empty() {
-            if let Some(first) = found.denied.first() {
-                return Err(Unavailable::new(
-                    format!(
-                        "power files exist but are not readable ({first}, {} in all)",
-                        found.denied.len()
-                    ),
-                    "run augur as root or grant read access with a udev rule (RAPL energy_uj is \
-                     root-only since Linux 5.10)",
-                ));
+            if let Some(u) = unreadable {
+                return Err(u);
             }
             return Err(Unavailable::new(
                 format!(
