@@ -38,14 +38,35 @@ pub fn power_of(profile: Option<&Profile>) -> Result<&Power, NoEnergy> {
     Ok(power)
 }
 
+/// Power above idle by kernel kind, ready to price kernels one by one (the mean for a kind
+/// calibration could not run is taken once, not per kernel).
+pub struct KindWatts<'a> {
+    watts: &'a std::collections::BTreeMap<KernelKind, f64>,
+    mean: f64,
+}
+
+impl<'a> KindWatts<'a> {
+    pub fn new(power: &'a Power) -> KindWatts<'a> {
+        let w = &power.above_idle_watts;
+        KindWatts {
+            watts: w,
+            mean: w.values().sum::<f64>() / w.len().max(1) as f64,
+        }
+    }
+
+    /// Joules above idle of a kernel of `kind` that runs `ms`.
+    pub fn joules(&self, kind: KernelKind, ms: f64) -> f64 {
+        ms / 1e3 * self.watts.get(&kind).copied().unwrap_or(self.mean)
+    }
+}
+
 /// Joules above idle of kernels given as (kind, live ms). A kind calibration could not run takes
 /// the mean of the kinds it measured.
 pub fn joules(power: &Power, kernels: impl IntoIterator<Item = (KernelKind, f64)>) -> f64 {
-    let w = &power.above_idle_watts;
-    let mean = w.values().sum::<f64>() / w.len().max(1) as f64;
+    let w = KindWatts::new(power);
     kernels
         .into_iter()
-        .map(|(kind, ms)| ms / 1e3 * w.get(&kind).copied().unwrap_or(mean))
+        .map(|(kind, ms)| w.joules(kind, ms))
         .sum()
 }
 

@@ -242,6 +242,7 @@ impl Predictor {
         let mut quiet = 0.0;
         let mut kernels = with_kernels.then(|| Vec::with_capacity(base.kernels.len()));
         let power = energy::power_of(self.profile.as_ref());
+        let watts = power.as_ref().ok().map(|p| energy::KindWatts::new(p));
         let mut joules = 0.0;
         for (i, &(ms, fallback)) in base.kernels.iter().enumerate() {
             let share = base.memory_share.get(i).copied().unwrap_or(0.0);
@@ -252,8 +253,8 @@ impl Predictor {
             quiet += ms;
             let live = ms * factors.kernel(share);
             total += live;
-            if let (Ok(p), Some(k)) = (&power, d.kernels.get(i)) {
-                joules += energy::joules(p, [(k.kind, live)]);
+            if let (Some(w), Some(k)) = (&watts, d.kernels.get(i)) {
+                joules += w.joules(k.kind, live);
             }
             if let (Some(v), Some(k)) = (kernels.as_mut(), d.kernels.get(i)) {
                 v.push(KernelPrediction {
