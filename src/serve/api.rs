@@ -97,9 +97,8 @@ pub struct PredictAnswer<'a> {
     pub slowdown: f64,
     pub threads: usize,
     pub fallback_kernels: usize,
-    /// Boxed: a batch answer holds many, beside errors a tenth their size.
     #[serde(flatten)]
-    pub energy: Box<EnergyAnswer>,
+    pub energy: EnergyAnswer,
     pub state: StateAnswer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<Vec<KernelPrediction>>,
@@ -123,10 +122,10 @@ impl<'a> PredictAnswer<'a> {
             slowdown: p.slowdown,
             threads,
             fallback_kernels: p.fallback_kernels,
-            energy: Box::new(EnergyAnswer {
+            energy: EnergyAnswer {
                 energy_joules: p.energy_joules,
                 energy_unavailable: p.energy_unavailable,
-            }),
+            },
             state: StateAnswer {
                 snapshot: state,
                 used: p.state,
