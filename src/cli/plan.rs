@@ -26,7 +26,8 @@ pub struct Args {
     /// Deadline of one inference, milliseconds: each option gets its chance of meeting it.
     #[arg(long)]
     pub deadline_ms: Option<f64>,
-    /// Rank by `latency`, `memory` (local peak, then latency) or `energy` (not yet).
+    /// Rank by `latency`, `memory` (local peak, then latency) or `energy` (this board's, above idle:
+    /// needs a profile with power figures; options that use the link have none and come last).
     #[arg(long, default_value = "latency")]
     pub by: String,
     /// Most tensors a cut may send (1, or 2 to cut through residual blocks).
@@ -100,7 +101,7 @@ fn local_threads(arg: Option<&str>, here: &Board) -> anyhow::Result<Vec<usize>> 
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let by = crate::plan::check_by(args.by.parse::<RankBy>()?)?;
+    let by = args.by.parse::<RankBy>()?;
     if let Some(d) = args.deadline_ms {
         crate::plan::check_deadline(d)?;
     }
@@ -195,7 +196,7 @@ pub fn table(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<3} {:<9} {:>3} {:>10} {:>19} {:>6} {:>9} {:>10} {:>9} {:>10}  cut",
+        "{:<3} {:<9} {:>3} {:>10} {:>19} {:>6} {:>9} {:>10} {:>9} {:>10} {:>9}  cut",
         "#",
         "placement",
         "thr",
@@ -205,7 +206,8 @@ pub fn table(p: &Plan) -> String {
         "local ms",
         "sent KiB",
         "remote ms",
-        "local MiB"
+        "local MiB",
+        "local J"
     );
     for (i, x) in p.options.iter().enumerate() {
         let placement = serde_json::to_value(x.placement)
@@ -216,9 +218,13 @@ pub fn table(p: &Plan) -> String {
             .p_deadline
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "-".into());
+        let joules = x
+            .energy_joules
+            .map(|j| format!("{j:.4}"))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
-            "{:<3} {:<9} {:>3} {:>10.2} {:>9.2}–{:<9.2} {:>6} {:>9.2} {:>10.1} {:>9.2} {:>10.1}  {}",
+            "{:<3} {:<9} {:>3} {:>10.2} {:>9.2}–{:<9.2} {:>6} {:>9.2} {:>10.1} {:>9.2} {:>10.1} {:>9}  {}",
             i + 1,
             placement,
             x.threads,
@@ -230,6 +236,7 @@ pub fn table(p: &Plan) -> String {
             x.transfer_bytes as f64 / 1024.0,
             x.remote_ms,
             x.local_peak_memory_bytes as f64 / 1048576.0,
+            joules,
             x.cut.as_deref().unwrap_or("-")
         );
     }

@@ -1,6 +1,6 @@
 //! Split and offload planning: where a model should run — all on this board, split at a cut point
 //! (the prefix here, the suffix on another board), or all on another board — ranked by predicted
-//! latency or by local memory, each with its chance of meeting a deadline.
+//! latency, by local memory or by this board's energy, each with its chance of meeting a deadline.
 //!
 //! Entry point: [`plan`]. Its parts: [`cuts`] (where a model can be cut), [`memory`] (peak memory of
 //! each prefix), [`split`] (the two halves as graphs, for `augur split`), [`choose`] (the largest
@@ -38,6 +38,9 @@ pub enum PlanError {
     /// A capability that does not exist yet.
     #[error("not yet: {0}")]
     NotYet(String),
+    /// What the ask needs is not known on this board (energy without a power counter).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Where an option runs the model.
@@ -67,6 +70,11 @@ pub struct PlanOption {
     pub transfer_bytes: u64,
     /// Peak memory this board needs: the whole model, the prefix, or the input it sends.
     pub local_peak_memory_bytes: u64,
+    /// Energy this board spends above idle, J: known for options that run wholly here, where the
+    /// profile has power figures; absent for those that use the link, whose radio augur cannot
+    /// price (absent, not null, so that without power figures an option is the contract's keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_joules: Option<f64>,
     /// The remote board, when the plan was asked for several by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub board: Option<String>,
@@ -85,7 +93,7 @@ pub enum RankBy {
     Latency,
     /// Local peak memory, then latency.
     Memory,
-    /// Energy per inference: no board has a predicted energy yet.
+    /// This board's energy per inference (options with none known last, by latency).
     Energy,
 }
 
@@ -139,12 +147,13 @@ impl Link {
     }
 }
 
-/// Checks that options can be ranked by `by`: energy cannot be yet.
-pub fn check_by(by: RankBy) -> Result<RankBy, PlanError> {
+/// Checks that this board's options can be ranked by `by`: energy needs its profile's power figures.
+pub fn check_by(by: RankBy, here: &Predictor) -> Result<RankBy, PlanError> {
     match by {
-        RankBy::Energy => Err(PlanError::NotYet(
-            "ranking by energy: no board has a predicted energy per inference yet".into(),
-        )),
+        RankBy::Energy => here
+            .energy_available()
+            .map(|()| by)
+            .map_err(|e| PlanError::Unavailable(format!("cannot rank by energy: {e}"))),
         by => Ok(by),
     }
 }
@@ -266,7 +275,7 @@ impl Part {
 /// remote boards (which need `ask.link`), each cut that is a kernel boundary on both boards as a
 /// split, and all remote.
 pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Result<Plan, PlanError> {
-    check_by(ask.by)?;
+    check_by(ask.by, local.predictor)?;
     if let Some(d) = ask.deadline_ms {
         check_deadline(d)?;
     }
@@ -312,6 +321,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
             remote_ms: 0.0,
             transfer_bytes: 0,
             local_peak_memory_bytes: local.d.peak_memory_bytes,
+            energy_joules: p.energy_joules,
             board: None,
         });
         let Some(link) = link else { continue };
@@ -342,6 +352,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                         .get(c.kernels_before)
                         .copied()
                         .unwrap_or(whole_peak),
+                    energy_joules: None,
                     board: r.name.map(str::to_string),
                 });
             }
@@ -364,6 +375,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                 remote_ms,
                 transfer_bytes: bytes,
                 local_peak_memory_bytes: m.input_bytes,
+                energy_joules: None,
                 board: r.name.map(str::to_string),
             });
         }
@@ -386,9 +398,13 @@ fn rank(options: &mut [PlanOption], by: RankBy) {
                 .cmp(&b.local_peak_memory_bytes)
                 .then(a.latency_ms.total_cmp(&b.latency_ms))
         }),
-        RankBy::Latency | RankBy::Energy => {
-            options.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
-        }
+        RankBy::Energy => options.sort_by(|a, b| {
+            // Known energies first, least first; the unknown after them, by latency.
+            let e = |o: &PlanOption| o.energy_joules.unwrap_or(f64::INFINITY);
+            e(a).total_cmp(&e(b))
+                .then(a.latency_ms.total_cmp(&b.latency_ms))
+        }),
+        RankBy::Latency => options.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms)),
     }
 }
 

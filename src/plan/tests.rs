@@ -208,18 +208,65 @@ fn deadline_probabilities_follow_the_deadline() {
 }
 
 #[test]
-fn bad_asks_are_refused_and_energy_is_not_yet() {
+fn energy_ranks_the_options_that_run_here_and_needs_power_figures() {
+    let g = cnn(8);
+    let energy = Ask {
+        by: RankBy::Energy,
+        link: link(100.0, 1.0),
+        ..Ask::default()
+    };
+    let there = board(&g, 4.0, 1);
+    // No power figures: the ranking cannot be made, and says why.
+    let plain = board(&g, 1.0, 1);
+    match plan_of(&g, &plain, Some(&there), &energy) {
+        Err(PlanError::Unavailable(why)) => assert!(why.contains("power"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // With them: convolutions draw 3 W above idle, everything else 1 W.
+    let mut p = profile(1.0, 1);
+    p.power = Some(
+        serde_json::from_value(serde_json::json!({
+            "source": "test", "idle_watts": 2.0,
+            "above_idle_watts": {"conv": 3.0, "matmul": 1.0, "pool": 1.0, "elementwise": 1.0}
+        }))
+        .unwrap(),
+    );
+    let d = decompose(&g, &p.fusion).unwrap();
+    let predictor = Predictor::new(Some(p), Roofline::default());
+    let base = predictor.base(&d);
+    let here = Board {
+        predictor,
+        d,
+        base,
+        threads: 1,
+    };
+    let plan = plan_of(&g, &here, Some(&there), &energy).unwrap();
+    let first = &plan.options[0];
+    assert_eq!(first.placement, Placement::Local);
+    let j = first.energy_joules.unwrap();
+    // Between 1 W and 3 W over the local latency.
+    assert!(
+        j >= first.latency_ms / 1e3 * 1.0 * 0.999 && j <= first.latency_ms / 1e3 * 3.0 * 1.001,
+        "{j} J in {} ms",
+        first.latency_ms
+    );
+    assert!(plan.options.len() > 2);
+    for o in &plan.options[1..] {
+        assert_eq!(o.energy_joules, None, "the link's energy is not known");
+    }
+    // The unknown ones follow by latency.
+    assert!(
+        plan.options[1..]
+            .windows(2)
+            .all(|w| w[0].latency_ms <= w[1].latency_ms)
+    );
+}
+
+#[test]
+fn bad_asks_are_refused() {
     let g = cnn(8);
     let here = board(&g, 1.0, 1);
     let there = board(&g, 4.0, 1);
-    let energy = Ask {
-        by: RankBy::Energy,
-        ..Ask::default()
-    };
-    assert!(matches!(
-        plan_of(&g, &here, None, &energy),
-        Err(PlanError::NotYet(_))
-    ));
     // A remote board without a link.
     assert!(matches!(
         plan_of(&g, &here, Some(&there), &Ask::default()),
@@ -250,6 +297,7 @@ fn bad_asks_are_refused_and_energy_is_not_yet() {
 
 #[test]
 fn an_option_has_exactly_the_contract_keys() {
+    // Without power figures: `energy_joules` is added only where known.
     let g = cnn(8);
     let here = board(&g, 1.0, 1);
     let p = plan_of(&g, &here, None, &Ask::default()).unwrap();

@@ -46,6 +46,9 @@ pub struct KernelPrediction {
     pub latency_ms: f64,
     /// True when no regressor covers the kind and the roofline fallback gave the figure.
     pub fallback: bool,
+    /// Energy above idle, J, where the profile has power figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_joules: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -253,15 +256,18 @@ impl Predictor {
             quiet += ms;
             let live = ms * factors.kernel(share);
             total += live;
-            if let (Some(w), Some(k)) = (&watts, d.kernels.get(i)) {
-                joules += w.joules(k.kind, live);
-            }
+            let kernel_joules = match (&watts, d.kernels.get(i)) {
+                (Some(w), Some(k)) => Some(w.joules(k.kind, live)),
+                _ => None,
+            };
+            joules += kernel_joules.unwrap_or(0.0);
             if let (Some(v), Some(k)) = (kernels.as_mut(), d.kernels.get(i)) {
                 v.push(KernelPrediction {
                     name: k.name.clone(),
                     kind: k.kind,
                     latency_ms: live,
                     fallback,
+                    energy_joules: kernel_joules,
                 });
             }
         }
@@ -290,6 +296,11 @@ impl Predictor {
             energy_unavailable: power.err().map(|e| e.0),
             notes: scale.notes,
         }
+    }
+
+    /// Whether predictions carry energy: the profile has power figures, or why not.
+    pub fn energy_available(&self) -> Result<(), energy::NoEnergy> {
+        energy::power_of(self.profile.as_ref()).map(|_| ())
     }
 
     /// The most threads a prediction is made for: the board's cores.

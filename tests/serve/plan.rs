@@ -175,7 +175,7 @@ fn plans_choices_and_refusals() {
             422,
             "invalid_request",
         ),
-        (json!({"model": small, "by": "energy"}), 501, "not_yet"),
+        (json!({"model": small, "by": "energy"}), 409, "unavailable"),
         (
             json!({"model": small, "threads": 0}),
             422,

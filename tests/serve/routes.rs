@@ -317,11 +317,12 @@ fn errors_400_to_415(port: u16, id: &str) {
     });
     assert_error(&c.read_response().unwrap(), 413, "body_too_large");
     let _ = w.join();
-    // 413: batch over limits.max_batch; graph over limits.max_graph_nodes (DenseNet-121 has ~900).
+    // 422: batch over limits.max_batch; 413: graph over limits.max_graph_nodes (DenseNet-121 has
+    // ~900).
     let items: Vec<Value> = (0..201).map(|_| json!({"model": id})).collect();
     assert_error(
         &post_json(port, "/v1/predict", &json!({"batch": items})).unwrap(),
-        413,
+        422,
         "batch_too_large",
     );
     assert_error(

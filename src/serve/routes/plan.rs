@@ -138,6 +138,9 @@ fn plan_error(e: PlanError) -> ApiError {
             "not_yet",
             format!("not yet: {d}"),
         ),
+        // The request is sound; what it needs is missing on this board (a profile made where
+        // a power counter could be read), so the conflict is with the daemon's state.
+        PlanError::Unavailable(d) => ApiError::new(StatusCode::CONFLICT, "unavailable", d),
     }
 }
 
@@ -300,7 +303,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         r.by.as_deref()
             .unwrap_or("latency")
             .parse::<RankBy>()
-            .and_then(crate::plan::check_by)
+            .and_then(|by| crate::plan::check_by(by, &engine.predictor))
             .map_err(plan_error)?;
     let link = match (r.link_mbps, boards.is_empty()) {
         (Some(b), _) => Some(Link::new(b, r.rtt_ms.unwrap_or(0.0)).map_err(plan_error)?),

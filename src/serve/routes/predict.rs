@@ -153,8 +153,9 @@ async fn batch(
     }
     let max = app.cfg.limits.max_batch;
     if items.len() > max {
+        // 422, not 413: the body is within its byte limit; it is its content that is refused.
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "batch_too_large",
             format!("{} items, over limits.max_batch ({max})", items.len()),
         ));
