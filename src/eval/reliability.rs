@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn calibrated_probabilities_score_as_calibrated() {
         // Measurements drawn exactly from the error model (evenly spaced quantiles of its
-        // log-normal): every bin's observed share matches its mean prediction closely.
+        // distribution): every bin's observed share matches its mean prediction closely.
         let error = ErrorModel::from_interval(10.0, [10.0 / 1.15, 11.5]);
         let mut all = Vec::new();
         let k = 2000;

@@ -46,15 +46,22 @@ impl Predictor {
         with_kernels: bool,
     ) -> Prediction {
         let mut p = self.predict(job.d, job.base, state, job.threads, with_kernels);
+        // The profile's band (`Predictor::band`) until the learner knows this model's errors.
+        let own = if p.latency_ms > 0.0 {
+            (
+                p.interval_ms[0] / p.latency_ms,
+                p.interval_ms[1] / p.latency_ms,
+            )
+        } else {
+            self.slowdown.interval(job.base.calibrated)
+        };
         let c = learner.correction_for(job.model, &self.features(job.base, &p));
         p.latency_ms *= c;
         p.slowdown *= c;
         // The learned correction stretches every kernel, and with it the energy they take.
         p.energy_joules = p.energy_joules.map(|j| j * c);
         p.state.learned_factor = c;
-        let (lo, hi) = learner
-            .interval(job.model)
-            .unwrap_or(self.slowdown.interval(job.base.calibrated));
+        let (lo, hi) = learner.interval(job.model).unwrap_or(own);
         p.interval_ms = [p.latency_ms * lo, p.latency_ms * hi];
         if let Some(ks) = p.kernels.as_mut() {
             for k in ks {

@@ -123,7 +123,10 @@ pub fn memory_share_of(r: &Roofline, k: &crate::kernels::Kernel) -> f64 {
     }
 }
 
-/// Predicts from a profile (or, without one, from the roofline alone).
+/// The slowdown from which the load fit's residual is taken in full in a prediction's band: about
+/// the smallest the calibration's load scenarios cause, so below it the residual is scaled down.
+const LOAD_IN_FORCE: f64 = 1.25;
+
 /// Seconds per weight byte a model pays because its weights and activations exceed the last-level
 /// cache (`llc` bytes) and stream from DRAM at `bandwidth` bytes/s: hit share ≈ LLC / footprint under
 /// cyclic reuse, the rest at DRAM bandwidth.
@@ -135,6 +138,7 @@ pub fn cold_weight_seconds_per_byte(llc: f64, bandwidth: f64, d: &Decomposition)
     (1.0 - llc / footprint) / bandwidth
 }
 
+/// Predicts from a profile (or, without one, from the roofline alone).
 #[derive(Clone, Debug)]
 pub struct Predictor {
     pub profile: Option<Profile>,
@@ -271,7 +275,10 @@ impl Predictor {
                 });
             }
         }
-        let (lo, hi) = self.slowdown.interval(base.calibrated);
+        let (lo, hi) = self.band(
+            base.calibrated,
+            if quiet > 0.0 { total / quiet } else { 1.0 },
+        );
         let state_used = StateUsed {
             others_busy: state.others_busy(),
             memory_bandwidth_bytes_per_second: state.probe.memory_bandwidth_bytes_per_second.ewma,
@@ -296,6 +303,35 @@ impl Predictor {
             energy_unavailable: power.err().map(|e| e.0),
             notes: scale.notes,
         }
+    }
+
+    /// The 90 % band of a prediction the live state slowed by `slowdown`, as ratios to it: the
+    /// static model's own error (the profile's held-out whole networks) and, as far as the state
+    /// slows the board, the load fit's residual — on a quiet board the load fit's wide band would
+    /// say far less than the predictions know. A profile without a quality report keeps the load
+    /// fit's band.
+    pub fn band(&self, calibrated: bool, slowdown: f64) -> (f64, f64) {
+        let (lo, hi) = self.slowdown.interval(calibrated);
+        let static_error = self
+            .profile
+            .as_ref()
+            .and_then(|p| p.quality.as_ref())
+            .and_then(|q| q.composition_error)
+            .filter(|e| e.is_finite() && *e > 0.0);
+        let (Some(median), true) = (static_error, calibrated) else {
+            return (lo, hi);
+        };
+        // The 90 % point of a Laplace error from its median (the error model of `deadline`).
+        let base = (1.0 + median).ln() * std::f64::consts::LN_10 / std::f64::consts::LN_2;
+        let load = (hi / lo).ln().abs() / 2.0;
+        let slowed = slowdown.ln().abs();
+        let w = if slowed.is_finite() {
+            (slowed / LOAD_IN_FORCE.ln()).min(1.0)
+        } else {
+            1.0
+        };
+        let q = base.hypot(load * w);
+        ((-q).exp(), q.exp())
     }
 
     /// Whether predictions carry energy: the profile has power figures, or why not.
@@ -481,6 +517,43 @@ mod tests {
 
     fn quiet() -> Snapshot {
         Snapshot::default()
+    }
+
+    #[test]
+    fn the_band_is_the_static_error_on_a_quiet_board_and_widens_with_the_load() {
+        let d = model();
+        let mut prof = profile(1, false);
+        // Without a quality report: the load fit's band alone.
+        let plain = Predictor::new(Some(prof.clone()), Roofline::default());
+        let (lo, hi) = plain.slowdown.interval(true);
+        assert_eq!(plain.band(true, 1.0), (lo, hi));
+        prof.quality = Some(crate::profile::Quality {
+            held_out_error: BTreeMap::new(),
+            composition_error: Some(0.04),
+            noise: Default::default(),
+            problems: Vec::new(),
+        });
+        prof.slowdown = Some(crate::profile::Slowdown {
+            interval_calibrated: [(-0.4f64).exp(), 0.4f64.exp()],
+            ..Default::default()
+        });
+        let p = Predictor::new(Some(prof), Roofline::default());
+        let half = |b: (f64, f64)| (b.1 / b.0).ln() / 2.0;
+        // Quiet: the 90 % point of a Laplace error whose median is 4 %.
+        let quiet_half = half(p.band(true, 1.0));
+        let expected = 1.04f64.ln() * std::f64::consts::LN_10 / std::f64::consts::LN_2;
+        assert!((quiet_half - expected).abs() < 1e-9, "{quiet_half}");
+        // Slowed by a quarter or more: the load fit's residual in full, beside the static error.
+        let loaded = half(p.band(true, 1.6));
+        assert!((loaded - expected.hypot(0.4)).abs() < 1e-9, "{loaded}");
+        let between = half(p.band(true, 1.1));
+        assert!(quiet_half < between && between < loaded);
+        // Not calibrated: the uncalibrated band.
+        assert_eq!(p.band(false, 1.0), p.slowdown.interval(false));
+        // The prediction carries it.
+        let base = p.base(&d);
+        let pr = p.predict(&d, &base, &quiet(), 1, false);
+        assert!(((pr.interval_ms[1] / pr.latency_ms).ln() - expected).abs() < 1e-9);
     }
 
     #[test]
