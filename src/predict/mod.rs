@@ -144,6 +144,9 @@ pub struct Predictor {
     pub profile: Option<Profile>,
     pub roofline: Roofline,
     pub slowdown: Slowdown,
+    /// Half-width in the log of the static model's own 90 % band (see [`Predictor::band`]), taken
+    /// once from the profile's quality report rather than per prediction; None without one.
+    static_half: Option<f64>,
 }
 
 impl Predictor {
@@ -153,10 +156,18 @@ impl Predictor {
             .as_ref()
             .map(Slowdown::from_profile)
             .unwrap_or_default();
+        let static_half = profile
+            .as_ref()
+            .and_then(|p| p.quality.as_ref())
+            .and_then(|q| q.composition_error)
+            .filter(|e| e.is_finite() && *e > 0.0)
+            // The 90 % point of a Laplace error from its median (the error model of `deadline`).
+            .map(|median| (1.0 + median).ln() * std::f64::consts::LN_10 / std::f64::consts::LN_2);
         Predictor {
             profile,
             roofline,
             slowdown,
+            static_half,
         }
     }
 
@@ -312,17 +323,9 @@ impl Predictor {
     /// fit's band.
     pub fn band(&self, calibrated: bool, slowdown: f64) -> (f64, f64) {
         let (lo, hi) = self.slowdown.interval(calibrated);
-        let static_error = self
-            .profile
-            .as_ref()
-            .and_then(|p| p.quality.as_ref())
-            .and_then(|q| q.composition_error)
-            .filter(|e| e.is_finite() && *e > 0.0);
-        let (Some(median), true) = (static_error, calibrated) else {
+        let (Some(base), true) = (self.static_half, calibrated) else {
             return (lo, hi);
         };
-        // The 90 % point of a Laplace error from its median (the error model of `deadline`).
-        let base = (1.0 + median).ln() * std::f64::consts::LN_10 / std::f64::consts::LN_2;
         let load = (hi / lo).ln().abs() / 2.0;
         let slowed = slowdown.ln().abs();
         let w = if slowed.is_finite() {
