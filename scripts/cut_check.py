@@ -1,66 +1,125 @@
 #!/usr/bin/env python3
-"""Check of the plan's per-cut figures: for 5 zoo models and every cut `augur plan` offers, export the halves with
-`augur split`, time each with `augur bench` (1 thread), and compare with the plan's local_ms (prefix,
-live) and remote_ms (suffix, from the same profile as remote, quiet). Two interleaved passes; the
-noise floor is pass 2's measurement predicted by pass 1's."""
-# Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR
+"""Check of the plan's per-cut figures: for 5 zoo models and every cut `augur plan` offers, export the
+halves with `augur split`, time each with `augur bench` (1 thread), and compare with the plan's local_ms
+(prefix, live) and remote_ms (suffix, this board's profile as the remote, quiet).
+
+Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
+model and its halves, so every prediction is of the state just before its measurement. Per half, the
+error is of the mean prediction against the mean measurement; the noise floor is each half's last
+measurement predicted by the one before. The whole model is timed the same way beside its halves, so
+a bias of the halves can be told from one of the model (its error under `augur bench`) and from
+halves that run faster or slower than their part of the whole (the sum of the halves over the
+whole)."""
+# Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]
 import json, subprocess, sys, os, statistics as st
+
 A, P, Z, OUT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 2
 models = ["squeezenet1_1_224", "mobilenet_v2_224", "resnet18_224", "efficientnet_b0_224", "mnasnet1_0_224"]
+
+
 def run(args):
     return subprocess.run([A] + args, capture_output=True, text=True)
+
+
 def bench(path):
     r = run(["bench", path, "--threads", "1", "--runs", "10", "--warmup", "3", "--json"])
     if r.returncode != 0:
         return None
-    d = json.loads(r.stdout)
-    return d["latency_ms"]["median"]
-cuts = []
-for m in models:
-    path = f"{Z}/{m}.onnx"
-    r = run(["plan", path, "--profile", P, "--remote", P, "--link-mbps", "1000", "--json"])
+    return json.loads(r.stdout)["latency_ms"]["median"]
+
+
+def plan(m):
+    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", P, "--link-mbps", "1000", "--json"])
     if r.returncode != 0:
-        print(m, "plan failed", r.stderr.strip(), file=sys.stderr); continue
-    opts = [o for o in json.loads(r.stdout)["options"] if o["placement"] == "split" and o["threads"] == 1]
-    for o in opts:
-        d = f"{OUT}/{m}/{len(cuts)}"
-        os.makedirs(d, exist_ok=True)
-        s = run(["split", path, "--cut", o["cut"], "--out", d, "--profile", P])
-        if s.returncode != 0:
-            print(m, o["cut"], "split failed", s.stderr.strip(), file=sys.stderr); continue
-        cuts.append({"model": m, "cut": o["cut"], "dir": d, "plan_prefix_ms": o["local_ms"],
-                     "plan_suffix_ms": o["remote_ms"], "measured": {"prefix": [], "suffix": []},
-                     "predicted_live_prefix": []})
-print(f"{len(cuts)} cuts", file=sys.stderr)
-for p in range(2):
-    for i, c in enumerate(cuts):
-        for half in ("prefix", "suffix"):
-            c["measured"][half].append(bench(f"{c['dir']}/{half}.onnx"))
-        print(f"pass {p} cut {i+1}/{len(cuts)}", file=sys.stderr, flush=True)
-json.dump(cuts, open(f"{OUT}/cuts.json", "w"), indent=1)
+        print(m, "plan failed", r.stderr.strip(), file=sys.stderr)
+        return None
+    return json.loads(r.stdout)["options"]
+
+
 def err(pred, meas):
     return (pred - meas) / meas * 100
-rows, floor = [], []
+
+
+# Cut points and their halves, written once.
+cuts, wholes = [], {}
+for m in models:
+    opts = plan(m)
+    if opts is None:
+        continue
+    wholes[m] = {"predicted": [], "measured": []}
+    for o in opts:
+        if o["placement"] != "split" or o["threads"] != 1:
+            continue
+        d = f"{OUT}/{m}/{len(cuts)}"
+        os.makedirs(d, exist_ok=True)
+        s = run(["split", f"{Z}/{m}.onnx", "--cut", o["cut"], "--out", d, "--profile", P])
+        if s.returncode != 0:
+            print(m, o["cut"], "split failed", s.stderr.strip(), file=sys.stderr)
+            continue
+        cuts.append({"model": m, "cut": o["cut"], "dir": d,
+                     "predicted": {"prefix": [], "suffix": []},
+                     "measured": {"prefix": [], "suffix": []}})
+print(f"{len(cuts)} cuts", file=sys.stderr)
+
+for p in range(PASSES):
+    for m in wholes:
+        opts = plan(m)
+        if opts is None:
+            continue
+        by_cut = {o["cut"]: o for o in opts if o["placement"] == "split" and o["threads"] == 1}
+        local = next(o for o in opts if o["placement"] == "local" and o["threads"] == 1)
+        wholes[m]["predicted"].append(local["latency_ms"])
+        wholes[m]["measured"].append(bench(f"{Z}/{m}.onnx"))
+        for c in (c for c in cuts if c["model"] == m):
+            o = by_cut.get(c["cut"])
+            for half, key in (("prefix", "local_ms"), ("suffix", "remote_ms")):
+                c["predicted"][half].append(o[key] if o else None)
+                c["measured"][half].append(bench(f"{c['dir']}/{half}.onnx"))
+        print(f"pass {p + 1}/{PASSES} {m}", file=sys.stderr, flush=True)
+json.dump({"cuts": cuts, "wholes": wholes}, open(f"{OUT}/cuts.json", "w"), indent=1)
+
+
+def summary(pred, meas):
+    """(mean prediction, mean measurement, error %, floor %) or None."""
+    pairs = [(a, b) for a, b in zip(pred, meas) if a and b]
+    if len(pairs) < 2:
+        return None
+    pm, mm = st.mean(a for a, _ in pairs), st.mean(b for _, b in pairs)
+    return pm, mm, err(pm, mm), abs(err(pairs[-2][1], pairs[-1][1]))
+
+
+rows = []
 for c in cuts:
-    for half, key in (("prefix", "plan_prefix_ms"), ("suffix", "plan_suffix_ms")):
-        ms = [x for x in c["measured"][half] if x]
-        if len(ms) < 2: continue
-        mean = st.mean(ms)
-        rows.append((c["model"], half, c[key], mean, err(c[key], mean)))
-        floor.append(abs(err(ms[0], ms[1])))
-within = sum(1 for r in rows if abs(r[4]) <= 10)
-print(f"halves: {len(rows)}; within ±10 %: {within} ({100*within/max(1,len(rows)):.0f} %); MAPE {st.mean(abs(r[4]) for r in rows):.2f} %; floor (pass 2 by pass 1) {st.mean(floor):.2f} %")
-both = {}
-for r in rows:
-    both.setdefault((r[0], r[2]), []).append(abs(r[4]) <= 10)
+    for half in ("prefix", "suffix"):
+        s = summary(c["predicted"][half], c["measured"][half])
+        if s:
+            rows.append((c["model"], half, c["cut"]) + s)
+if not rows:
+    sys.exit("no half was timed")
+within = sum(1 for r in rows if abs(r[5]) <= 10)
+print(f"halves: {len(rows)}; within ±10 %: {within} ({100 * within / len(rows):.0f} %); "
+      f"MAPE {st.mean(abs(r[5]) for r in rows):.2f} %; median signed {st.median(r[5] for r in rows):+.1f} %; "
+      f"floor {st.mean(r[6] for r in rows):.2f} %")
+for half in ("prefix", "suffix"):
+    e = [r[5] for r in rows if r[1] == half]
+    print(f"  {half}: MAPE {st.mean(abs(x) for x in e):.2f} %, median signed {st.median(e):+.1f} %")
 ok = 0
 for c in cuts:
-    k = [abs(err(c[key], st.mean([x for x in c["measured"][h] if x]))) <= 10
-         for h, key in (("prefix", "plan_prefix_ms"), ("suffix", "plan_suffix_ms")) if len([x for x in c["measured"][h] if x]) >= 2]
-    ok += len(k) == 2 and all(k)
-print(f"cuts with both halves within ±10 %: {ok} of {len(cuts)}")
-for m in models:
-    e = [abs(r[4]) for r in rows if r[0] == m]
-    if e: print(f"  {m}: {len(e)} halves, MAPE {st.mean(e):.2f} %, within ±10 % {sum(x<=10 for x in e)}")
+    k = [r for r in rows if r[2] == c["cut"] and r[0] == c["model"]]
+    ok += len(k) == 2 and all(abs(r[5]) <= 10 or abs(r[5]) <= r[6] for r in k)
+print(f"cuts with both halves within ±10 % (or the floor): {ok} of {len(cuts)}")
+print("whole models under the same bench, and the halves' sum over the whole (measured):")
+for m, w in wholes.items():
+    s = summary(w["predicted"], w["measured"])
+    sums = [c["measured"]["prefix"][i] + c["measured"]["suffix"][i]
+            for c in cuts if c["model"] == m for i in range(len(c["measured"]["prefix"]))
+            if c["measured"]["prefix"][i] and c["measured"]["suffix"][i]]
+    whole = st.mean(x for x in w["measured"] if x) if any(w["measured"]) else float("nan")
+    e = [abs(r[5]) for r in rows if r[0] == m]
+    ratio = st.median(sums) / whole if sums else float("nan")
+    print(f"  {m:22s} whole {s[1] if s else float('nan'):8.2f} ms, error {s[2] if s else float('nan'):+6.1f} %; "
+          f"halves' sum / whole {ratio:.3f}; halves MAPE {st.mean(e) if e else float('nan'):.2f} %, "
+          f"within ±10 % {sum(x <= 10 for x in e)} of {len(e)}")
 for r in rows:
-    print(f"  {r[0]:22s} {r[1]:6s} plan {r[2]:8.2f} ms  measured {r[3]:8.2f} ms  {r[4]:+6.1f} %")
+    print(f"  {r[0]:22s} {r[1]:6s} plan {r[3]:8.2f} ms  measured {r[4]:8.2f} ms  {r[5]:+6.1f} %  (floor {r[6]:.1f} %)")

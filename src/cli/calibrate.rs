@@ -164,16 +164,29 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// A line above the bar; on standard error as it is where there is no bar (`--quiet`, or standard
+/// error not a terminal), which indicatif's own `println` would drop.
+fn say(bar: &ProgressBar, text: &str) {
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
+
 /// One event on the bar: measuring moves it, phases name it, notes print above it.
 fn show(bar: &ProgressBar, e: &Event) {
     match e {
         Event::Resumed {
             measurements,
             journal,
-        } => bar.println(format!(
-            "resuming: {measurements} measurements already in {}",
-            journal.display()
-        )),
+        } => say(
+            bar,
+            &format!(
+                "resuming: {measurements} measurements already in {}",
+                journal.display()
+            ),
+        ),
         Event::Phase(p) => bar.set_prefix(p.name()),
         Event::Measuring {
             elapsed,
@@ -188,7 +201,7 @@ fn show(bar: &ProgressBar, e: &Event) {
                 "{measurements} measured ({networks} networks, {repeats} repeated)"
             ));
         }
-        Event::Note(text) => bar.println(text),
+        Event::Note(text) => say(bar, text),
     }
 }
 

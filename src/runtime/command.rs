@@ -34,8 +34,21 @@ pub struct CommandBackend {
     version: Mutex<Option<String>>,
 }
 
-/// Splits a command line into words as a POSIX shell would, without expanding anything.
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+/// Why a command template does not split into words.
+#[derive(Debug, thiserror::Error)]
+enum SplitError {
+    #[error("unterminated single quote")]
+    SingleQuote,
+    #[error("unterminated double quote")]
+    DoubleQuote,
+    #[error("a trailing backslash escapes nothing")]
+    TrailingBackslash,
+}
+
+/// Splits a command line into words as a POSIX shell would, without expanding anything. Written
+/// here because the word-splitting crates at hand also take `#` as a comment, which a template's
+/// arguments may hold.
+fn split_words(s: &str) -> Result<Vec<String>, SplitError> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -54,7 +67,7 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".into()),
+                        None => return Err(SplitError::SingleQuote),
                     }
                 }
             }
@@ -69,10 +82,10 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
                                 word.push('\\');
                                 word.push(c);
                             }
-                            None => return Err("unterminated double quote".into()),
+                            None => return Err(SplitError::DoubleQuote),
                         },
                         Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".into()),
+                        None => return Err(SplitError::DoubleQuote),
                     }
                 }
             }
@@ -80,7 +93,7 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
                 in_word = true;
                 match chars.next() {
                     Some(c) => word.push(c),
-                    None => return Err("a trailing backslash escapes nothing".into()),
+                    None => return Err(SplitError::TrailingBackslash),
                 }
             }
             c => {
@@ -209,7 +222,7 @@ impl CommandBackend {
             spec: format!("cmd:{template}"),
             detail,
         };
-        let words = split_words(template).map_err(spec_err)?;
+        let words = split_words(template).map_err(|e| spec_err(e.to_string()))?;
         if words.is_empty() {
             return Err(spec_err("the command is empty".into()));
         }

@@ -38,8 +38,11 @@ pub enum JournalError {
     },
     #[error("the journal writer has stopped")]
     Closed,
+    #[error("cannot write the observation journal: cannot serialise the observation: {0}")]
+    Serialise(serde_json::Error),
+    /// Shared: one failed write refuses every observation of its group.
     #[error("cannot write the observation journal: {0}")]
-    Write(String),
+    Write(Arc<std::io::Error>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -117,7 +120,7 @@ pub struct Recovery {
     pub last_seq: u64,
 }
 
-type Ack = tokio::sync::oneshot::Sender<Result<(u64, Learned), String>>;
+type Ack = tokio::sync::oneshot::Sender<Result<(u64, Learned), JournalError>>;
 
 enum Msg {
     // Boxed: an observation is large beside `Stop`, and the channel holds one slot per message.
@@ -182,9 +185,7 @@ impl Journal {
             tx.send(Msg::Append(Box::new(o), ack))
                 .map_err(|_| JournalError::Closed)?;
         }
-        done.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Write)
+        done.await.unwrap_or(Err(JournalError::Closed))
     }
 
     /// Writes what is pending, checkpoints the learned state and stops the writer (blocking).
@@ -404,7 +405,7 @@ impl Writer {
                 }
                 Err(e) => {
                     buf.truncate(mark);
-                    let _ = ack.send(Err(format!("cannot serialise the observation: {e}")));
+                    let _ = ack.send(Err(JournalError::Serialise(e)));
                 }
             }
         }
@@ -433,8 +434,9 @@ impl Writer {
                     let _ = self.file.set_len(len);
                 }
                 tracing::error!("observation journal: {e}");
+                let e = Arc::new(e);
                 for (_, ack) in records {
-                    let _ = ack.send(Err(e.to_string()));
+                    let _ = ack.send(Err(JournalError::Write(Arc::clone(&e))));
                 }
             }
         }

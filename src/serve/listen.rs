@@ -2,22 +2,30 @@
 //! bounds idle keep-alive connections: hyper runs it whenever a connection waits for the next
 //! request's head), under a cap on connections open at once.
 //!
-//! At the cap, the oldest connection is asked to close: an idle one closes at once, a busy one
-//! after its answer, and a half-sent request at its header timeout. A fresh client therefore gets
-//! in even when thousands of idle or slow connections were opened before it, and descriptors stay
-//! bounded. The cap is held below the process's descriptor limit, with room for the state
+//! At the cap, the oldest connection is asked to close: one with a request in a handler or an answer
+//! being written closes after that answer; any other — idle between requests, never used, or
+//! trickling a request's head — is closed at once, so its slot is free for the next connection
+//! without waiting for a timeout. A fresh client therefore gets in even when thousands of idle or
+//! slow connections were opened before it, and descriptors stay bounded. The cap is held below the process's descriptor limit, with room for the state
 //! directory, the sensors and imports. (Written here, not taken from a crate: axum's `serve` has
 //! no connection cap and no header timeout, and tower's concurrency limits count requests, not
 //! connections.)
 use axum::Router;
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt;
 
 /// Descriptors kept free of connections, for the state directory, sensors, perf counters and
 /// imports.
@@ -156,11 +164,15 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let evict = Arc::new(Notify::new());
         open.push(&evict);
-        let conn =
-            builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let service = Counted {
+            router: router.clone(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+        let busy = Arc::clone(&service.busy);
+        let conn = builder.serve_connection(TokioIo::new(tcp), service);
         let stop = stop.clone();
         tokio::spawn(async move {
-            run_connection(conn, evict, stop).await;
+            run_connection(conn, &busy, evict, stop).await;
             drop(permit);
         });
     }
@@ -169,9 +181,61 @@ pub async fn serve(
     let _ = open.slots.acquire_many(all).await;
 }
 
-type Conn = http1::Connection<TokioIo<tokio::net::TcpStream>, TowerToHyperService<Router>>;
+/// The router as one connection's service, counting the requests of the connection that are in a
+/// handler or whose answer is still being written.
+#[derive(Clone)]
+struct Counted {
+    router: Router,
+    busy: Arc<AtomicUsize>,
+}
 
-async fn run_connection(conn: Conn, evict: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+/// One request of a connection counted as busy until its answer's body is dropped (written, or
+/// the connection gone).
+struct BusyGuard(Arc<AtomicUsize>);
+
+impl BusyGuard {
+    fn enter(busy: &Arc<AtomicUsize>) -> BusyGuard {
+        busy.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(Arc::clone(busy))
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Counted {
+    type Response = hyper::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let guard = BusyGuard::enter(&self.busy);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let answer = router.oneshot(req).await?;
+            // The guard rides with the answer's body, so the connection stays busy while it is
+            // written.
+            Ok(answer.map(move |body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _busy = &guard;
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
+type Conn = http1::Connection<TokioIo<tokio::net::TcpStream>, Counted>;
+
+async fn run_connection(
+    conn: Conn,
+    busy: &AtomicUsize,
+    evict: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {
@@ -183,6 +247,11 @@ async fn run_connection(conn: Conn, evict: Arc<Notify>, mut stop: watch::Receive
                 return;
             }
             () = evict.notified(), if !closing => {
+                // Nothing of this connection's is in a handler or being answered: it waits for a
+                // request's head, and dropping it closes the socket now.
+                if busy.load(Ordering::Acquire) == 0 {
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

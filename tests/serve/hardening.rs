@@ -90,6 +90,35 @@ fn at_the_connection_cap_the_oldest_connection_makes_room() {
 }
 
 #[test]
+fn at_the_cap_slow_clients_make_room_at_once() {
+    // Every slot held by a client trickling a request's head: each is closed when a fresh client
+    // needs its slot, not at the header timeout (a minute here), which is what they held out for
+    // before.
+    let dir = scratch("conncap-slow");
+    config(&dir, "max_connections = 4\nheader_timeout_ms = 60000", "");
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(d.port);
+            s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = get(d.port, "/live").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        closed_within(&mut held[0], Duration::from_secs(3)),
+        "the oldest slow connection was not closed"
+    );
+    // Still serving.
+    assert_eq!(get(d.port, "/live").unwrap().status, 200);
+}
+
+#[test]
 fn a_never_ending_upload_does_not_hold_the_import_slot() {
     let dir = scratch("slot");
     config(

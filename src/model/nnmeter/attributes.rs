@@ -10,6 +10,32 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// Why a value of the file is not what its node needs. The messages name the attribute and quote
+/// the value as the file has it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ValueError {
+    #[error("attribute `{key}` = {value} is not a list of integers")]
+    NotInts { key: String, value: String },
+    #[error("attribute `{key}` = {value} is not a 2-D window")]
+    NotWindow { key: String, value: String },
+    #[error("attribute `{key}` = {value} must be positive")]
+    NotPositive { key: String, value: String },
+    #[error("`{0}` is not a dimension")]
+    NotDimension(String),
+    #[error("`{0}` is not a shape")]
+    NotShape(String),
+    #[error("`{0}` is not a list of shapes")]
+    NotShapes(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A stated shape (`input_shape`, `output_shape`) that does not read.
+    #[error("{field}: {source}")]
+    Stated {
+        field: &'static str,
+        source: Box<ValueError>,
+    },
+}
+
 /// A dimension as the file gives it: `None` where unknown (`-1`, `null`, `0`, as TensorFlow writes them).
 pub(super) type Dims = Vec<Option<usize>>;
 
@@ -42,7 +68,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// A list of integers, nested lists flattened (`paddings` is `[[0, 0], [1, 1], …]`).
-    pub(super) fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, String> {
+    pub(super) fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, ValueError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -58,8 +84,10 @@ impl<'a> Attrs<'a> {
         };
         flat.iter()
             .map(|x| {
-                x.as_i64()
-                    .ok_or_else(|| format!("attribute `{key}` = {v} is not a list of integers"))
+                x.as_i64().ok_or_else(|| ValueError::NotInts {
+                    key: key.to_string(),
+                    value: v.to_string(),
+                })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -80,13 +108,13 @@ impl<'a> Attrs<'a> {
     }
 
     /// A shape attribute (a `Placeholder`'s `shape`), unknown dimensions as `None`.
-    pub(super) fn dims(&self, key: &str) -> Option<Result<Dims, String>> {
+    pub(super) fn dims(&self, key: &str) -> Option<Result<Dims, ValueError>> {
         self.get(key).map(|v| dims_of(&v))
     }
 
     /// The spatial pair of a TF window attribute: `[1, h, w, 1]` (as in the GraphDef), `[h, w]` (as
     /// nn-Meter rewrites it) or one number for both; `default` for both when absent.
-    pub(super) fn window(&self, key: &str, default: usize) -> Result<[usize; 2], String> {
+    pub(super) fn window(&self, key: &str, default: usize) -> Result<[usize; 2], ValueError> {
         let v = match self.ints(key)? {
             None => return Ok([default, default]),
             Some(v) => v,
@@ -95,10 +123,18 @@ impl<'a> Attrs<'a> {
             [_, h, w, _] => [*h, *w],
             [h, w] => [*h, *w],
             [x] => [*x, *x],
-            _ => return Err(format!("attribute `{key}` = {v:?} is not a 2-D window")),
+            _ => {
+                return Err(ValueError::NotWindow {
+                    key: key.to_string(),
+                    value: format!("{v:?}"),
+                });
+            }
         };
         if pair.iter().any(|&x| x < 1 || x > u32::MAX as i64) {
-            return Err(format!("attribute `{key}` = {v:?} must be positive"));
+            return Err(ValueError::NotPositive {
+                key: key.to_string(),
+                value: format!("{v:?}"),
+            });
         }
         Ok([pair[0] as usize, pair[1] as usize])
     }
@@ -124,12 +160,12 @@ fn dim_of(v: &Value) -> Option<Option<usize>> {
 }
 
 /// One shape.
-pub(super) fn dims_of(v: &Value) -> Result<Dims, String> {
+pub(super) fn dims_of(v: &Value) -> Result<Dims, ValueError> {
     match v {
         Value::Array(d) => d
             .iter()
-            .map(|x| dim_of(x).ok_or_else(|| format!("`{x}` is not a dimension")))
+            .map(|x| dim_of(x).ok_or_else(|| ValueError::NotDimension(x.to_string())))
             .collect(),
-        _ => Err(format!("`{v}` is not a shape")),
+        _ => Err(ValueError::NotShape(v.to_string())),
     }
 }

@@ -8,7 +8,7 @@
 //! a lowering reads them. A file is thus held in memory once, plus a few words per node, rather than
 //! as a `serde_json::Value` tree (tens of bytes per number), which made a 64 MiB upload peak at
 //! gigabytes.
-use super::attributes::{Attrs, Dims, dims_of};
+use super::attributes::{Attrs, Dims, ValueError, dims_of};
 use super::name::Name;
 use crate::model::error::ImportError;
 use serde::Deserialize;
@@ -76,15 +76,21 @@ impl<'a> RawNode<'a> {
     }
 
     /// The output shape the file states (nn-Meter writes a list of one shape).
-    pub(super) fn stated_out(&self) -> Result<Option<Dims>, String> {
+    pub(super) fn stated_out(&self) -> Result<Option<Dims>, ValueError> {
         shapes_of(self.attr.output_shape)
             .map(|s| s.into_iter().next())
-            .map_err(|e| format!("output_shape: {e}"))
+            .map_err(|e| ValueError::Stated {
+                field: "output_shape",
+                source: Box::new(e),
+            })
     }
 
     /// The input shapes the file states, one per activation input.
-    pub(super) fn stated_in(&self) -> Result<Vec<Dims>, String> {
-        shapes_of(self.attr.input_shape).map_err(|e| format!("input_shape: {e}"))
+    pub(super) fn stated_in(&self) -> Result<Vec<Dims>, ValueError> {
+        shapes_of(self.attr.input_shape).map_err(|e| ValueError::Stated {
+            field: "input_shape",
+            source: Box::new(e),
+        })
     }
 }
 
@@ -163,15 +169,15 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
 }
 
 /// A list of shapes (`[[1,224,224,3]]`, as nn-Meter writes them) or a single shape.
-fn shapes_of(raw: Option<&RawValue>) -> Result<Vec<Dims>, String> {
+fn shapes_of(raw: Option<&RawValue>) -> Result<Vec<Dims>, ValueError> {
     let Some(raw) = raw else {
         return Ok(vec![]);
     };
-    let v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(raw.get())?;
     let Value::Array(items) = &v else {
         return match v {
             Value::Null => Ok(vec![]),
-            _ => Err(format!("`{v}` is not a list of shapes")),
+            _ => Err(ValueError::NotShapes(v.to_string())),
         };
     };
     if items.iter().all(|x| !x.is_array()) && !items.is_empty() {

@@ -47,11 +47,11 @@ pub(crate) fn import(
         }
     }
     let w = wire::wire(&d).map_err(|e| match e {
-        WireError::Malformed(detail) => malformed(detail),
         WireError::Cycle(ix) => ImportError::Cycle {
             file: file.clone(),
             node: d.names[ix].to_string(),
         },
+        other => malformed(other.to_string()),
     })?;
     let rewrites = Rewrites::of(&d, &w.preds);
 

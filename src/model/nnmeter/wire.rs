@@ -12,16 +12,22 @@ pub(super) struct Wiring {
 }
 
 /// Why the nodes do not make a graph.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum WireError {
-    /// A reference that does not resolve, or links that disagree.
-    Malformed(String),
-    /// The graph has a cycle through this node.
+    #[error("node `{node}` reads `{inbound}`, which is not a node of the file")]
+    UnknownInbound { node: String, inbound: String },
+    #[error("node `{node}` lists `{outbound}` as an outbound, which is not a node of the file")]
+    UnknownOutbound { node: String, outbound: String },
+    #[error("node `{node}` lists `{outbound}` as an outbound, but `{outbound}` does not read it")]
+    OneWay { node: String, outbound: String },
+    /// The graph has a cycle through this node (the caller names it).
+    #[error("the graph has a cycle")]
     Cycle(usize),
 }
 
 /// Wires the decoded nodes.
 pub(super) fn wire(d: &Decoded) -> Result<Wiring, WireError> {
-    let preds = edges(d).map_err(WireError::Malformed)?;
+    let preds = edges(d)?;
     let order = topo_order(&preds).map_err(WireError::Cycle)?;
     Ok(Wiring { preds, order })
 }
@@ -31,7 +37,7 @@ fn is_constant_read(name: &str) -> bool {
     name.ends_with("/read")
 }
 
-fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, String> {
+fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, WireError> {
     let mut preds = Vec::with_capacity(d.nodes.len());
     for (name, n) in d.names.iter().zip(&d.nodes) {
         let mut p = Vec::with_capacity(n.inbounds.len());
@@ -45,9 +51,10 @@ fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, String> {
                 // other: the inbound is dropped, not an error.
                 None if is_constant_read(i) => {}
                 None => {
-                    return Err(format!(
-                        "node `{name}` reads `{i}`, which is not a node of the file"
-                    ));
+                    return Err(WireError::UnknownInbound {
+                        node: name.to_string(),
+                        inbound: i.to_string(),
+                    });
                 }
             }
         }
@@ -55,13 +62,15 @@ fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, String> {
     }
     for (name, n) in d.names.iter().zip(&d.nodes) {
         for o in &n.outbounds {
-            let ix = *d.index.get(o).ok_or_else(|| {
-                format!("node `{name}` lists `{o}` as an outbound, which is not a node of the file")
+            let ix = *d.index.get(o).ok_or_else(|| WireError::UnknownOutbound {
+                node: name.to_string(),
+                outbound: o.to_string(),
             })?;
             if !d.nodes[ix].inbounds.contains(name) {
-                return Err(format!(
-                    "node `{name}` lists `{o}` as an outbound, but `{o}` does not read it"
-                ));
+                return Err(WireError::OneWay {
+                    node: name.to_string(),
+                    outbound: o.to_string(),
+                });
             }
         }
     }

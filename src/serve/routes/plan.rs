@@ -257,9 +257,9 @@ async fn on_board(
     }
     let (b, m2, weak) = (Arc::clone(board), Arc::clone(m), Arc::downgrade(engine));
     let entry = tokio::task::spawn_blocking(move || {
-        let d = decompose(&m2.graph, &b.fusion).map_err(|e| e.to_string())?;
+        let d = decompose(&m2.graph, &b.fusion)?;
         let base = b.predictor.base(&d);
-        Ok::<_, String>(BoardEntry {
+        Ok::<_, crate::kernels::DecomposeError>(BoardEntry {
             engine: weak,
             stamp: b.stamp,
             board: b,
@@ -273,81 +273,107 @@ async fn on_board(
     Ok(keep(&BOARD_MODELS, key, Arc::new(entry)))
 }
 
+/// A request checked against the daemon: what `post` plans.
+struct Checked {
+    models: Vec<String>,
+    /// `models` was given (the answer lists each model's plan).
+    several: bool,
+    boards: Vec<String>,
+    /// `boards` was given (each option names its board).
+    named: bool,
+    ask: Ask,
+    max_tensors: usize,
+    threads: [usize; 1],
+}
+
+impl PlanRequest {
+    /// Checks the request's combinations and numbers against the daemon's engine.
+    fn check(self, engine: &Engine) -> Result<Checked, ApiError> {
+        let (models, several) = match (self.model, self.models) {
+            (Some(m), None) => (vec![m], false),
+            (None, Some(ms)) if !ms.is_empty() && ms.len() <= MAX_MODELS => (ms, true),
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "`models` needs 1 to {MAX_MODELS} model ids"
+                )));
+            }
+            _ => return Err(ApiError::invalid("give `model` or `models`, one of them")),
+        };
+        let (boards, named) = match (self.remote, self.boards) {
+            (Some(b), None) => (vec![b], false),
+            (None, Some(bs)) if bs.len() <= MAX_BOARDS => (bs, true),
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "`boards` takes at most {MAX_BOARDS} boards"
+                )));
+            }
+            (None, None) => (Vec::new(), false),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("give `remote` or `boards`, not both"));
+            }
+        };
+        let by = self
+            .by
+            .as_deref()
+            .unwrap_or("latency")
+            .parse::<RankBy>()
+            .and_then(|by| crate::plan::check_by(by, &engine.predictor))
+            .map_err(plan_error)?;
+        let link = match (self.link_mbps, boards.is_empty()) {
+            (Some(b), _) => Some(Link::new(b, self.rtt_ms.unwrap_or(0.0)).map_err(plan_error)?),
+            (None, false) => {
+                return Err(ApiError::invalid(
+                    "a remote board needs `link_mbps` (and `rtt_ms`, 0 if left out)",
+                ));
+            }
+            (None, true) => None,
+        };
+        if let Some(d) = self.deadline_ms {
+            crate::plan::check_deadline(d).map_err(plan_error)?;
+        }
+        let max_tensors = self.max_crossing.unwrap_or(1);
+        if !(1..=crate::plan::cuts::MAX_CROSSING).contains(&max_tensors) {
+            return Err(ApiError::invalid(format!(
+                "`max_crossing` is 1 or {}",
+                crate::plan::cuts::MAX_CROSSING
+            )));
+        }
+        Ok(Checked {
+            models,
+            several,
+            boards,
+            named,
+            ask: Ask {
+                link,
+                deadline_ms: self.deadline_ms,
+                by,
+            },
+            max_tensors,
+            threads: [body::threads(self.threads, engine.threads)?],
+        })
+    }
+}
+
 pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Response, ApiError> {
     body::require_json(req.headers())?;
     let bytes = body::read_body(req, app.cfg.limits.json_body_bytes).await?;
     let r: PlanRequest = body::parse_json(&bytes)?;
     let engine = engine(&app)?;
-    let (models, several) = match (&r.model, &r.models) {
-        (Some(m), None) => (vec![m.clone()], false),
-        (None, Some(ms)) if !ms.is_empty() && ms.len() <= MAX_MODELS => (ms.clone(), true),
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(format!(
-                "`models` needs 1 to {MAX_MODELS} model ids"
-            )));
-        }
-        _ => return Err(ApiError::invalid("give `model` or `models`, one of them")),
-    };
-    let (boards, named) = match (&r.remote, &r.boards) {
-        (Some(b), None) => (vec![b.clone()], false),
-        (None, Some(bs)) if bs.len() <= MAX_BOARDS => (bs.clone(), true),
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(format!(
-                "`boards` takes at most {MAX_BOARDS} boards"
-            )));
-        }
-        (None, None) => (Vec::new(), false),
-        (Some(_), Some(_)) => return Err(ApiError::invalid("give `remote` or `boards`, not both")),
-    };
-    let by =
-        r.by.as_deref()
-            .unwrap_or("latency")
-            .parse::<RankBy>()
-            .and_then(|by| crate::plan::check_by(by, &engine.predictor))
-            .map_err(plan_error)?;
-    let link = match (r.link_mbps, boards.is_empty()) {
-        (Some(b), _) => Some(Link::new(b, r.rtt_ms.unwrap_or(0.0)).map_err(plan_error)?),
-        (None, false) => {
-            return Err(ApiError::invalid(
-                "a remote board needs `link_mbps` (and `rtt_ms`, 0 if left out)",
-            ));
-        }
-        (None, true) => None,
-    };
-    if let Some(d) = r.deadline_ms {
-        crate::plan::check_deadline(d).map_err(plan_error)?;
-    }
-    let max_tensors = r.max_crossing.unwrap_or(1);
-    if !(1..=crate::plan::cuts::MAX_CROSSING).contains(&max_tensors) {
-        return Err(ApiError::invalid(format!(
-            "`max_crossing` is 1 or {}",
-            crate::plan::cuts::MAX_CROSSING
-        )));
-    }
-    let threads = [body::threads(r.threads, engine.threads)?];
-    let ask = Ask {
-        link,
-        deadline_ms: r.deadline_ms,
-        by,
-    };
-    let mut profiles = Vec::with_capacity(boards.len());
-    for b in &boards {
+    let c = r.check(&engine)?;
+    let mut profiles = Vec::with_capacity(c.boards.len());
+    for b in &c.boards {
         profiles.push(board_profile(&app, b).await?);
     }
     let state = app.snapshot();
-    let mut plans: Vec<(String, u64, Plan)> = Vec::with_capacity(models.len());
-    for id in &models {
+    let mut plans: Vec<(String, u64, Plan)> = Vec::with_capacity(c.models.len());
+    for id in &c.models {
         let entry = lookup(&app, &engine, id).await?;
-        let m = prepared(
-            &app,
-            &engine,
-            &entry.id,
-            &entry.decomposition,
-            CutOptions { max_tensors },
-        )
-        .await?;
-        let mut there = Vec::with_capacity(boards.len());
-        for (name, b) in boards.iter().zip(&profiles) {
+        let opts = CutOptions {
+            max_tensors: c.max_tensors,
+        };
+        let m = prepared(&app, &engine, &entry.id, &entry.decomposition, opts).await?;
+        let mut there = Vec::with_capacity(c.boards.len());
+        for (name, b) in c.boards.iter().zip(&profiles) {
             there.push(on_board(&engine, &entry.id, name, b, &m).await?);
         }
         let local = Local {
@@ -355,26 +381,33 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             d: &entry.decomposition,
             base: &entry.base,
             state: &state,
-            threads: &threads,
+            threads: &c.threads,
         };
         let remotes: Vec<Remote> = there
             .iter()
-            .zip(&boards)
+            .zip(&c.boards)
             .map(|(e, name)| Remote {
-                name: named.then_some(name.as_str()),
+                name: c.named.then_some(name.as_str()),
                 predictor: &e.board.predictor,
                 d: &e.d,
                 base: &e.base,
                 threads: e.board.threads,
             })
             .collect();
-        let plan = crate::plan::plan(&m.prepared, &local, &remotes, &ask).map_err(plan_error)?;
+        let plan = crate::plan::plan(&m.prepared, &local, &remotes, &c.ask).map_err(plan_error)?;
         if plan.options.iter().any(|o| !o.latency_ms.is_finite()) {
             return Err(ApiError::invalid("this model gives no finite prediction"));
         }
         plans.push((entry.id.clone(), entry.decomposition.macs, plan));
     }
-    let picked = (several || named).then(|| {
+    let answer = answer(plans, &c);
+    Ok(json(StatusCode::OK, &answer))
+}
+
+/// The answer: one model's options, or each model's with the choice among them (given a deadline);
+/// where each model runs fastest when boards were named.
+fn answer(plans: Vec<(String, u64, Plan)>, c: &Checked) -> PlanAnswer {
+    let picked = (c.several || c.named).then(|| {
         let cands: Vec<Candidate> = plans
             .iter()
             .map(|(id, macs, plan)| Candidate {
@@ -385,12 +418,12 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             .collect();
         choose(&cands)
     });
-    let answer = if several {
+    if c.several {
         let picked = picked.unwrap_or_else(|| choose(&[]));
         PlanAnswer {
             options: None,
-            choice: r.deadline_ms.map(|_| picked.choice),
-            fastest: named.then_some(picked.fastest),
+            choice: c.ask.deadline_ms.map(|_| picked.choice),
+            fastest: c.named.then_some(picked.fastest),
             models: Some(
                 plans
                     .into_iter()
@@ -409,8 +442,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             models: None,
             choice: None,
         }
-    };
-    Ok(json(StatusCode::OK, &answer))
+    }
 }
 
 #[cfg(test)]

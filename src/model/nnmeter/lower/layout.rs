@@ -23,7 +23,10 @@ impl Builder {
             )));
         };
         let trans_b = a.bool("transpose_b").unwrap_or(false);
-        let nout = match (a.ints("weight_shape").map_err(&err)?, weight_in) {
+        let nout = match (
+            a.ints("weight_shape").map_err(|e| err(e.to_string()))?,
+            weight_in,
+        ) {
             (Some(ws), _) => match ws[..] {
                 [wk, wn] => {
                     let (wk, wn) = if trans_b { (wn, wk) } else { (wk, wn) };
@@ -126,8 +129,8 @@ impl Builder {
         let rank = x.nhwc.len() as i64;
         let raw = a
             .ints("reduction_indices")
-            .map_err(&err)?
-            .or(a.ints("axis").map_err(&err)?)
+            .map_err(|e| err(e.to_string()))?
+            .or(a.ints("axis").map_err(|e| err(e.to_string()))?)
             .unwrap_or_else(|| vec![1, 2]);
         let mut axes = Vec::new();
         for r in raw {
@@ -194,7 +197,7 @@ impl Builder {
     ) -> Result<Out, ImportError> {
         let err = |d: String| self.shape_err(name, d);
         let rank = x.nhwc.len();
-        let out_nhwc: Vec<usize> = match a.ints("paddings").map_err(&err)? {
+        let out_nhwc: Vec<usize> = match a.ints("paddings").map_err(|e| err(e.to_string()))? {
             Some(p) if p.len() == 2 * rank => {
                 if p.iter().any(|&v| !(0..=u32::MAX as i64).contains(&v)) {
                     return Err(err(format!("paddings {p:?} must be non-negative")));
@@ -254,7 +257,7 @@ impl Builder {
     ) -> Result<Out, ImportError> {
         let err = |d: String| self.shape_err(name, d);
         let elems: u64 = x.nhwc.iter().map(|&d| d as u64).product();
-        let from_attr = match a.ints("shape").map_err(&err)? {
+        let from_attr = match a.ints("shape").map_err(|e| err(e.to_string()))? {
             Some(s) => Some(resolve_reshape(&s, elems).ok_or_else(|| {
                 err(format!(
                     "shape {s:?} cannot hold the {elems} elements of {}",
@@ -271,7 +274,7 @@ impl Builder {
         let out_nhwc = match (stated_known, from_attr) {
             (Some(s), _) => s,
             (None, Some(s)) => s,
-            (None, None) => match a.ints("squeeze_dims").map_err(&err)? {
+            (None, None) => match a.ints("squeeze_dims").map_err(|e| err(e.to_string()))? {
                 Some(dims) if !dims.is_empty() => x
                     .nhwc
                     .iter()

@@ -232,8 +232,8 @@ impl Builder {
         let a = n.attrs();
         let op = n.op();
         let err = |d: String| self.shape_err(name, d);
-        let stated_out = n.stated_out().map_err(&err)?;
-        let stated_in = n.stated_in().map_err(&err)?;
+        let stated_out = n.stated_out().map_err(|e| err(e.to_string()))?;
+        let stated_in = n.stated_in().map_err(|e| err(e.to_string()))?;
         let stated = stated_out.as_ref();
         match op {
             "Placeholder" => return self.placeholder(name, a, stated, fixed),
@@ -345,7 +345,7 @@ impl Builder {
     ) -> Result<Out, ImportError> {
         let shape = match a
             .ints("tensor_shape")
-            .map_err(|e| self.shape_err(name, e))?
+            .map_err(|e| self.shape_err(name, e.to_string()))?
         {
             Some(s) => s.iter().map(|&d| d.max(1) as usize).collect(),
             None => stated

@@ -108,13 +108,15 @@ impl Builder {
         stated: Option<&Dims>,
     ) -> Result<Vec<usize>, ImportError> {
         let err = |d: String| self.shape_err(name, d);
-        if let Some(v) = a.ints("weight_shape").map_err(&err)? {
+        if let Some(v) = a.ints("weight_shape").map_err(|e| err(e.to_string()))? {
             return Ok(v.iter().map(|&d| d.max(0) as usize).collect());
         }
         if let Some(wi) = weight_in {
             return Ok(wi.nhwc.clone());
         }
-        let k = a.window("kernel_shape", 0).map_err(&err)?;
+        let k = a
+            .window("kernel_shape", 0)
+            .map_err(|e| err(e.to_string()))?;
         let last = stated
             .and_then(|s| s.last().copied().flatten())
             .ok_or_else(|| {
@@ -173,8 +175,8 @@ impl Builder {
             let cout = c.saturating_mul(wcout);
             (c, cout, vec![cout, 1, kh, kw])
         };
-        let s = a.window("strides", 1).map_err(&err)?;
-        let d = a.window("dilations", 1).map_err(&err)?;
+        let s = a.window("strides", 1).map_err(|e| err(e.to_string()))?;
+        let d = a.window("dilations", 1).map_err(|e| err(e.to_string()))?;
         let padding = a.str("padding");
         let padding = padding.as_deref().unwrap_or("SAME");
         let st = |i: usize| stated.and_then(|s| s.get(i).copied().flatten());
@@ -221,8 +223,8 @@ impl Builder {
         let [n, h, w, c] = x.nhwc[..] else {
             return Err(err(format!("input {} is not 4-D NHWC", show(&x.nhwc))));
         };
-        let k = a.window("ksize", 1).map_err(&err)?;
-        let s = a.window("strides", 1).map_err(&err)?;
+        let k = a.window("ksize", 1).map_err(|e| err(e.to_string()))?;
+        let s = a.window("strides", 1).map_err(|e| err(e.to_string()))?;
         let padding = a.str("padding");
         let padding = padding.as_deref().unwrap_or("VALID");
         let st = |i: usize| stated.and_then(|s| s.get(i).copied().flatten());
