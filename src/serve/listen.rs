@@ -2,14 +2,15 @@
 //! bounds idle keep-alive connections: hyper runs it whenever a connection waits for the next
 //! request's head), under a cap on connections open at once.
 //!
-//! At the cap, the oldest connection is asked to close: one with a request in a handler or an answer
-//! being written closes after that answer; any other — idle between requests, never used, or
-//! trickling a request's head — is closed at once, so its slot is free for the next connection
-//! without waiting for a timeout. A fresh client therefore gets in even when thousands of idle or
-//! slow connections were opened before it, and descriptors stay bounded. The cap is held below the process's descriptor limit, with room for the state
-//! directory, the sensors and imports. (Written here, not taken from a crate: axum's `serve` has
-//! no connection cap and no header timeout, and tower's concurrency limits count requests, not
-//! connections.)
+//! Within a few slots of the cap (1/32 of it), each new connection asks the oldest to close, so a
+//! newcomer finds a slot free; at the cap itself the accept waits for one. A connection asked to
+//! close that has a request in a handler or an answer being written closes after that answer; any
+//! other — idle between requests, never used, or trickling a request's head — is closed at once,
+//! so its slot is free without waiting for a timeout. A fresh client therefore gets in even when
+//! thousands of idle or slow connections were opened before it, and descriptors stay bounded. The
+//! cap is held below the process's descriptor limit, with room for the state directory, the
+//! sensors and imports. (Written here, not taken from a crate: axum's `serve` has no connection
+//! cap and no header timeout, and tower's concurrency limits count requests, not connections.)
 use axum::Router;
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -106,15 +107,20 @@ impl Open {
             if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
                 return p;
             }
-            while let Some(w) = self.order.pop_front() {
-                if let Some(n) = w.upgrade() {
-                    n.notify_one();
-                    break;
-                }
-            }
+            self.evict_oldest();
             let wait = Arc::clone(&self.slots).acquire_owned();
             if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(20), wait).await {
                 return p;
+            }
+        }
+    }
+
+    /// Asks the oldest open connection to close, without waiting for it.
+    fn evict_oldest(&mut self) {
+        while let Some(w) = self.order.pop_front() {
+            if let Some(n) = w.upgrade() {
+                n.notify_one();
+                return;
             }
         }
     }
@@ -136,6 +142,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let cap = effective_cap(limits.max_connections);
+    let headroom = cap / 32;
     let mut open = Open {
         order: VecDeque::new(),
         slots: Arc::new(Semaphore::new(cap)),
@@ -160,6 +167,13 @@ pub async fn serve(
             p = open.admit() => p,
             () = stopped(&mut stop) => break,
         };
+        // Near the cap, the oldest connection is asked to close as this one comes in, so that the
+        // next newcomer finds a slot free rather than waiting in the accept loop for an eviction
+        // (under a flood of reopened idle connections, those waits queued a fresh client behind
+        // the whole backlog).
+        if open.slots.available_permits() < headroom {
+            open.evict_oldest();
+        }
         // Answers are small and clients wait for each: Nagle would only add latency.
         let _ = tcp.set_nodelay(true);
         let evict = Arc::new(Notify::new());
