@@ -1,6 +1,8 @@
 //! The graph IR every importer produces: ops with ONNX names and attributes, tensors with static shapes
 //! and dtypes, and which tensors are weights. Layout of 4-D activations is always NCHW.
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Element type of a tensor.
@@ -61,12 +63,104 @@ pub enum Attr {
     Str(String),
 }
 
+/// A node's attributes by name, kept in name order (serialised as a JSON object, as a map would be).
+///
+/// A sorted vector rather than a `BTreeMap`: a node has a handful of attributes, and a map allocates
+/// a tree node of several hundred bytes for even one, which made the graph of a large upload
+/// several times its JSON. Names are `Cow`: the importers' fixed ONNX names need no allocation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attrs(Vec<(Cow<'static, str>, Attr)>);
+
+impl Attrs {
+    pub fn new() -> Attrs {
+        Attrs(Vec::new())
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Attr> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key`; returns the value it replaced.
+    pub fn insert(&mut self, key: Cow<'static, str>, value: Attr) -> Option<Attr> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                // Grown one at a time: most nodes have one to five attributes, and the usual
+                // doubling would leave a third of the space unused.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Attr> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// The attributes in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Attr)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<Cow<'static, str>>> FromIterator<(K, Attr)> for Attrs {
+    fn from_iter<I: IntoIterator<Item = (K, Attr)>>(items: I) -> Attrs {
+        let mut a = Attrs::new();
+        for (k, v) in items {
+            a.insert(k.into(), v);
+        }
+        a.0.shrink_to_fit();
+        a
+    }
+}
+
+impl<const N: usize> From<[(Cow<'static, str>, Attr); N]> for Attrs {
+    fn from(items: [(Cow<'static, str>, Attr); N]) -> Attrs {
+        items.into_iter().collect()
+    }
+}
+
+impl Serialize for Attrs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Attrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
+        Ok(BTreeMap::<String, Attr>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     /// ONNX operator type (`Conv`, `Gemm`, `Relu` …); importers of other formats map onto these.
     pub op: String,
-    pub attrs: BTreeMap<String, Attr>,
+    pub attrs: Attrs,
     pub inputs: Vec<TensorId>,
     pub outputs: Vec<TensorId>,
 }

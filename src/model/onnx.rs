@@ -1,9 +1,9 @@
 //! ONNX import: raw protobuf for structure and attributes, tract's shape inference for static shapes.
 //! Nodes that only compute constants (Shape→Gather→… chains) are folded away, as every runtime does.
 use super::ImportError;
-use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
+use super::graph::{Attr, Attrs, DType, Graph, Node, Tensor, TensorId};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -224,7 +224,7 @@ impl<'a> Lowering<'a> {
         if constant {
             return Ok(());
         }
-        let attrs: BTreeMap<String, Attr> = n
+        let attrs: Attrs = n
             .attribute
             .iter()
             .filter_map(|a| attr_of(a).map(|v| (a.name.clone(), v)))

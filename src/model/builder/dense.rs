@@ -1,8 +1,7 @@
 //! The builder's ops with weights or windows: convolution, Gemm, MatMul and pooling, with the output
 //! shapes ONNX defines.
 use super::{BuildError, GraphBuilder, broadcast, dims, fmt_shape};
-use crate::model::graph::{Attr, DType, TensorId};
-use std::collections::BTreeMap;
+use crate::model::graph::{Attr, Attrs, DType, TensorId};
 
 /// Output length of a window sliding over `len` padded by `pads` (ONNX floor mode); `None` when the
 /// window does not fit.
@@ -75,7 +74,7 @@ impl GraphBuilder {
         if bias {
             inputs.push(self.const_weight(&name, "bias", vec![cout], DType::F32));
         }
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
             ("strides".into(), Attr::Ints(dims(&stride))),
             ("pads".into(), Attr::Ints(dims(&pads))),
@@ -98,7 +97,7 @@ impl GraphBuilder {
         if bias {
             inputs.push(self.const_weight(&name, "bias", vec![n], DType::F32));
         }
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("alpha".into(), Attr::Float(1.0)),
             ("beta".into(), Attr::Float(1.0)),
             ("transB".into(), Attr::Int(1)),
@@ -153,7 +152,7 @@ impl GraphBuilder {
         if sb.len() > 1 {
             out.push(n);
         }
-        Ok(self.push(OP, vec![a, b], BTreeMap::new(), out))
+        Ok(self.push(OP, vec![a, b], Attrs::new(), out))
     }
 
     fn pool(
@@ -190,7 +189,7 @@ impl GraphBuilder {
                 ),
             ));
         };
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("kernel_shape".into(), Attr::Ints(dims(&kernel))),
             ("strides".into(), Attr::Ints(dims(&stride))),
             ("pads".into(), Attr::Ints(dims(&pads))),
@@ -228,6 +227,6 @@ impl GraphBuilder {
         }
         let mut out = s.clone();
         out[2..].iter_mut().for_each(|d| *d = 1);
-        Ok(self.push(OP, vec![x], BTreeMap::new(), out))
+        Ok(self.push(OP, vec![x], Attrs::new(), out))
     }
 }

@@ -1,7 +1,6 @@
 //! The builder's data-movement ops: Softmax, Concat, Transpose, Reshape, Flatten and Slice.
 use super::{BuildError, GraphBuilder, dims, fmt_shape};
-use crate::model::graph::{Attr, DType, TensorId};
-use std::collections::BTreeMap;
+use crate::model::graph::{Attr, Attrs, DType, TensorId};
 
 impl GraphBuilder {
     /// Softmax along `axis`.
@@ -11,7 +10,7 @@ impl GraphBuilder {
         if axis >= s.len() {
             return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
         }
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        let attrs = Attrs::from([("axis".into(), Attr::Int(axis as i64))]);
         Ok(self.push(OP, vec![x], attrs, s))
     }
 
@@ -43,7 +42,7 @@ impl GraphBuilder {
             }
             out[axis] += s[axis];
         }
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        let attrs = Attrs::from([("axis".into(), Attr::Int(axis as i64))]);
         Ok(self.push(OP, xs.to_vec(), attrs, out))
     }
 
@@ -65,7 +64,7 @@ impl GraphBuilder {
             ));
         }
         let out = perm.iter().map(|&p| s[p]).collect();
-        let attrs = BTreeMap::from([("perm".into(), Attr::Ints(dims(perm)))]);
+        let attrs = Attrs::from([("perm".into(), Attr::Ints(dims(perm)))]);
         Ok(self.push(OP, vec![x], attrs, out))
     }
 
@@ -108,7 +107,7 @@ impl GraphBuilder {
         }
         let name = self.next_name(OP);
         let target = self.const_weight(&name, "shape", vec![out.len()], DType::I64);
-        Ok(self.push(OP, vec![x, target], BTreeMap::new(), out))
+        Ok(self.push(OP, vec![x, target], Attrs::new(), out))
     }
 
     /// Flatten to [prod(dims before axis), prod(dims from axis)].
@@ -119,7 +118,7 @@ impl GraphBuilder {
             return Err(self.invalid(OP, format!("axis {axis} is out of {}", fmt_shape(&s))));
         }
         let out = vec![s[..axis].iter().product(), s[axis..].iter().product()];
-        let attrs = BTreeMap::from([("axis".into(), Attr::Int(axis as i64))]);
+        let attrs = Attrs::from([("axis".into(), Attr::Int(axis as i64))]);
         Ok(self.push(OP, vec![x], attrs, out))
     }
 
@@ -173,7 +172,7 @@ impl GraphBuilder {
         for role in ["starts", "ends", "axes", "steps"] {
             inputs.push(self.const_weight(&name, role, vec![n], DType::I64));
         }
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("starts".into(), Attr::Ints(dims(starts))),
             ("ends".into(), Attr::Ints(dims(ends))),
             ("axes".into(), Attr::Ints(dims(axes))),

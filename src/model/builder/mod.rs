@@ -9,8 +9,7 @@ mod dense;
 mod layout;
 
 use super::broadcast::broadcast;
-use super::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
-use std::collections::BTreeMap;
+use super::graph::{Attr, Attrs, DType, Graph, Node, Tensor, TensorId};
 
 /// Why an op cannot be added: it names the node that would have been created.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +155,7 @@ impl GraphBuilder {
         &mut self,
         op: &str,
         inputs: Vec<TensorId>,
-        attrs: BTreeMap<String, Attr>,
+        attrs: Attrs,
         out_shape: Vec<usize>,
     ) -> TensorId {
         let name = self.next_name(op);
@@ -173,7 +172,7 @@ impl GraphBuilder {
 
     fn unary(&mut self, op: &str, x: TensorId) -> Result<TensorId, BuildError> {
         let s = self.operand(op, x, None)?;
-        Ok(self.push(op, vec![x], BTreeMap::new(), s))
+        Ok(self.push(op, vec![x], Attrs::new(), s))
     }
 
     pub fn relu(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
@@ -197,7 +196,7 @@ impl GraphBuilder {
     pub fn hard_sigmoid(&mut self, x: TensorId) -> Result<TensorId, BuildError> {
         const OP: &str = "HardSigmoid";
         let s = self.operand(OP, x, None)?;
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("alpha".into(), Attr::Float(1.0 / 6.0)),
             ("beta".into(), Attr::Float(0.5)),
         ]);
@@ -215,7 +214,7 @@ impl GraphBuilder {
         let name = self.next_name(OP);
         let scale = self.const_weight(&name, "scale", vec![c], DType::F32);
         let bias = self.const_weight(&name, "bias", vec![c], DType::F32);
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("axis".into(), Attr::Int(-1)),
             ("epsilon".into(), Attr::Float(1e-6)),
         ]);
@@ -229,7 +228,7 @@ impl GraphBuilder {
         if size.contains(&0) {
             return Err(self.invalid(OP, format!("target size {size:?} is empty")));
         }
-        let attrs = BTreeMap::from([("mode".into(), Attr::Str("nearest".into()))]);
+        let attrs = Attrs::from([("mode".into(), Attr::Str("nearest".into()))]);
         Ok(self.push(OP, vec![x], attrs, vec![s[0], s[1], size[0], size[1]]))
     }
 
@@ -243,7 +242,7 @@ impl GraphBuilder {
         let name = self.next_name(OP);
         let min = self.const_weight(&name, "min", vec![], DType::F32);
         let max = self.const_weight(&name, "max", vec![], DType::F32);
-        let attrs = BTreeMap::from([
+        let attrs = Attrs::from([
             ("min".into(), Attr::Float(lo)),
             ("max".into(), Attr::Float(hi)),
         ]);
@@ -263,7 +262,7 @@ impl GraphBuilder {
                 ),
             )
         })?;
-        Ok(self.push(op, vec![a, b], BTreeMap::new(), out))
+        Ok(self.push(op, vec![a, b], Attrs::new(), out))
     }
 
     /// Elementwise sum with numpy broadcasting.
@@ -293,7 +292,7 @@ impl GraphBuilder {
         let s = self.operand(op, x, None)?;
         let name = self.next_name(op);
         let c = self.const_weight(&name, "const", Self::per_channel(&s), DType::F32);
-        Ok(self.push(op, vec![x, c], BTreeMap::new(), s))
+        Ok(self.push(op, vec![x, c], Attrs::new(), s))
     }
 
     /// Adds a per-channel constant ([1, C, 1, 1] for NCHW): a bias.
@@ -319,7 +318,7 @@ impl GraphBuilder {
         for role in ["scale", "bias", "mean", "var"] {
             inputs.push(self.const_weight(&name, role, vec![c], DType::F32));
         }
-        let attrs = BTreeMap::from([("epsilon".into(), Attr::Float(1e-5))]);
+        let attrs = Attrs::from([("epsilon".into(), Attr::Float(1e-5))]);
         Ok(self.push(OP, inputs, attrs, s))
     }
 

@@ -182,7 +182,7 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
         let attribute = n
             .attrs
             .iter()
-            .filter(|(k, _)| !w.dropped.contains(&k.as_str()))
+            .filter(|(k, _)| !w.dropped.contains(k))
             .map(|(k, v)| attr_proto(k, v))
             .chain(w.added.iter().map(|(k, v)| attr_proto(k, v)))
             .collect();

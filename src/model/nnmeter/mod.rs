@@ -36,7 +36,7 @@ pub(crate) fn import(
         file: file.clone(),
         detail,
     };
-    let d = decode::decode(bytes, source)?;
+    let mut d = decode::decode(bytes, source)?;
     for (name, n) in d.names.iter().zip(&d.nodes) {
         if !lower::supports(n.op()) {
             return Err(ImportError::UnsupportedOp {
@@ -54,8 +54,22 @@ pub(crate) fn import(
         other => malformed(other.to_string()),
     })?;
     let rewrites = Rewrites::of(&d, &w.preds);
+    // What is held while the graph is built is kept small, so that a large upload peaks at a small
+    // multiple of its size: the name index is done with, a record is let go once its node is
+    // lowered, and a node's output once its last reader is.
+    d.index = Default::default();
+    let mut readers = vec![0usize; d.nodes.len()];
+    for p in &w.preds {
+        for &i in p {
+            readers[i] += 1;
+        }
+    }
 
     let mut b = Builder::new(source, graph_name(source), input_shape.is_none());
+    b.reserve(
+        d.nodes.iter().map(|n| lower::tensors_of(n.op())).sum(),
+        d.nodes.len(),
+    );
     let mut outs: Vec<Option<Out>> = vec![None; d.nodes.len()];
     let mut override_shape = input_shape;
     for &ix in &w.order {
@@ -70,13 +84,20 @@ pub(crate) fn import(
             None
         };
         outs[ix] = Some(b.lower(&d.names[ix], &d.nodes[ix], &inputs, fixed, &rewrites[ix])?);
-    }
-    let mut consumed = vec![false; d.nodes.len()];
-    for p in &w.preds {
-        for &i in p {
-            consumed[i] = true;
+        d.nodes[ix].release();
+        for &p in &w.preds[ix] {
+            readers[p] -= 1;
+            if readers[p] == 0 {
+                outs[p] = None;
+            }
         }
     }
+    let consumed: Vec<bool> = w.preds.iter().fold(vec![false; d.nodes.len()], |mut c, p| {
+        for &i in p {
+            c[i] = true;
+        }
+        c
+    });
     let g = b.graph();
     let outputs: Vec<_> = outs
         .iter()

@@ -2,9 +2,8 @@
 //! with their axes moved from the file's NHWC to NCHW.
 use super::{Builder, Out, nchw, nchw_axis, show};
 use crate::model::error::ImportError;
-use crate::model::graph::Attr;
+use crate::model::graph::{Attr, Attrs as NodeAttrs};
 use crate::model::nnmeter::attributes::{Attrs, Dims};
-use std::collections::BTreeMap;
 
 impl Builder {
     pub(super) fn matmul(
@@ -70,7 +69,13 @@ impl Builder {
         };
         let out_nhwc = vec![m, nout];
         let out = self.tensor(name.to_string(), out_nhwc.clone(), false);
-        self.push(name, "MatMul", BTreeMap::new(), vec![x.tensor, weight], out);
+        self.push(
+            name,
+            "MatMul",
+            NodeAttrs::new(),
+            vec![x.tensor, weight],
+            out,
+        );
         self.finish(name, out, out_nhwc, stated)
     }
 
@@ -108,7 +113,7 @@ impl Builder {
             out_nhwc[axis] += o.nhwc[axis];
         }
         let out = self.tensor(name.to_string(), nchw(&out_nhwc), false);
-        let mut attrs = BTreeMap::new();
+        let mut attrs = NodeAttrs::new();
         attrs.insert(
             "axis".into(),
             Attr::Int(nchw_axis(axis, first.len()) as i64),
@@ -171,12 +176,12 @@ impl Builder {
             self.push(
                 name,
                 "GlobalAveragePool",
-                BTreeMap::new(),
+                NodeAttrs::new(),
                 vec![x.tensor],
                 out,
             );
         } else {
-            let mut attrs = BTreeMap::new();
+            let mut attrs = NodeAttrs::new();
             let mapped: Vec<i64> = axes
                 .iter()
                 .map(|&ax| nchw_axis(ax, x.nhwc.len()) as i64)
@@ -240,7 +245,7 @@ impl Builder {
             b.into_iter().chain(e).collect()
         };
         let out = self.tensor(name.to_string(), nchw(&out_nhwc), false);
-        let mut attrs = BTreeMap::new();
+        let mut attrs = NodeAttrs::new();
         attrs.insert("pads".into(), Attr::Ints(pads));
         self.push(name, "Pad", attrs, vec![x.tensor], out);
         self.finish(name, out, out_nhwc, stated)
@@ -308,7 +313,7 @@ impl Builder {
             )));
         }
         let out = self.tensor(name.to_string(), nchw(&out_nhwc), false);
-        let mut attrs = BTreeMap::new();
+        let mut attrs = NodeAttrs::new();
         attrs.insert(
             "shape".into(),
             Attr::Ints(nchw(&out_nhwc).iter().map(|&d| d as i64).collect()),

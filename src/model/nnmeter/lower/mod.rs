@@ -9,8 +9,7 @@ use super::decode::RawNode;
 use super::stated::Rewrites;
 use crate::model::broadcast::broadcast;
 use crate::model::error::ImportError;
-use crate::model::graph::{Attr, DType, Graph, Node, Tensor, TensorId};
-use std::collections::BTreeMap;
+use crate::model::graph::{Attr, Attrs as NodeAttrs, DType, Graph, Node, Tensor, TensorId};
 
 /// A tensor larger than this many elements is a corrupt file, not a model: rejecting it keeps every
 /// later byte count far from `u64` overflow.
@@ -69,6 +68,17 @@ const SUPPORTED: &[&str] = &[
 /// Whether the importer maps this TensorFlow op type.
 pub(super) fn supports(op: &str) -> bool {
     SUPPORTED.contains(&op)
+}
+
+/// About how many tensors lowering a node of this op adds: its output and the weights nn-Meter
+/// stripped (a batch norm's four, a convolution's or a bias's one). Sizes the graph once, so that
+/// its lists are not doubled (and for a moment held three times over) as a large file is lowered.
+pub(super) fn tensors_of(op: &str) -> usize {
+    match op {
+        "FusedBatchNorm" | "FusedBatchNormV2" | "FusedBatchNormV3" => 5,
+        "Conv2D" | "DepthwiseConv2dNative" | "MatMul" | "BiasAdd" | "Swish" | "swish" | "SiLU" => 2,
+        _ => 1,
+    }
 }
 
 /// What a lowered IR node produced: the tensor, its shape in the file's NHWC layout, and how the
@@ -147,6 +157,12 @@ impl Builder {
         }
     }
 
+    /// Room for about this many tensors and nodes (a little more, for the estimate's misses).
+    pub(super) fn reserve(&mut self, tensors: usize, nodes: usize) {
+        self.g.tensors.reserve_exact(tensors + tensors / 32);
+        self.g.nodes.reserve_exact(nodes + nodes / 32);
+    }
+
     /// The graph built so far.
     pub(super) fn graph(&self) -> &Graph {
         &self.g
@@ -180,7 +196,7 @@ impl Builder {
         &mut self,
         name: &str,
         op: &str,
-        attrs: BTreeMap<String, Attr>,
+        attrs: NodeAttrs,
         inputs: Vec<TensorId>,
         output: TensorId,
     ) {
@@ -281,7 +297,7 @@ impl Builder {
             "ConcatV2" | "Concat" => self.concat(name, a, &acts, stated),
             "Mean" => self.mean(name, a, x, stated),
             "Pad" | "PadV2" | "MirrorPad" => self.pad(name, a, x, stated),
-            "Identity" => self.same_shape(name, "Identity", BTreeMap::new(), x, stated),
+            "Identity" => self.same_shape(name, "Identity", NodeAttrs::new(), x, stated),
             _ => self.reshape(name, a, x, stated),
         }
     }
@@ -409,7 +425,7 @@ impl Builder {
         &mut self,
         name: &str,
         onnx: &str,
-        attrs: BTreeMap<String, Attr>,
+        attrs: NodeAttrs,
         x: &Out,
         stated: Option<&Dims>,
     ) -> Result<Out, ImportError> {
@@ -432,7 +448,7 @@ impl Builder {
             ins.push(self.tensor(format!("{name}/{p}"), vec![c], true));
         }
         let out = self.tensor(name.to_string(), nchw(&xs), false);
-        let mut attrs = BTreeMap::new();
+        let mut attrs = NodeAttrs::new();
         attrs.insert(
             "epsilon".into(),
             Attr::Float(a.float("epsilon").unwrap_or(1e-3)),
@@ -452,7 +468,7 @@ impl Builder {
         };
         let bias = self.tensor(format!("{name}/bias"), bshape, true);
         let out = self.tensor(name.to_string(), nchw(&xs), false);
-        self.push(name, "Add", BTreeMap::new(), vec![x.tensor, bias], out);
+        self.push(name, "Add", NodeAttrs::new(), vec![x.tensor, bias], out);
         self.finish(name, out, xs, stated)
     }
 
@@ -505,14 +521,14 @@ impl Builder {
                 self.push(
                     &format!("{name}/{i}"),
                     "Add",
-                    BTreeMap::new(),
+                    NodeAttrs::new(),
                     vec![acc, t],
                     o,
                 );
                 acc = o;
             }
         } else {
-            self.push(name, onnx, BTreeMap::new(), ins, out);
+            self.push(name, onnx, NodeAttrs::new(), ins, out);
         }
         self.finish(name, out, shape, stated)
     }
@@ -524,19 +540,19 @@ impl Builder {
         self.push(
             &format!("{name}/sigmoid"),
             "Sigmoid",
-            BTreeMap::new(),
+            NodeAttrs::new(),
             vec![x.tensor],
             sig,
         );
         let out = self.tensor(name.to_string(), nchw(&xs), false);
-        self.push(name, "Mul", BTreeMap::new(), vec![x.tensor, sig], out);
+        self.push(name, "Mul", NodeAttrs::new(), vec![x.tensor, sig], out);
         self.finish(name, out, xs, stated)
     }
 }
 
 /// The ONNX op and attributes of a one-input TF op.
-fn unary(op: &str, a: Attrs, rank: usize) -> (&'static str, BTreeMap<String, Attr>) {
-    let mut attrs = BTreeMap::new();
+fn unary(op: &str, a: Attrs, rank: usize) -> (&'static str, NodeAttrs) {
+    let mut attrs = NodeAttrs::new();
     let onnx = match op {
         "Relu" => "Relu",
         "Relu6" => {

@@ -2,9 +2,8 @@
 //! geometry turned into explicit ONNX pads.
 use super::{Builder, Out, nchw, show};
 use crate::model::error::ImportError;
-use crate::model::graph::Attr;
+use crate::model::graph::{Attr, Attrs as NodeAttrs};
 use crate::model::nnmeter::attributes::{Attrs, Dims};
-use std::collections::BTreeMap;
 
 /// A window op's geometry along one spatial axis.
 struct Axis {
@@ -200,7 +199,7 @@ impl Builder {
             }
         };
         let out = self.tensor(name.to_string(), nchw(&out_nhwc), false);
-        let attrs = BTreeMap::from([
+        let attrs = NodeAttrs::from([
             ("kernel_shape".into(), pair([kh, kw])),
             ("strides".into(), pair(s)),
             ("dilations".into(), pair(d)),
@@ -241,7 +240,7 @@ impl Builder {
         let aw = self.window_axis(name, axis("width", w, 1))?;
         let out_nhwc = vec![n, ah.out, aw.out, c];
         let out = self.tensor(name.to_string(), nchw(&out_nhwc), false);
-        let mut attrs = BTreeMap::from([
+        let mut attrs = NodeAttrs::from([
             ("kernel_shape".into(), pair(k)),
             ("strides".into(), pair(s)),
             ("pads".into(), pads(&ah, &aw)),
