@@ -1161,3 +1161,26 @@ fn bad_input_nnmeter_fixtures_through_cli() {
         &[],
     );
 }
+
+/// A node whose output nothing reads (a generated DLA-style block left a pool dangling): tract drops
+/// it when it analyses the model, and it never runs, so it is no kernel here either; the model
+/// imports.
+#[test]
+fn a_node_whose_output_nothing_reads_is_left_out() {
+    use augur::model::builder::GraphBuilder;
+    let mut b = GraphBuilder::new("dangling");
+    let x = b.input(&[1, 8, 16, 16]);
+    let x = b.relu(x).unwrap();
+    let kept = b.maxpool(x, [2, 2], [2, 2], [0, 0, 0, 0]).unwrap();
+    let _dangling = b.maxpool(x, [2, 2], [2, 2], [0, 0, 0, 0]).unwrap();
+    let y = b.relu(kept).unwrap();
+    let g = b.finish(&[y]).unwrap();
+    assert_eq!(g.nodes.iter().filter(|n| n.op == "MaxPool").count(), 2);
+    let bytes = augur::model::export::to_onnx_bytes(&g).unwrap();
+    let back = import_bytes(&bytes, "dangling.onnx", None)
+        .unwrap_or_else(|e| panic!("a model with a dangling pool imports: {e}"));
+    let pools: Vec<_> = back.nodes.iter().filter(|n| n.op == "MaxPool").collect();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(back.tensors[pools[0].outputs[0]].shape, vec![1, 8, 8, 8]);
+    assert_eq!(back.nodes.len(), 3);
+}

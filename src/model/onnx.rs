@@ -104,11 +104,28 @@ pub(crate) fn import(
         ids: HashMap::new(),
     };
     l.sources(gp)?;
-    for &ix in &order {
+    let live = live_nodes(gp, &order);
+    for &ix in order.iter().filter(|&&ix| live[ix]) {
         l.node(&gp.node[ix])?;
     }
     l.outputs(gp)?;
     Ok(l.g)
+}
+
+/// Which nodes contribute to a graph output. tract drops the others when it analyses a model (their
+/// outputs get no shape) and never runs them, so they are no kernels of the model here either.
+/// `order` is an execution order of all nodes.
+fn live_nodes(gp: &pb::GraphProto, order: &[usize]) -> Vec<bool> {
+    let mut needed: HashSet<&str> = gp.output.iter().map(|o| o.name.as_str()).collect();
+    let mut live = vec![false; gp.node.len()];
+    for &ix in order.iter().rev() {
+        let n = &gp.node[ix];
+        if n.output.iter().any(|o| needed.contains(o.as_str())) {
+            live[ix] = true;
+            needed.extend(n.input.iter().map(String::as_str));
+        }
+    }
+    live
 }
 
 /// Every node's op must be one of tract's standard-domain ONNX ops.
