@@ -186,7 +186,7 @@ fn generate(bytes: usize) -> Vec<u8> {
 // bound needs a leaner graph IR (interned names, inline shapes), not only lean decoding. Run it with
 // `--ignored` to see the figures.
 #[test]
-#[ignore = "not yet: the graph IR alone is ~2.5 × the body; peak 5.2 × (9.4 × with map attributes, 12.8 × before the typed decoder)"]
+#[ignore = "not yet: the graph IR alone is ~2.5 × the body; peak 4.5 × (9.4 × with map attributes, 12.8 × before the typed decoder)"]
 fn a_32_mib_nnmeter_upload_peaks_within_three_times_its_size() {
     let body = generate(32 << 20);
     assert!(body.len() >= 32 << 20, "{} bytes", body.len());

@@ -155,7 +155,7 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
         file: file.to_string(),
         detail,
     };
-    let Ordered(names, nodes) = serde_json::from_slice(bytes).map_err(|e| {
+    let Ordered(mut names, mut nodes) = serde_json::from_slice(bytes).map_err(|e| {
         let e = e.to_string();
         // A node that is no node record names itself already.
         if e.starts_with("node `") {
@@ -167,6 +167,9 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
     if names.is_empty() {
         return Err(malformed("the graph has no nodes".into()));
     }
+    // The lists doubled as they grew; the graph is built beside them.
+    names.shrink_to_fit();
+    nodes.shrink_to_fit();
     let mut index: HashMap<Name<'a>, usize> = HashMap::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         if index.insert(name.clone(), i).is_some() {
