@@ -84,10 +84,6 @@ impl Attrs {
         self.find(key).ok().map(|i| &self.0[i].1)
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
-    }
-
     /// Sets `key`; returns the value it replaced.
     pub fn insert(&mut self, key: Cow<'static, str>, value: Attr) -> Option<Attr> {
         match self.find(&key) {
@@ -102,21 +98,9 @@ impl Attrs {
         }
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<Attr> {
-        self.find(key).ok().map(|i| self.0.remove(i).1)
-    }
-
     /// The attributes in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Attr)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -126,7 +110,6 @@ impl<K: Into<Cow<'static, str>>> FromIterator<(K, Attr)> for Attrs {
         for (k, v) in items {
             a.insert(k.into(), v);
         }
-        a.0.shrink_to_fit();
         a
     }
 }

@@ -64,6 +64,7 @@ pub(crate) fn import(
             readers[i] += 1;
         }
     }
+    let consumed: Vec<bool> = readers.iter().map(|&r| r > 0).collect();
 
     let mut b = Builder::new(source, graph_name(source), input_shape.is_none());
     b.reserve(
@@ -92,12 +93,6 @@ pub(crate) fn import(
             }
         }
     }
-    let consumed: Vec<bool> = w.preds.iter().fold(vec![false; d.nodes.len()], |mut c, p| {
-        for &i in p {
-            c[i] = true;
-        }
-        c
-    });
     let g = b.graph();
     let outputs: Vec<_> = outs
         .iter()
