@@ -166,7 +166,7 @@ fn inspect_json_has_the_documented_fields() {
 fn node<'a>(g: &'a Graph, name: &str) -> &'a augur::model::Node {
     g.nodes
         .iter()
-        .find(|n| n.name == name)
+        .find(|n| &*n.name == name)
         .unwrap_or_else(|| panic!("no node `{name}`"))
 }
 
@@ -175,7 +175,7 @@ fn kinds(d: &Decomposition) -> Vec<KernelKind> {
 }
 
 fn output_shape(g: &Graph, name: &str) -> Vec<usize> {
-    g.tensor(node(g, name).outputs[0]).shape.clone()
+    g.tensor(node(g, name).outputs[0]).shape.to_vec()
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn nnmeter_conv_bn_relu() {
     assert_eq!(d.input_shapes, vec![vec![1, 3, 32, 32]]);
     let conv = node(&g, "conv1/Conv2D");
     assert_eq!(conv.op, "Conv");
-    assert_eq!(g.tensor(conv.inputs[1]).shape, vec![16, 3, 3, 3]);
+    assert_eq!(g.tensor(conv.inputs[1]).shape.to_vec(), vec![16, 3, 3, 3]);
     assert_eq!(conv.ints("strides"), Some(&[2, 2][..]));
     // TF SAME with an even input and stride 2 pads only at the end: [top, left, bottom, right].
     assert_eq!(conv.ints("pads"), Some(&[0, 0, 1, 1][..]));
@@ -218,7 +218,7 @@ fn nnmeter_mobilenet_block() {
     assert_eq!(d.params, 3456 + 1296 + 3456 + 4 * (144 + 144 + 24));
     let dw = node(&g, "block/depthwise/depthwise");
     assert_eq!(dw.int("group"), Some(144));
-    assert_eq!(g.tensor(dw.inputs[1]).shape, vec![144, 1, 3, 3]);
+    assert_eq!(g.tensor(dw.inputs[1]).shape.to_vec(), vec![144, 1, 3, 3]);
     let relu6 = node(&g, "block/expand/Relu6");
     assert_eq!(relu6.op, "Clip");
     assert_eq!(
@@ -227,7 +227,7 @@ fn nnmeter_mobilenet_block() {
     );
     let add = node(&g, "block/add");
     assert_eq!(add.op, "Add");
-    assert_eq!(g.tensor(add.outputs[0]).shape, vec![1, 24, 56, 56]);
+    assert_eq!(g.tensor(add.outputs[0]).shape.to_vec(), vec![1, 24, 56, 56]);
     // The three convolutions, whatever the rules fuse into them.
     let convs: Vec<&augur::kernels::Kernel> = d
         .kernels
@@ -369,7 +369,7 @@ fn nnmeter_malformed_inputs() {
     // An unknown batch is one image.
     let json = r#"{"x": {"inbounds": [], "attr": {"type": "Placeholder", "attr": {"shape": [null, 8, 8, 4]}}}, "r": {"inbounds": ["x"], "attr": {"type": "Relu"}}}"#;
     let g = import_bytes(json.as_bytes(), "t.json", None).expect("imports");
-    assert_eq!(g.tensor(g.inputs[0]).shape, vec![1, 4, 8, 8]);
+    assert_eq!(g.tensor(g.inputs[0]).shape.to_vec(), vec![1, 4, 8, 8]);
 }
 
 /// The importer follows TF's padding rules and nn-Meter's attribute spellings.
@@ -392,7 +392,7 @@ fn nnmeter_padding_and_attribute_forms() {
     assert_eq!(output_shape(&g, "same"), vec![1, 3, 4, 4]);
     let valid = node(&g, "valid");
     assert_eq!(valid.int("group"), Some(2));
-    assert_eq!(g.tensor(valid.inputs[1]).shape, vec![4, 1, 3, 3]);
+    assert_eq!(g.tensor(valid.inputs[1]).shape.to_vec(), vec![4, 1, 3, 3]);
     assert_eq!(output_shape(&g, "valid"), vec![1, 4, 5, 5]);
     // Swish is x·sigmoid(x), as ONNX exporters write it.
     assert_eq!(node(&g, "swish/sigmoid").op, "Sigmoid");
@@ -1181,6 +1181,9 @@ fn a_node_whose_output_nothing_reads_is_left_out() {
         .unwrap_or_else(|e| panic!("a model with a dangling pool imports: {e}"));
     let pools: Vec<_> = back.nodes.iter().filter(|n| n.op == "MaxPool").collect();
     assert_eq!(pools.len(), 1);
-    assert_eq!(back.tensors[pools[0].outputs[0]].shape, vec![1, 8, 8, 8]);
+    assert_eq!(
+        back.tensors[pools[0].outputs[0]].shape.to_vec(),
+        vec![1, 8, 8, 8]
+    );
     assert_eq!(back.nodes.len(), 3);
 }

@@ -110,7 +110,7 @@ fn zoo_models_survive_export() {
                 let shapes = |g: &Graph| -> Vec<Vec<usize>> {
                     g.outputs
                         .iter()
-                        .map(|&t| g.tensor(t).shape.clone())
+                        .map(|&t| g.tensor(t).shape.to_vec())
                         .collect()
                 };
                 if macs(&g) != macs(&b)

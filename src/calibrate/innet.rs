@@ -80,7 +80,7 @@ pub fn attribute(g: &Graph, d: &Decomposition, timings: &[NodeTiming]) -> Attrib
     for (k, nodes) in d.kernel_nodes.iter().enumerate() {
         for &n in nodes {
             if let Some(node) = g.nodes.get(n) {
-                owner.insert(node.name.as_str(), k);
+                owner.insert(&*node.name, k);
             }
         }
     }

@@ -42,7 +42,7 @@ fn conv_class(g: &Graph, n: &Node) -> &'static str {
     let kshape: Vec<usize> = n
         .inputs
         .get(1)
-        .map(|&t| g.tensor(t).shape.clone())
+        .map(|&t| g.tensor(t).shape.to_vec())
         .unwrap_or_default();
     if groups > 1 && groups == cin {
         return "depthwise";
@@ -68,7 +68,7 @@ fn binary_class(
     if n.inputs.iter().any(|&t| g.tensor(t).is_weight) {
         return with_const;
     }
-    let shapes: Vec<&Vec<usize>> = n.inputs.iter().map(|&t| &g.tensor(t).shape).collect();
+    let shapes: Vec<&[usize]> = n.inputs.iter().map(|&t| &*g.tensor(t).shape).collect();
     if shapes.windows(2).all(|w| w[0] == w[1]) {
         same
     } else {

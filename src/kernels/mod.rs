@@ -370,7 +370,7 @@ pub fn decompose(g: &Graph, rules: &FusionRules) -> Result<Decomposition, Decomp
         input_shapes: g
             .inputs
             .iter()
-            .map(|&t| g.tensor(t).shape.clone())
+            .map(|&t| g.tensor(t).shape.to_vec())
             .collect(),
         feature_cache,
         group_cache,
@@ -563,7 +563,7 @@ fn kernel_of(
         .first()
         .copied()
         .ok_or_else(|| DecomposeError::Node {
-            node: last.name.clone(),
+            node: last.name.to_string(),
             op: last.op.clone(),
             detail: "has no output".into(),
         })?;
@@ -574,17 +574,18 @@ fn kernel_of(
     if kind == KernelKind::Elementwise {
         inputs.sort_by_key(|&t| std::cmp::Reverse(g.tensor(t).elements()));
     }
-    let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|&t| g.tensor(t).shape.clone()).collect();
+    let input_shapes: Vec<Vec<usize>> =
+        inputs.iter().map(|&t| g.tensor(t).shape.to_vec()).collect();
     let first_in = input_shapes.first().cloned().unwrap_or_default();
     let anchor_out = anchor
         .outputs
         .first()
-        .map(|&t| g.tensor(t).shape.clone())
+        .map(|&t| g.tensor(t).shape.to_vec())
         .unwrap_or_default();
     let mut k = Kernel {
         ops: nodes.iter().map(|&n| g.nodes[n].op.clone()).collect(),
         input_shapes,
-        output_shape,
+        output_shape: output_shape.to_vec(),
         cin: first_in.get(1).copied().unwrap_or(1),
         cout: anchor_out.get(1).copied().unwrap_or(1),
         hin: first_in.get(2).copied().unwrap_or(1),
@@ -592,7 +593,7 @@ fn kernel_of(
         weight_bytes,
         input_bytes: inputs.iter().map(|&t| g.tensor(t).bytes()).sum(),
         output_bytes: g.tensor(out_t).bytes(),
-        ..Kernel::blank(anchor.name.clone(), kind)
+        ..Kernel::blank(anchor.name.to_string(), kind)
     };
     set_geometry(&mut k, g, anchor, &first_in, &anchor_out);
     k.macs = nodes.iter().map(|&n| node_macs(g, &g.nodes[n])).sum();

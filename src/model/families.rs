@@ -644,7 +644,7 @@ mod tests {
         assert_eq!(a.name, b.name);
         assert_eq!(a.nodes.len(), b.nodes.len());
         let shapes =
-            |g: &Graph| -> Vec<Vec<usize>> { g.tensors.iter().map(|t| t.shape.clone()).collect() };
+            |g: &Graph| -> Vec<Vec<usize>> { g.tensors.iter().map(|t| t.shape.to_vec()).collect() };
         assert_eq!(shapes(&a), shapes(&b));
         let differ = (0..FAMILIES.len()).any(|i| {
             let (x, y) = (network(3, i).unwrap(), network(4, i).unwrap());

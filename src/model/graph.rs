@@ -3,7 +3,8 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +35,33 @@ impl DType {
 /// Index of a tensor in [`Graph::tensors`].
 pub type TensorId = usize;
 
+/// A tensor's dimensions, shared between the tensors that have them: a large graph has hundreds of
+/// thousands of tensors but a few dozen distinct shapes (see [`ShapeTable`]).
+pub type Shape = Arc<[usize]>;
+
+/// The distinct shapes of a graph being built, so that each is held once.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeTable(HashSet<Shape>);
+
+impl ShapeTable {
+    /// The shared copy of `dims`.
+    pub fn get(&mut self, dims: &[usize]) -> Shape {
+        if let Some(s) = self.0.get(dims) {
+            return Arc::clone(s);
+        }
+        let s: Shape = dims.into();
+        self.0.insert(Arc::clone(&s));
+        s
+    }
+}
+
+/// Names and shapes are boxed and shared rather than `String` and `Vec`: a large upload has
+/// hundreds of thousands of tensors, and the spare capacity and headers of growable buffers made
+/// its graph several times its JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tensor {
-    pub name: String,
-    pub shape: Vec<usize>,
+    pub name: Box<str>,
+    pub shape: Shape,
     pub dtype: DType,
     /// True for initializers and constants: stored with the model, not computed per run.
     pub is_weight: bool,
@@ -138,14 +162,16 @@ impl<'de> Deserialize<'de> for Attrs {
     }
 }
 
+/// An operator application. Its name and operand lists are boxed, not growable, for the same
+/// reason as [`Tensor`]'s; they serialise as before.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Node {
-    pub name: String,
+    pub name: Box<str>,
     /// ONNX operator type (`Conv`, `Gemm`, `Relu` …); importers of other formats map onto these.
     pub op: String,
     pub attrs: Attrs,
-    pub inputs: Vec<TensorId>,
-    pub outputs: Vec<TensorId>,
+    pub inputs: Box<[TensorId]>,
+    pub outputs: Box<[TensorId]>,
 }
 
 impl Node {

@@ -14,7 +14,7 @@ pub mod shape;
 mod topo;
 
 pub use error::ImportError;
-pub use graph::{Attr, Attrs, DType, Graph, Node, Tensor, TensorId};
+pub use graph::{Attr, Attrs, DType, Graph, Node, Shape, ShapeTable, Tensor, TensorId};
 pub use shape::{ShapeError, parse_shape};
 
 use std::path::Path;

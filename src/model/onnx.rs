@@ -1,7 +1,7 @@
 //! ONNX import: raw protobuf for structure and attributes, tract's shape inference for static shapes.
 //! Nodes that only compute constants (Shape→Gather→… chains) are folded away, as every runtime does.
 use super::ImportError;
-use super::graph::{Attr, Attrs, DType, Graph, Node, Tensor, TensorId};
+use super::graph::{Attr, Attrs, DType, Graph, Node, ShapeTable, Tensor, TensorId};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
@@ -102,6 +102,7 @@ pub(crate) fn import(
             ..Default::default()
         },
         ids: HashMap::new(),
+        shapes: ShapeTable::default(),
     };
     l.sources(gp)?;
     let live = live_nodes(gp, &order);
@@ -154,13 +155,15 @@ struct Lowering<'a> {
     g: Graph,
     /// Each named tensor's id in the graph.
     ids: HashMap<&'a str, TensorId>,
+    shapes: ShapeTable,
 }
 
 impl<'a> Lowering<'a> {
     fn push_tensor(&mut self, name: &'a str, shape: Vec<usize>, dtype: DType, is_weight: bool) {
         self.ids.insert(name, self.g.tensors.len());
+        let shape = self.shapes.get(&shape);
         self.g.tensors.push(Tensor {
-            name: name.to_string(),
+            name: name.into(),
             shape,
             dtype,
             is_weight,
@@ -222,7 +225,7 @@ impl<'a> Lowering<'a> {
                 // An Identity of a weight (how exporters share one tensor) has its input's shape.
                 None if constant && n.op_type == "Identity" && inputs.len() == 1 => {
                     let t = &self.g.tensors[inputs[0]];
-                    (t.shape.clone(), t.dtype)
+                    (t.shape.to_vec(), t.dtype)
                 }
                 None if constant => (vec![], DType::Other),
                 None => {
@@ -247,11 +250,11 @@ impl<'a> Lowering<'a> {
             .filter_map(|a| attr_of(a).map(|v| (a.name.clone(), v)))
             .collect();
         self.g.nodes.push(Node {
-            name: node_name(n),
+            name: node_name(n).into(),
             op: n.op_type.clone(),
             attrs,
-            inputs,
-            outputs,
+            inputs: inputs.into(),
+            outputs: outputs.into(),
         });
         Ok(())
     }

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 /// Kahn's algorithm over `preds` (for each node, the indices of the nodes it reads; repeats allowed),
 /// keeping file order wherever it is already valid so that reports list nodes as the file does. On a
 /// cycle, the index of a node on it.
-pub(crate) fn topo_order(preds: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+pub(crate) fn topo_order<P: AsRef<[usize]>>(preds: &[P]) -> Result<Vec<usize>, usize> {
     let n = preds.len();
-    let mut indeg: Vec<usize> = preds.iter().map(Vec::len).collect();
+    let mut indeg: Vec<usize> = preds.iter().map(|p| p.as_ref().len()).collect();
     let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, p) in preds.iter().enumerate() {
-        for &q in p {
+        for &q in p.as_ref() {
             succ[q].push(i);
         }
     }
@@ -35,7 +35,7 @@ pub(crate) fn topo_order(preds: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
     let mut at = start;
     while !seen[at] {
         seen[at] = true;
-        match preds[at].iter().find(|&&p| indeg[p] > 0) {
+        match preds[at].as_ref().iter().find(|&&p| indeg[p] > 0) {
             Some(&p) => at = p,
             None => break,
         }

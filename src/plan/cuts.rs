@@ -122,7 +122,7 @@ pub fn cut_points(g: &Graph, d: &Decomposition, opts: CutOptions) -> Vec<Cut> {
         }
         let name = open
             .iter()
-            .map(|&t| g.tensor(t).name.as_str())
+            .map(|&t| &*g.tensor(t).name)
             .collect::<Vec<_>>()
             .join("+");
         cuts.push(Cut {

@@ -9,7 +9,7 @@ mod dense;
 mod layout;
 
 use super::broadcast::broadcast;
-use super::graph::{Attr, Attrs, DType, Graph, Node, Tensor, TensorId};
+use super::graph::{Attr, Attrs, DType, Graph, Node, ShapeTable, Tensor, TensorId};
 
 /// Why an op cannot be added: it names the node that would have been created.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,7 @@ pub enum BuildError {
 #[derive(Clone, Debug)]
 pub struct GraphBuilder {
     g: Graph,
+    shapes: ShapeTable,
 }
 
 fn dims(v: &[usize]) -> Vec<i64> {
@@ -48,6 +49,7 @@ impl GraphBuilder {
                 name: name.to_string(),
                 ..Default::default()
             },
+            shapes: ShapeTable::default(),
         }
     }
 
@@ -75,7 +77,7 @@ impl GraphBuilder {
         self.g
             .tensors
             .get(x)
-            .map(|t| t.shape.as_slice())
+            .map(|t| &*t.shape)
             .ok_or_else(|| BuildError::UnknownTensor {
                 graph: self.g.name.clone(),
                 id: x,
@@ -94,8 +96,9 @@ impl GraphBuilder {
         dtype: DType,
         is_weight: bool,
     ) -> TensorId {
+        let shape = self.shapes.get(&shape);
         self.g.tensors.push(Tensor {
-            name,
+            name: name.into_boxed_str(),
             shape,
             dtype,
             is_weight,
@@ -161,11 +164,11 @@ impl GraphBuilder {
         let name = self.next_name(op);
         let out = self.tensor(format!("{name}.out"), out_shape, DType::F32, false);
         self.g.nodes.push(Node {
-            name,
+            name: name.into(),
             op: op.to_string(),
             attrs,
-            inputs,
-            outputs: vec![out],
+            inputs: inputs.into(),
+            outputs: Box::new([out]),
         });
         out
     }
@@ -391,8 +394,11 @@ mod tests {
             .unwrap();
         assert_eq!(out_shape(&b, y), vec![1, 16, 7, 7]);
         let g = b.finish(&[y]).unwrap();
-        assert_eq!(g.tensor(g.nodes[0].inputs[1]).shape, vec![16, 4, 3, 3]);
-        assert_eq!(g.tensor(g.nodes[0].inputs[2]).shape, vec![16]);
+        assert_eq!(
+            g.tensor(g.nodes[0].inputs[1]).shape.to_vec(),
+            vec![16, 4, 3, 3]
+        );
+        assert_eq!(g.tensor(g.nodes[0].inputs[2]).shape.to_vec(), vec![16]);
         assert_eq!(node_macs(&g, &g.nodes[0]), 16 * 7 * 7 * 4 * 9);
     }
 
@@ -438,7 +444,10 @@ mod tests {
         assert_eq!(out_shape(&b, y), vec![2, 16, 8, 8]);
         let c = b.add_const(y).unwrap();
         assert_eq!(
-            b.graph().tensor(b.graph().nodes[3].inputs[1]).shape,
+            b.graph()
+                .tensor(b.graph().nodes[3].inputs[1])
+                .shape
+                .to_vec(),
             vec![1, 16, 1, 1]
         );
         let c = b.clip(c, 0.0, 6.0).unwrap();

@@ -138,7 +138,7 @@ fn tensor_names(g: &Graph) -> Vec<String> {
         let mut name = if t.name.is_empty() {
             format!("t{ix}")
         } else {
-            t.name.clone()
+            t.name.to_string()
         };
         if used.contains(&name) || name.starts_with("input") || name.starts_with("output") {
             name = format!("t{ix}_{name}");
@@ -189,7 +189,7 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
         nodes.push(pb::NodeProto {
             input: w.inputs,
             output: n.outputs.iter().map(|&t| names[t].clone()).collect(),
-            name: n.name.clone(),
+            name: n.name.to_string(),
             op_type: n.op.clone(),
             domain: String::new(),
             attribute,
@@ -200,7 +200,7 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
     let io = |t: TensorId| -> Result<pb::ValueInfoProto, ExportError> {
         let tensor = g.tensor(t);
         let dt = elem_type(tensor.dtype).ok_or_else(|| ExportError::Tensor {
-            tensor: tensor.name.clone(),
+            tensor: tensor.name.to_string(),
             detail: "a graph input or output needs a known element type".into(),
         })?;
         Ok(value_info(&names[t], &tensor.shape, dt))
@@ -332,8 +332,8 @@ mod tests {
         let g = b.finish(&[sm]).unwrap();
         let back = round_trip(&g);
         same_shapes_and_macs(&g, &back);
-        assert_eq!(back.tensor(back.inputs[0]).name, "input");
-        assert_eq!(back.tensor(back.outputs[0]).name, "output");
+        assert_eq!(back.tensor(back.inputs[0]).name.as_ref(), "input");
+        assert_eq!(back.tensor(back.outputs[0]).name.as_ref(), "output");
     }
 
     #[test]
@@ -355,16 +355,16 @@ mod tests {
         use crate::model::{Node, Tensor};
         let t = |name: &str, shape: &[usize], dtype, is_weight| Tensor {
             name: name.into(),
-            shape: shape.to_vec(),
+            shape: shape.into(),
             dtype,
             is_weight,
         };
         let node = |op: &str, inputs: Vec<TensorId>, out: TensorId| Node {
-            name: format!("{op}_{out}"),
+            name: format!("{op}_{out}").into(),
             op: op.into(),
             attrs: Default::default(),
-            inputs,
-            outputs: vec![out],
+            inputs: inputs.into(),
+            outputs: Box::new([out]),
         };
         let g = Graph {
             name: "lost".into(),

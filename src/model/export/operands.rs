@@ -61,7 +61,7 @@ pub(super) fn node_inputs(
         if tensor.is_weight && !produced.contains(&t) && written.insert(t) {
             let (shape, dtype) = if tensor.dtype == DType::Other {
                 operand_shape(g, n, ix).ok_or_else(|| ExportError::Tensor {
-                    tensor: tensor.name.clone(),
+                    tensor: tensor.name.to_string(),
                     detail: format!(
                         "its shape and type are unknown (a constant the importer could not \
                          resolve), and operand {ix} of {} does not tell them",
@@ -69,7 +69,7 @@ pub(super) fn node_inputs(
                     ),
                 })?
             } else {
-                (tensor.shape.clone(), tensor.dtype)
+                (tensor.shape.to_vec(), tensor.dtype)
             };
             initializers.push(weight_tensor(
                 &names[t],
@@ -273,12 +273,12 @@ fn reduce_axes_from_input(g: &Graph, n: &Node) -> Result<Option<Vec<i64>>, Expor
     if !is_reduce || !g.tensor(axes_in).is_weight {
         return Ok(None);
     }
-    let shape = |t: Option<&TensorId>| t.map(|&t| g.tensor(t).shape.clone()).unwrap_or_default();
+    let shape = |t: Option<&TensorId>| t.map(|&t| g.tensor(t).shape.to_vec()).unwrap_or_default();
     let (x, y) = (shape(n.inputs.first()), shape(n.outputs.first()));
     reduced_axes(n, &x, &y)
         .map(Some)
         .ok_or_else(|| ExportError::Node {
-            node: n.name.clone(),
+            node: n.name.to_string(),
             op: n.op.clone(),
             detail: format!("cannot tell the axes from {x:?} → {y:?}"),
         })
@@ -298,11 +298,11 @@ type Operands = (
 
 fn shape_operands(g: &Graph, n: &Node) -> Result<Option<Operands>, ExportError> {
     let node_err = |detail: String| ExportError::Node {
-        node: n.name.clone(),
+        node: n.name.to_string(),
         op: n.op.clone(),
         detail,
     };
-    let shape = |t: Option<&TensorId>| t.map(|&t| g.tensor(t).shape.clone()).unwrap_or_default();
+    let shape = |t: Option<&TensorId>| t.map(|&t| g.tensor(t).shape.to_vec()).unwrap_or_default();
     let x = shape(n.inputs.first());
     let y = shape(n.outputs.first());
     let name = |role: &str| format!("{}.{role}", n.name);
@@ -369,7 +369,7 @@ fn shape_operands(g: &Graph, n: &Node) -> Result<Option<Operands>, ExportError> 
 
 fn node_err(n: &Node, detail: String) -> ExportError {
     ExportError::Node {
-        node: n.name.clone(),
+        node: n.name.to_string(),
         op: n.op.clone(),
         detail,
     }

@@ -19,13 +19,26 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
+/// A node as the file has it.
 #[derive(Deserialize)]
-pub(super) struct RawNode<'a> {
+struct FileNode<'a> {
     #[serde(default, borrow)]
-    pub(super) inbounds: Vec<Name<'a>>,
+    inbounds: Vec<Name<'a>>,
     #[serde(default, borrow)]
-    pub(super) outbounds: Vec<Name<'a>>,
+    outbounds: Vec<Name<'a>>,
     #[serde(borrow)]
+    attr: RawAttr<'a>,
+}
+
+/// A node's edges, by the names of the nodes at their other ends; needed only for wiring, so kept
+/// apart from the records and let go as a whole once the nodes are wired.
+pub(super) struct Edges<'a> {
+    pub(super) inbounds: Box<[Name<'a>]>,
+    pub(super) outbounds: Box<[Name<'a>]>,
+}
+
+/// What the lowering of a node reads: its op type, stated shapes and attributes.
+pub(super) struct RawNode<'a> {
     attr: RawAttr<'a>,
 }
 
@@ -72,13 +85,6 @@ impl<'a> RawNode<'a> {
         &self.attr.op
     }
 
-    /// Lets go of what the record holds beside the file's bytes, once its node is lowered.
-    pub(super) fn release(&mut self) {
-        self.inbounds = Vec::new();
-        self.outbounds = Vec::new();
-        self.attr.attr = AttrList::default();
-    }
-
     pub(super) fn attrs(&self) -> Attrs<'_> {
         Attrs(&self.attr.attr.0)
     }
@@ -103,16 +109,47 @@ impl<'a> RawNode<'a> {
 }
 
 /// A decoded file: node names and records in file order, and each name's index.
+///
+/// Records are boxed one by one so that each can be let go as soon as its node is lowered (see
+/// [`Decoded::take`]); in one vector they would all be held until the graph is built.
 pub(super) struct Decoded<'a> {
     pub(super) names: Vec<Name<'a>>,
-    pub(super) nodes: Vec<RawNode<'a>>,
+    /// Each node's edges, until the nodes are wired.
+    pub(super) edges: Vec<Edges<'a>>,
+    nodes: Vec<Option<Box<RawNode<'a>>>>,
     pub(super) index: HashMap<Name<'a>, usize>,
+}
+
+impl<'a> Decoded<'a> {
+    /// How many nodes the file has.
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The records not taken, with their names and indices, in file order.
+    pub(super) fn records(&self) -> impl Iterator<Item = (usize, &Name<'a>, &RawNode<'a>)> {
+        self.names
+            .iter()
+            .zip(&self.nodes)
+            .enumerate()
+            .filter_map(|(ix, (name, n))| n.as_deref().map(|n| (ix, name, n)))
+    }
+
+    /// Lets go of the edges, once the nodes are wired.
+    pub(super) fn release_edges(&mut self) {
+        self.edges = Vec::new();
+    }
+
+    /// Takes the record of node `ix` out, for its lowering.
+    pub(super) fn take(&mut self, ix: usize) -> Option<Box<RawNode<'a>>> {
+        self.nodes.get_mut(ix).and_then(Option::take)
+    }
 }
 
 /// The top-level object with its keys in file order: `serde_json`'s own map sorts them (nn-Meter writes
 /// them sorted anyway, but a file in execution order should keep it) and would drop duplicate keys.
 /// Nodes are decoded as they come, each into its record; a malformed one names itself.
-struct Ordered<'a>(Vec<Name<'a>>, Vec<RawNode<'a>>);
+struct Ordered<'a>(Vec<Name<'a>>, Vec<Edges<'a>>, Vec<Option<Box<RawNode<'a>>>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Ordered<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -123,21 +160,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for Ordered<'a> {
                 f.write_str("a JSON object keyed by node name")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Ordered<'a>, A::Error> {
-                let (mut names, mut nodes) = (Vec::new(), Vec::new());
+                let (mut names, mut edges, mut nodes) = (Vec::new(), Vec::new(), Vec::new());
                 while let Some(name) = m.next_key::<Name<'a>>()? {
-                    let mut node = m.next_value::<RawNode<'a>>().map_err(|e| {
+                    let node = m.next_value::<FileNode<'a>>().map_err(|e| {
                         serde::de::Error::custom(format_args!(
                             "node `{name}`: not an nn-Meter IR node ({e})"
                         ))
                     })?;
-                    // Lists grow by doubling as they are read: trimmed, a large file's records
-                    // take a third less.
-                    node.inbounds.shrink_to_fit();
-                    node.outbounds.shrink_to_fit();
+                    // Lists grow by doubling as they are read: boxed (trimmed), a large file's
+                    // records take a third less.
                     names.push(name);
-                    nodes.push(node);
+                    edges.push(Edges {
+                        inbounds: node.inbounds.into_boxed_slice(),
+                        outbounds: node.outbounds.into_boxed_slice(),
+                    });
+                    nodes.push(Some(Box::new(RawNode { attr: node.attr })));
                 }
-                Ok(Ordered(names, nodes))
+                Ok(Ordered(names, edges, nodes))
             }
         }
         d.deserialize_map(V(PhantomData))
@@ -155,7 +194,7 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
         file: file.to_string(),
         detail,
     };
-    let Ordered(mut names, mut nodes) = serde_json::from_slice(bytes).map_err(|e| {
+    let Ordered(mut names, mut edges, mut nodes) = serde_json::from_slice(bytes).map_err(|e| {
         let e = e.to_string();
         // A node that is no node record names itself already.
         if e.starts_with("node `") {
@@ -169,6 +208,7 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
     }
     // The lists doubled as they grew; the graph is built beside them.
     names.shrink_to_fit();
+    edges.shrink_to_fit();
     nodes.shrink_to_fit();
     let mut index: HashMap<Name<'a>, usize> = HashMap::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
@@ -178,6 +218,7 @@ pub(super) fn decode<'a>(bytes: &'a [u8], file: &str) -> Result<Decoded<'a>, Imp
     }
     Ok(Decoded {
         names,
+        edges,
         nodes,
         index,
     })

@@ -37,7 +37,7 @@ pub(crate) fn import(
         detail,
     };
     let mut d = decode::decode(bytes, source)?;
-    for (name, n) in d.names.iter().zip(&d.nodes) {
+    for (_, name, n) in d.records() {
         if !lower::supports(n.op()) {
             return Err(ImportError::UnsupportedOp {
                 file,
@@ -46,19 +46,20 @@ pub(crate) fn import(
             });
         }
     }
-    let w = wire::wire(&d).map_err(|e| match e {
+    let mut w = wire::wire(&d).map_err(|e| match e {
         WireError::Cycle(ix) => ImportError::Cycle {
             file: file.clone(),
             node: d.names[ix].to_string(),
         },
         other => malformed(other.to_string()),
     })?;
-    let rewrites = Rewrites::of(&d, &w.preds);
+    let mut rewrites = Rewrites::of(&d, &w.preds);
     // What is held while the graph is built is kept small, so that a large upload peaks at a small
-    // multiple of its size: the name index is done with, a record is let go once its node is
-    // lowered, and a node's output once its last reader is.
+    // multiple of its size: the name index and the edge lists are done with, a record is let go
+    // once its node is lowered, and a node's output once its last reader is.
     d.index = Default::default();
-    let mut readers = vec![0usize; d.nodes.len()];
+    d.release_edges();
+    let mut readers = vec![0usize; d.len()];
     for p in &w.preds {
         for &i in p {
             readers[i] += 1;
@@ -68,25 +69,36 @@ pub(crate) fn import(
 
     let mut b = Builder::new(source, graph_name(source), input_shape.is_none());
     b.reserve(
-        d.nodes.iter().map(|n| lower::tensors_of(n.op())).sum(),
-        d.nodes.len(),
+        d.records().map(|(_, _, n)| lower::tensors_of(n.op())).sum(),
+        d.len(),
     );
-    let mut outs: Vec<Option<Out>> = vec![None; d.nodes.len()];
+    // Boxed: a slot of a node whose readers are all lowered is a pointer, not a whole output.
+    let mut outs: Vec<Option<Box<Out>>> = vec![None; d.len()];
     let mut override_shape = input_shape;
     for &ix in &w.order {
         let inputs: Vec<Out> = w.preds[ix]
             .iter()
-            .map(|&p| outs[p].clone())
+            .map(|&p| outs[p].as_deref().cloned())
             .collect::<Option<_>>()
             .ok_or_else(|| malformed(format!("node `{}`: an input has no value", d.names[ix])))?;
-        let fixed = if d.nodes[ix].op() == "Placeholder" {
+        let node = d
+            .take(ix)
+            .ok_or_else(|| malformed(format!("node `{}` is lowered twice", d.names[ix])))?;
+        let fixed = if node.op() == "Placeholder" {
             override_shape.take()
         } else {
             None
         };
-        outs[ix] = Some(b.lower(&d.names[ix], &d.nodes[ix], &inputs, fixed, &rewrites[ix])?);
-        d.nodes[ix].release();
-        for &p in &w.preds[ix] {
+        let own = rewrites.remove(&ix).unwrap_or_default();
+        outs[ix] = Some(Box::new(b.lower(
+            &d.names[ix],
+            &node,
+            &inputs,
+            fixed,
+            &own,
+        )?));
+        drop(node);
+        for p in std::mem::take(&mut w.preds[ix]) {
             readers[p] -= 1;
             if readers[p] == 0 {
                 outs[p] = None;

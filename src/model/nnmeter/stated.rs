@@ -8,6 +8,7 @@
 //! shape that differs is accepted only where one of those rewrites by an actual consumer explains it.
 use super::attributes::Dims;
 use super::decode::Decoded;
+use std::collections::HashMap;
 
 /// nn-Meter's in-place rewrites that may have changed the stated shape of one node's output.
 #[derive(Clone, Debug, Default)]
@@ -23,9 +24,11 @@ const BROADCASTING: &[&str] = &["Add", "AddN", "AddV2", "Sub", "Mul"];
 
 impl Rewrites {
     /// For each node, the rewrites its consumers may have made to its stated output.
-    pub(super) fn of(d: &Decoded, preds: &[Vec<usize>]) -> Vec<Rewrites> {
-        let mut r = vec![Rewrites::default(); d.nodes.len()];
-        for (n, p) in d.nodes.iter().zip(preds) {
+    /// The rewrites of the nodes that have any, by node index (most have none).
+    pub(super) fn of(d: &Decoded, preds: &[Box<[usize]>]) -> HashMap<usize, Rewrites> {
+        let mut r: HashMap<usize, Rewrites> = HashMap::new();
+        for (ix, _, n) in d.records() {
+            let Some(p) = preds.get(ix) else { continue };
             let reduced = match n.op() {
                 op if BROADCASTING.contains(&op) => None,
                 // The axes as the lowering reads them.
@@ -38,9 +41,10 @@ impl Rewrites {
                 _ => continue,
             };
             for &q in p {
+                let e = r.entry(q).or_default();
                 match &reduced {
-                    None => r[q].broadcast = true,
-                    Some(axes) => r[q].reduced.push(axes.clone()),
+                    None => e.broadcast = true,
+                    Some(axes) => e.reduced.push(axes.clone()),
                 }
             }
         }

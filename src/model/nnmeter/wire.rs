@@ -6,7 +6,7 @@ use crate::model::topo::topo_order;
 /// How the nodes connect.
 pub(super) struct Wiring {
     /// For each node, the nodes it reads, in `inbounds` order.
-    pub(super) preds: Vec<Vec<usize>>,
+    pub(super) preds: Vec<Box<[usize]>>,
     /// A valid execution order.
     pub(super) order: Vec<usize>,
 }
@@ -37,9 +37,9 @@ fn is_constant_read(name: &str) -> bool {
     name.ends_with("/read")
 }
 
-fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, WireError> {
-    let mut preds = Vec::with_capacity(d.nodes.len());
-    for (name, n) in d.names.iter().zip(&d.nodes) {
+fn edges(d: &Decoded) -> Result<Vec<Box<[usize]>>, WireError> {
+    let mut preds: Vec<Box<[usize]>> = vec![Box::default(); d.len()];
+    for (ix, (name, n)) in d.names.iter().zip(&d.edges).enumerate() {
         let mut p = Vec::with_capacity(n.inbounds.len());
         for i in &n.inbounds {
             match d.index.get(i) {
@@ -58,15 +58,15 @@ fn edges(d: &Decoded) -> Result<Vec<Vec<usize>>, WireError> {
                 }
             }
         }
-        preds.push(p);
+        preds[ix] = p.into_boxed_slice();
     }
-    for (name, n) in d.names.iter().zip(&d.nodes) {
+    for (name, n) in d.names.iter().zip(&d.edges) {
         for o in &n.outbounds {
             let ix = *d.index.get(o).ok_or_else(|| WireError::UnknownOutbound {
                 node: name.to_string(),
                 outbound: o.to_string(),
             })?;
-            if !d.nodes[ix].inbounds.contains(name) {
+            if !d.edges.get(ix).is_some_and(|m| m.inbounds.contains(name)) {
                 return Err(WireError::OneWay {
                     node: name.to_string(),
                     outbound: o.to_string(),

@@ -9,7 +9,9 @@ use super::decode::RawNode;
 use super::stated::Rewrites;
 use crate::model::broadcast::broadcast;
 use crate::model::error::ImportError;
-use crate::model::graph::{Attr, Attrs as NodeAttrs, DType, Graph, Node, Tensor, TensorId};
+use crate::model::graph::{
+    Attr, Attrs as NodeAttrs, DType, Graph, Node, ShapeTable, Tensor, TensorId,
+};
 
 /// A tensor larger than this many elements is a corrupt file, not a model: rejecting it keeps every
 /// later byte count far from `u64` overflow.
@@ -108,6 +110,7 @@ pub(super) struct Builder {
     check_stated: bool,
     /// The rewrites that may have changed the stated output of the node being lowered.
     own: Rewrites,
+    shapes: ShapeTable,
 }
 
 fn show(d: &[usize]) -> String {
@@ -154,6 +157,7 @@ impl Builder {
             },
             check_stated,
             own: Rewrites::default(),
+            shapes: ShapeTable::default(),
         }
     }
 
@@ -183,8 +187,9 @@ impl Builder {
     }
 
     fn tensor(&mut self, name: String, shape: Vec<usize>, is_weight: bool) -> TensorId {
+        let shape = self.shapes.get(&shape);
         self.g.tensors.push(Tensor {
-            name,
+            name: name.into_boxed_str(),
             shape,
             dtype: DType::F32,
             is_weight,
@@ -201,11 +206,11 @@ impl Builder {
         output: TensorId,
     ) {
         self.g.nodes.push(Node {
-            name: name.to_string(),
+            name: name.into(),
             op: op.to_string(),
             attrs,
-            inputs,
-            outputs: vec![output],
+            inputs: inputs.into(),
+            outputs: Box::new([output]),
         });
     }
 
