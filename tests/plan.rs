@@ -253,11 +253,11 @@ fn bad_input_is_one_clear_line() {
                 "--profile",
                 &here,
                 "--remote",
-                "http://board:9747",
+                "https://board:9747",
                 "--link-mbps",
                 "10",
             ],
-            "not yet",
+            "https is not supported",
         ),
         (
             vec![m, "--profile", &here, "--max-crossing", "3"],

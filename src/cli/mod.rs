@@ -8,6 +8,7 @@ pub mod observe;
 pub mod plan;
 pub mod predict;
 pub mod prior;
+pub mod remote;
 pub mod scenarios;
 pub mod serve;
 pub mod state;

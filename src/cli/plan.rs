@@ -1,7 +1,11 @@
 //! `augur plan`: where to run a model — here, split with another board, or there — ranked, with the
 //! chance of meeting a deadline; and `augur split`, which writes the two halves of a chosen cut.
+//!
+//! The other board is a profile file (predicted on a quiet board) or a running augur daemon's URL,
+//! asked for its live per-kernel prediction of the model ([`super::remote`]; such options are
+//! marked `remote_live`).
 use crate::kernels::decompose;
-use crate::plan::{Ask, CutOptions, Link, Local, Plan, Prepared, RankBy, Remote};
+use crate::plan::{Ask, CutOptions, Link, Local, Plan, Prepared, RankBy, Remote, Source};
 use crate::predict::Predictor;
 use crate::profile::{Profile, Roofline};
 use anyhow::Context;
@@ -14,9 +18,13 @@ pub struct Args {
     /// This board's profile (default: `profile` of config/augur.toml).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// The other board: its profile file (an augur daemon's URL is not supported yet).
+    /// The other board: its profile file (predicted on a quiet board), or a running augur daemon's
+    /// address, http://host:port (asked for its live prediction of the model).
     #[arg(long)]
     pub remote: Option<String>,
+    /// File holding the bearer token of a --remote daemon that wants one.
+    #[arg(long)]
+    pub remote_token_file: Option<PathBuf>,
     /// Link bandwidth to the other board, megabits per second (needed with --remote).
     #[arg(long)]
     pub link_mbps: Option<f64>,
@@ -40,7 +48,8 @@ pub struct Args {
     /// (default: the profile's own count).
     #[arg(long)]
     pub threads: Option<String>,
-    /// Threads the other board runs its part with (default: its profile's count).
+    /// Threads the other board runs its part with (default: its profile's count, or the remote
+    /// daemon's).
     #[arg(long)]
     pub remote_threads: Option<usize>,
     /// Ignore the live state (plan for a quiet board).
@@ -117,13 +126,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, Some(b)) => Some(Link::new(b, args.rtt_ms)?),
         (None, None) => None,
     };
-    let remote_profile = match &args.remote {
-        Some(r) if is_url(r) => {
-            return Err(crate::plan::PlanError::NotYet(format!(
-                "asking another augur daemon ({r}) for its part; give its profile file instead"
-            ))
-            .into());
+    let daemon = match &args.remote {
+        Some(r) if is_url(r) => Some(super::remote::Daemon::new(
+            r,
+            args.remote_token_file.as_deref(),
+        )?),
+        _ if args.remote_token_file.is_some() => {
+            anyhow::bail!("--remote-token-file needs --remote with a daemon's http:// address")
         }
+        _ => None,
+    };
+    let remote_profile = match &args.remote {
+        Some(r) if is_url(r) => None,
         Some(r) => {
             // A remote profile is from another board by design: the board warning does not apply.
             let (p, _) = Profile::load(Path::new(r), &crate::profile::tract_runtime())?;
@@ -156,8 +170,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .check_threads(n)
                 .map_err(|e| anyhow::anyhow!("--remote-threads: {e}"))?,
         ),
+        // The daemon checks the count against its own board's cores.
+        (Some(n), None) if daemon.is_some() => Some(n),
         (Some(_), None) => anyhow::bail!("--remote-threads needs --remote"),
         (None, _) => None,
+    };
+    let answered = match &daemon {
+        Some(d) => {
+            // The same bytes the graph was imported from, so that both sides import one model.
+            let bytes = std::fs::read(&args.model)
+                .with_context(|| format!("{}: cannot read", args.model.display()))?;
+            Some(d.predict(
+                &bytes,
+                args.input_shape.as_deref(),
+                here.d.macs,
+                remote_threads,
+            )?)
+        }
+        None => None,
     };
     let local = Local {
         predictor: &here.predictor,
@@ -166,16 +196,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         state: &state,
         threads: &threads,
     };
-    let remotes: Vec<Remote> = there
+    let mut remotes: Vec<Remote> = there
         .iter()
         .map(|b| Remote {
             name: None,
-            predictor: &b.predictor,
-            d: &b.d,
-            base: &b.base,
+            source: Source::Profile {
+                predictor: &b.predictor,
+                d: &b.d,
+                base: &b.base,
+            },
             threads: remote_threads.unwrap_or(b.threads),
         })
         .collect();
+    remotes.extend(answered.iter().map(|a| Remote {
+        name: None,
+        source: Source::Answered(&a.answered),
+        threads: a.threads,
+    }));
     let ask = Ask {
         link,
         deadline_ms: args.deadline_ms,
@@ -186,6 +223,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
         print!("{}", table(&plan));
+        match (&args.remote, &answered) {
+            (Some(url), Some(_)) => println!("remote parts: the live prediction of {url}"),
+            (Some(_), None) => println!("remote parts: the remote profile, on a quiet board"),
+            _ => {}
+        }
     }
     Ok(())
 }

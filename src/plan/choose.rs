@@ -89,7 +89,7 @@ pub fn choose(candidates: &[Candidate]) -> Choices {
                     Placement::Local => "local".to_string(),
                     _ => o.board.clone().unwrap_or_else(|| "remote".to_string()),
                 },
-                live: o.placement == Placement::Local,
+                live: o.placement == Placement::Local || o.remote_live,
                 placement: o.placement,
                 cut: o.cut.clone(),
                 latency_ms: o.latency_ms,

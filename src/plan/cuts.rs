@@ -44,12 +44,23 @@ pub struct Cut {
 /// Where kernel boundaries fall: for each graph position `p` (0 ..= nodes), the number of kernels
 /// whose nodes all come before `p`, or `None` when a fused kernel has nodes on both sides of `p`.
 pub fn kernel_boundaries(d: &Decomposition, n_nodes: usize) -> Vec<Option<usize>> {
+    boundaries(
+        d.kernel_nodes
+            .iter()
+            .filter_map(|nodes| Some((*nodes.iter().min()?, *nodes.iter().max()?))),
+        n_nodes,
+    )
+}
+
+/// [`kernel_boundaries`] of kernels known only by their first and last node, `(lo, hi)` each: what
+/// another augur daemon answers of its own decomposition.
+pub fn boundaries(
+    kernels: impl IntoIterator<Item = (usize, usize)>,
+    n_nodes: usize,
+) -> Vec<Option<usize>> {
     let mut inside = vec![false; n_nodes + 1];
     let mut ends = vec![0usize; n_nodes + 1];
-    for nodes in &d.kernel_nodes {
-        let (Some(&lo), Some(&hi)) = (nodes.iter().min(), nodes.iter().max()) else {
-            continue;
-        };
+    for (lo, hi) in kernels {
         for flag in inside.iter_mut().take(hi.min(n_nodes) + 1).skip(lo + 1) {
             *flag = true;
         }

@@ -7,10 +7,16 @@
 //! variant that meets a deadline, the fastest board of each model).
 //!
 //! The local part comes from the live predictor (the sum of the per-kernel live predictions of the
-//! prefix); the remote part from another board's profile on a quiet state (a profile alone knows
-//! nothing of that board's load now, so such options are not live); the transfer from the link the
-//! caller gives (bandwidth and round-trip time), both ways: the crossing tensors up, the model's
-//! outputs back.
+//! prefix); the remote part ([`Source`]) either from another board's profile on a quiet state (a
+//! profile alone knows nothing of that board's load now, so such options are not live), or from
+//! the per-kernel live prediction another augur daemon answered for the model ([`Answered`]; such
+//! options are marked `remote_live`); the transfer from the link the caller gives (bandwidth and
+//! round-trip time), both ways: the crossing tensors up, the model's outputs back.
+//!
+//! An answered prediction names the graph nodes each of its kernels runs, in the order of the graph
+//! the daemon imported; both sides import the same bytes with the same importer, so the indices
+//! are this graph's too (the caller checks the model's MACs agree, and [`plan`] that every node is
+//! within the graph), and a cut is offered only where it falls between the daemon's kernels.
 //!
 //! The interval of a sum is the sum of the parts' intervals (each part's interval scaled to its
 //! share of its prediction): the errors of the parts are taken as fully correlated, which is the
@@ -78,6 +84,10 @@ pub struct PlanOption {
     /// The remote board, when the plan was asked for several by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub board: Option<String>,
+    /// True where the remote part is another daemon's live prediction rather than a profile's
+    /// quiet one (absent when false, so that options of profile boards keep the contract's keys).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote_live: bool,
 }
 
 /// The options, best first.
@@ -209,15 +219,79 @@ pub struct Local<'a> {
     pub threads: &'a [usize],
 }
 
-/// A board that can run a suffix or the whole model, known by its profile.
+/// A board that can run a suffix or the whole model.
 pub struct Remote<'a> {
     /// Its name in the answer (options of several boards are told apart by it).
     pub name: Option<&'a str>,
-    pub predictor: &'a Predictor,
-    /// The model decomposed under that board's fusion rules.
-    pub d: &'a Decomposition,
-    pub base: &'a BasePrediction,
+    pub source: Source<'a>,
+    /// The threads it runs its part with (for [`Source::Answered`], those the daemon answered for).
     pub threads: usize,
+}
+
+/// Where a remote board's figures come from.
+pub enum Source<'a> {
+    /// Its profile, predicting a quiet board.
+    Profile {
+        predictor: &'a Predictor,
+        /// The model decomposed under that board's fusion rules.
+        d: &'a Decomposition,
+        base: &'a BasePrediction,
+    },
+    /// Another augur daemon's live prediction of the whole model, kernel by kernel.
+    Answered(&'a Answered),
+}
+
+/// What another augur daemon answered for the model: its kernels, in its order, and its interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answered {
+    pub kernels: Vec<AnsweredKernel>,
+    pub latency_ms: f64,
+    pub interval_ms: [f64; 2],
+}
+
+/// One kernel of an answered prediction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnsweredKernel {
+    pub latency_ms: f64,
+    /// The first and last graph node it runs.
+    pub nodes: [usize; 2],
+}
+
+impl Answered {
+    /// Refuses an answer that cannot be of this graph (`nodes` nodes) or gives no usable figure:
+    /// it came over the network.
+    fn check(&self, nodes: usize) -> Result<(), PlanError> {
+        let bad = |why: String| {
+            Err(PlanError::Invalid(format!(
+                "the remote daemon's prediction cannot be used: {why}"
+            )))
+        };
+        if self.kernels.is_empty() {
+            return bad("it has no kernels".into());
+        }
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !(finite(self.latency_ms) && self.interval_ms.iter().all(|&v| finite(v))) {
+            return bad("its latency or interval is not a finite number".into());
+        }
+        for (i, k) in self.kernels.iter().enumerate() {
+            if !finite(k.latency_ms) {
+                return bad(format!("kernel {i} has no finite latency"));
+            }
+            let [lo, hi] = k.nodes;
+            if lo > hi || hi >= nodes {
+                return bad(format!(
+                    "kernel {i} runs nodes {lo}..={hi}, not within this graph's {nodes} (is it the same model and importer?)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Remote<'_> {
+    fn is_live(&self) -> bool {
+        matches!(self.source, Source::Answered(_))
+    }
 }
 
 /// What the caller asks.
@@ -236,18 +310,30 @@ struct Part {
 
 impl Part {
     fn of(p: &crate::predict::Prediction) -> Part {
-        let mut cumulative = Vec::with_capacity(p.kernels.as_ref().map_or(0, Vec::len) + 1);
+        Part::new(
+            p.kernels.iter().flatten().map(|k| k.latency_ms),
+            p.latency_ms,
+            p.interval_ms,
+        )
+    }
+
+    fn answered(a: &Answered) -> Part {
+        Part::new(
+            a.kernels.iter().map(|k| k.latency_ms),
+            a.latency_ms,
+            a.interval_ms,
+        )
+    }
+
+    fn new(kernels: impl Iterator<Item = f64>, latency_ms: f64, interval_ms: [f64; 2]) -> Part {
+        let mut cumulative = vec![0.0];
         let mut sum = 0.0;
-        cumulative.push(0.0);
-        for k in p.kernels.iter().flatten() {
-            sum += k.latency_ms;
+        for ms in kernels {
+            sum += ms;
             cumulative.push(sum);
         }
-        let ratio = if p.latency_ms > 0.0 {
-            [
-                p.interval_ms[0] / p.latency_ms,
-                p.interval_ms[1] / p.latency_ms,
-            ]
+        let ratio = if latency_ms > 0.0 {
+            [interval_ms[0] / latency_ms, interval_ms[1] / latency_ms]
         } else {
             [1.0, 1.0]
         };
@@ -293,15 +379,20 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
         }
     };
     let quiet = Snapshot::default();
-    let remote_parts: Vec<(Part, Vec<Option<usize>>)> = remotes
-        .iter()
-        .map(|r| {
-            let p = r
-                .predictor
-                .predict(r.d, r.base, &quiet, r.threads.max(1), true);
-            (Part::of(&p), cuts::kernel_boundaries(r.d, m.nodes))
-        })
-        .collect();
+    let mut remote_parts: Vec<(Part, Vec<Option<usize>>)> = Vec::with_capacity(remotes.len());
+    for r in remotes {
+        remote_parts.push(match &r.source {
+            Source::Profile { predictor, d, base } => {
+                let p = predictor.predict(d, base, &quiet, r.threads.max(1), true);
+                (Part::of(&p), cuts::kernel_boundaries(d, m.nodes))
+            }
+            Source::Answered(a) => {
+                a.check(m.nodes)?;
+                let ranges = a.kernels.iter().map(|k| (k.nodes[0], k.nodes[1]));
+                (Part::answered(a), cuts::boundaries(ranges, m.nodes))
+            }
+        });
+    }
     let whole_peak = m.prefix_peaks.last().copied().unwrap_or(0);
     let mut options = Vec::new();
     for &threads in local.threads {
@@ -323,6 +414,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
             local_peak_memory_bytes: local.d.peak_memory_bytes,
             energy_joules: p.energy_joules,
             board: None,
+            remote_live: false,
         });
         let Some(link) = link else { continue };
         for (r, (there, bounds)) in remotes.iter().zip(&remote_parts) {
@@ -354,6 +446,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                         .unwrap_or(whole_peak),
                     energy_joules: None,
                     board: r.name.map(str::to_string),
+                    remote_live: r.is_live(),
                 });
             }
         }
@@ -377,6 +470,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                 local_peak_memory_bytes: m.input_bytes,
                 energy_joules: None,
                 board: r.name.map(str::to_string),
+                remote_live: r.is_live(),
             });
         }
     }

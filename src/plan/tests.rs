@@ -75,9 +75,11 @@ fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<
         .iter()
         .map(|b| Remote {
             name: None,
-            predictor: &b.predictor,
-            d: &b.d,
-            base: &b.base,
+            source: Source::Profile {
+                predictor: &b.predictor,
+                d: &b.d,
+                base: &b.base,
+            },
             threads: b.threads,
         })
         .collect();
@@ -363,4 +365,171 @@ fn the_largest_variant_that_meets_the_deadline_is_chosen() {
     assert_eq!(pick(solo[1] * 2.0).as_deref(), Some("w16"));
     assert_eq!(pick(solo[2] * 2.0).as_deref(), Some("w32"));
     assert_eq!(pick(solo[0] / 4.0), None);
+}
+
+/// What a daemon running `b` would answer: kernel `i` takes `i + 1` ms, over the nodes it runs.
+fn answered_by(b: &Board) -> Answered {
+    let kernels: Vec<AnsweredKernel> =
+        b.d.kernel_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| AnsweredKernel {
+                latency_ms: (i + 1) as f64,
+                nodes: [*n.iter().min().unwrap(), *n.iter().max().unwrap()],
+            })
+            .collect();
+    let total: f64 = kernels.iter().map(|k| k.latency_ms).sum();
+    Answered {
+        kernels,
+        latency_ms: total,
+        interval_ms: [0.8 * total, 1.5 * total],
+    }
+}
+
+fn plan_answered(g: &Graph, here: &Board, a: &Answered, ask: &Ask) -> Result<Plan, PlanError> {
+    let m = Prepared::new(g, &here.d, CutOptions::default());
+    let state = Snapshot::default();
+    let threads = [here.threads];
+    let local = Local {
+        predictor: &here.predictor,
+        d: &here.d,
+        base: &here.base,
+        state: &state,
+        threads: &threads,
+    };
+    let remotes = [Remote {
+        name: None,
+        source: Source::Answered(a),
+        threads: 3,
+    }];
+    plan(&m, &local, &remotes, ask)
+}
+
+#[test]
+fn an_answered_remote_part_is_the_sum_of_its_kernels_after_the_cut() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let there = board(&g, 50.0, 2);
+    let a = answered_by(&there);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let p = plan_answered(&g, &here, &a, &ask).unwrap();
+    let m = Prepared::new(&g, &here.d, CutOptions::default());
+    let bounds = cuts::kernel_boundaries(&there.d, m.nodes);
+    let splits: Vec<&PlanOption> = p
+        .options
+        .iter()
+        .filter(|o| o.placement == Placement::Split)
+        .collect();
+    assert_eq!(splits.len(), m.cuts.len());
+    for o in &splits {
+        let c = m.cuts.iter().find(|c| Some(&c.name) == o.cut.as_ref());
+        let k = bounds[c.unwrap().position].unwrap();
+        let after: f64 = a.kernels[k..].iter().map(|k| k.latency_ms).sum();
+        assert!((o.remote_ms - after).abs() < 1e-9, "{o:?}");
+        assert!(o.remote_live);
+    }
+    let whole = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Remote)
+        .unwrap();
+    assert_eq!(whole.remote_ms, a.latency_ms);
+    assert_eq!(whole.threads, 3);
+    assert!(whole.remote_live);
+    let transfer = ask.link.unwrap().transfer_ms(whole.transfer_bytes);
+    assert!((whole.interval_ms[0] - (transfer + 0.8 * a.latency_ms)).abs() < 1e-9);
+    assert!((whole.interval_ms[1] - (transfer + 1.5 * a.latency_ms)).abs() < 1e-9);
+    let local = p
+        .options
+        .iter()
+        .find(|o| o.placement == Placement::Local)
+        .unwrap();
+    assert!(!local.remote_live);
+    // `remote_live` is in the JSON only where true.
+    let v = serde_json::to_value(whole).unwrap();
+    assert_eq!(v["remote_live"], true);
+    assert!(
+        serde_json::to_value(local)
+            .unwrap()
+            .get("remote_live")
+            .is_none()
+    );
+}
+
+#[test]
+fn cuts_inside_an_answered_kernel_are_skipped() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let there = board(&g, 50.0, 2);
+    let m = Prepared::new(&g, &here.d, CutOptions::default());
+    assert!(m.cuts.len() >= 2, "{:?}", m.cuts);
+    // The daemon fused the kernels on both sides of the first cut into one.
+    let mut a = answered_by(&there);
+    let k = cuts::kernel_boundaries(&there.d, m.nodes)[m.cuts[0].position].unwrap();
+    let merged = AnsweredKernel {
+        latency_ms: a.kernels[k - 1].latency_ms + a.kernels[k].latency_ms,
+        nodes: [a.kernels[k - 1].nodes[0], a.kernels[k].nodes[1]],
+    };
+    a.kernels.splice(k - 1..=k, [merged]);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let p = plan_answered(&g, &here, &a, &ask).unwrap();
+    let cuts: Vec<&str> = p.options.iter().filter_map(|o| o.cut.as_deref()).collect();
+    assert_eq!(cuts.len(), m.cuts.len() - 1);
+    assert!(!cuts.contains(&m.cuts[0].name.as_str()));
+    // One kernel over the whole graph: no cut at all, the whole model still offered there.
+    let n = m.nodes;
+    let one = Answered {
+        kernels: vec![AnsweredKernel {
+            latency_ms: 5.0,
+            nodes: [0, n - 1],
+        }],
+        latency_ms: 5.0,
+        interval_ms: [4.0, 6.0],
+    };
+    let p = plan_answered(&g, &here, &one, &ask).unwrap();
+    assert_eq!(p.options.len(), 2);
+    assert!(p.options.iter().all(|o| o.placement != Placement::Split));
+}
+
+#[test]
+fn an_answer_of_another_graph_is_refused() {
+    let g = cnn(16);
+    let here = board(&g, 1.0, 1);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let n = g.nodes.len();
+    let of = |nodes: [usize; 2], ms: f64| Answered {
+        kernels: vec![AnsweredKernel {
+            latency_ms: ms,
+            nodes,
+        }],
+        latency_ms: 1.0,
+        interval_ms: [0.5, 2.0],
+    };
+    for (a, says) in [
+        (of([0, n], 1.0), "not within"),
+        (of([3, 2], 1.0), "not within"),
+        (of([0, 1], f64::NAN), "no finite latency"),
+        (
+            Answered {
+                kernels: vec![],
+                latency_ms: 1.0,
+                interval_ms: [0.5, 2.0],
+            },
+            "no kernels",
+        ),
+    ] {
+        match plan_answered(&g, &here, &a, &ask) {
+            Err(PlanError::Invalid(e)) => assert!(e.contains(says), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -49,6 +49,11 @@ pub struct KernelPrediction {
     /// Energy above idle, J, where the profile has power figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_joules: Option<f64>,
+    /// The first and last graph node the kernel runs (indices in the imported graph's order), so
+    /// that another board planning a split can tell where this board's kernels begin and end;
+    /// absent where the decomposition has no node lists (one read back from JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<[usize; 2]>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -283,6 +288,10 @@ impl Predictor {
                     latency_ms: live,
                     fallback,
                     energy_joules: kernel_joules,
+                    nodes: d
+                        .kernel_nodes
+                        .get(i)
+                        .and_then(|n| Some([*n.iter().min()?, *n.iter().max()?])),
                 });
             }
         }

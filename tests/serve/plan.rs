@@ -232,3 +232,164 @@ fn plans_choices_and_refusals() {
     .unwrap();
     assert_error(&r, 400, "malformed_json");
 }
+
+/// `augur plan --remote http://…` asks another daemon for its live per-kernel prediction: each
+/// split's remote part is the daemon's kernels after the cut, and an unreachable daemon is one
+/// error line.
+#[test]
+fn the_command_line_asks_a_remote_daemon_for_its_part() {
+    let dir = scratch("plan-remote-daemon");
+    config(&dir, "", "");
+    let d = Daemon::start(&dir, &[]);
+    let port = d.port;
+    d.wait_ready();
+    let here = dir.join("here.json");
+    std::fs::write(&here, crate::common::roofline_profile(2.0, 1)).unwrap();
+    let model = zoo("squeezenet1_1_224.onnx");
+    let plan = |remote: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_augur"))
+            .arg("plan")
+            .arg(&model)
+            .arg("--profile")
+            .arg(&here)
+            .args(["--remote", remote, "--link-mbps", "100", "--rtt-ms", "5"])
+            .args(["--static", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = plan(&format!("http://127.0.0.1:{port}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let options = v["options"].as_array().unwrap();
+
+    // The daemon's own figures, asked directly (the upload above made the model known to it).
+    let id = id_of(port, "squeezenet1_1_224.onnx");
+    let r = post_json(port, "/v1/predict", &json!({"model": id, "kernels": true})).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    let kernels = p["kernels"].as_array().unwrap();
+    for k in kernels {
+        let n = k["nodes"].as_array().unwrap();
+        assert!(n.len() == 2 && n[0].as_u64() <= n[1].as_u64(), "{k}");
+    }
+    let ms: Vec<f64> = kernels
+        .iter()
+        .map(|k| k["latency_ms"].as_f64().unwrap())
+        .collect();
+    let total: f64 = ms.iter().sum();
+    // The share of the whole each tail of the daemon's kernels takes: the live state may move
+    // between the plan and this prediction, shares hardly.
+    let tails: Vec<f64> = (0..ms.len())
+        .map(|k| ms[k..].iter().sum::<f64>() / total)
+        .collect();
+
+    let whole = options
+        .iter()
+        .find(|o| o["placement"] == "remote")
+        .unwrap_or_else(|| panic!("no remote option: {v}"));
+    assert_eq!(whole["remote_live"], true, "{whole}");
+    assert_eq!(whole["threads"], p["threads"]);
+    let remote_total = whole["remote_ms"].as_f64().unwrap();
+    let drift = remote_total / p["latency_ms"].as_f64().unwrap();
+    assert!((0.5..2.0).contains(&drift), "{remote_total} vs {p}");
+
+    let splits: Vec<&Value> = options
+        .iter()
+        .filter(|o| o["placement"] == "split")
+        .collect();
+    assert!(splits.len() > 3, "{v}");
+    for o in &splits {
+        assert_eq!(o["remote_live"], true, "{o}");
+        let share = o["remote_ms"].as_f64().unwrap() / remote_total;
+        let nearest = tails
+            .iter()
+            .map(|t| (t - share).abs())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 0.005,
+            "{o}: {share} is no tail of the daemon's kernels"
+        );
+    }
+    for o in options.iter().filter(|o| o["placement"] == "local") {
+        assert!(o.get("remote_live").is_none(), "{o}");
+    }
+
+    // Nothing listens on a port just released: one line, and no panic.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = plan(&format!("http://127.0.0.1:{free}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("remote daemon"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].contains(&format!("127.0.0.1:{free}")) && said[0].contains("/v1/state"),
+        "{err}"
+    );
+    assert!(!err.contains("panick"), "{err}");
+}
+
+/// A remote daemon that wants a bearer token: refused without `--remote-token-file` (one line, the
+/// daemon's 401 and its detail), planned with it.
+#[test]
+fn a_remote_daemon_with_a_token_is_asked_with_it() {
+    const TOKEN: &str = "plan-remote-token-0123456789abcdef";
+    let dir = scratch("plan-remote-token");
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    config(
+        &dir,
+        "",
+        &format!("[auth]\ntoken_file = \"{}\"", token.display()),
+    );
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let here = dir.join("here.json");
+    std::fs::write(&here, crate::common::roofline_profile(2.0, 1)).unwrap();
+    let url = format!("http://127.0.0.1:{}", d.port);
+    let plan = |extra: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_augur"))
+            .arg("plan")
+            .arg(zoo("squeezenet1_1_224.onnx"))
+            .arg("--profile")
+            .arg(&here)
+            .args(["--remote", &url, "--link-mbps", "100", "--static", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = plan(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("remote daemon"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("401"), "{err}");
+    let out = plan(&["--remote-token-file".as_ref(), token.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["placement"] == "split" && o["remote_live"] == true),
+        "{v}"
+    );
+}

@@ -5,7 +5,10 @@
 //!
 //! Remote boards are profile files the operator puts in `<state_dir>/boards/` and requests name by
 //! file stem (`"boards": ["jetson"]` reads `boards/jetson.json`): a request never names a path.
-//! Asking another augur daemon for its part is not supported yet (501).
+//! Asking another augur daemon for its part is not supported here yet (501): a URL in a request
+//! would let any client make this daemon fetch what it names, so it would need boards the operator
+//! configures by URL, which do not exist yet. The command line does ask one (`augur plan --remote
+//! http://…`, see `cli::remote`), and the 501's detail says so.
 //!
 //! What does not change between requests is cached here, beside the model store rather than in it
 //! (the store keeps decompositions, a plan needs the graph too): a model's cut points and prefix
@@ -18,7 +21,7 @@ use crate::kernels::{Decomposition, decompose};
 use crate::model::Graph;
 use crate::plan::choose::{Candidate, Choice, Fastest, choose};
 use crate::plan::{
-    Ask, CutOptions, Link, Local, Plan, PlanError, PlanOption, Prepared, RankBy, Remote,
+    Ask, CutOptions, Link, Local, Plan, PlanError, PlanOption, Prepared, RankBy, Remote, Source,
 };
 use crate::predict::{BasePrediction, Predictor};
 use crate::profile::{Profile, Roofline};
@@ -164,7 +167,9 @@ fn board_path(app: &App, name: &str) -> PathBuf {
 async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, ApiError> {
     if name.starts_with("http://") || name.starts_with("https://") {
         return Err(plan_error(PlanError::NotYet(
-            "asking another augur daemon for its part; put its profile in the state directory's boards/ instead".into(),
+            "this daemon asking another augur daemon for its part (`augur plan --remote URL` asks \
+             one from the command line); put its profile in the state directory's boards/ instead"
+                .into(),
         )));
     }
     if !valid_board(name) {
@@ -388,9 +393,11 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             .zip(&c.boards)
             .map(|(e, name)| Remote {
                 name: c.named.then_some(name.as_str()),
-                predictor: &e.board.predictor,
-                d: &e.d,
-                base: &e.base,
+                source: Source::Profile {
+                    predictor: &e.board.predictor,
+                    d: &e.d,
+                    base: &e.base,
+                },
                 threads: e.board.threads,
             })
             .collect();
