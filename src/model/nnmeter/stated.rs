@@ -23,8 +23,8 @@ pub(super) struct Rewrites {
 const BROADCASTING: &[&str] = &["Add", "AddN", "AddV2", "Sub", "Mul"];
 
 impl Rewrites {
-    /// For each node, the rewrites its consumers may have made to its stated output.
-    /// The rewrites of the nodes that have any, by node index (most have none).
+    /// The rewrites its consumers may have made to each node's stated output, by node index, for
+    /// the nodes that have any (most have none).
     pub(super) fn of(d: &Decoded, preds: &[Box<[usize]>]) -> HashMap<usize, Rewrites> {
         let mut r: HashMap<usize, Rewrites> = HashMap::new();
         for (ix, _, n) in d.records() {
