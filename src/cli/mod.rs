@@ -8,7 +8,6 @@ pub mod observe;
 pub mod plan;
 pub mod predict;
 pub mod prior;
-pub mod remote;
 pub mod scenarios;
 pub mod serve;
 pub mod state;

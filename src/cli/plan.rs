@@ -2,7 +2,7 @@
 //! chance of meeting a deadline; and `augur split`, which writes the two halves of a chosen cut.
 //!
 //! The other board is a profile file (predicted on a quiet board) or a running augur daemon's URL,
-//! asked for its live per-kernel prediction of the model ([`super::remote`]; such options are
+//! asked for its live per-kernel prediction of the model ([`crate::plan::remote`]; such options are
 //! marked `remote_live`).
 use crate::kernels::decompose;
 use crate::plan::{Ask, CutOptions, Link, Local, Plan, Prepared, RankBy, Remote, Source};
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let daemon = match &args.remote {
-        Some(r) if is_url(r) => Some(super::remote::Daemon::new(
+        Some(r) if is_url(r) => Some(crate::plan::remote::Daemon::new(
             r,
             args.remote_token_file.as_deref(),
         )?),

@@ -25,6 +25,7 @@
 pub mod choose;
 pub mod cuts;
 mod memory;
+pub mod remote;
 pub mod split;
 
 pub use cuts::{Cut, CutOptions};
@@ -41,9 +42,6 @@ use serde::Serialize;
 pub enum PlanError {
     #[error("{0}")]
     Invalid(String),
-    /// A capability that does not exist yet.
-    #[error("not yet: {0}")]
-    NotYet(String),
     /// What the ask needs is not known on this board (energy without a power counter).
     #[error("{0}")]
     Unavailable(String),

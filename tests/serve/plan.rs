@@ -208,8 +208,8 @@ fn plans_choices_and_refusals() {
         ),
         (
             json!({"model": small, "remote": "http://10.0.0.2:9747", "link_mbps": 10}),
-            501,
-            "not_yet",
+            422,
+            "invalid_request",
         ),
         (json!({"model": "0".repeat(64)}), 404, "unknown_model"),
         (
@@ -392,4 +392,118 @@ fn a_remote_daemon_with_a_token_is_asked_with_it() {
             .any(|o| o["placement"] == "split" && o["remote_live"] == true),
         "{v}"
     );
+}
+
+/// A board the operator names by its daemon's address (`boards/NAME.url`): the daemon asks that
+/// daemon for its live per-kernel prediction of the model it exports from its stored graph, and
+/// the split options cut where the other daemon's kernels of the original model begin (the export
+/// and the other side's import keep the node order). A bad address file is 422, an unreachable
+/// daemon 502, a request naming an address itself 422.
+#[test]
+fn a_daemon_board_is_asked_over_http() {
+    let there_dir = scratch("plan-daemon-board-there");
+    config(&there_dir, "", "");
+    let there = Daemon::start(&there_dir, &[]);
+    there.wait_ready();
+
+    let dir = scratch("plan-daemon-board-here");
+    config(&dir, "", "");
+    let boards = dir.join("state/boards");
+    std::fs::create_dir_all(&boards).unwrap();
+    std::fs::write(
+        boards.join("far.url"),
+        format!("# the other board\nhttp://127.0.0.1:{}\n", there.port),
+    )
+    .unwrap();
+    std::fs::write(boards.join("odd.url"), "ftp://nowhere\n").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        boards.join("gone.url"),
+        format!("http://127.0.0.1:{free}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let id = id_of(d.port, "squeezenet1_1_224.onnx");
+
+    let r = post_json(
+        d.port,
+        "/v1/plan",
+        &json!({"model": id, "boards": ["far"], "link_mbps": 100, "rtt_ms": 5}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let options = v["models"]
+        .as_array()
+        .and_then(|m| m.first())
+        .map_or(&v["options"], |m| &m["options"])
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .clone();
+
+    // The other daemon's own prediction of the original model, kernel by kernel.
+    let theirs = id_of(there.port, "squeezenet1_1_224.onnx");
+    let r = post_json(
+        there.port,
+        "/v1/predict",
+        &json!({"model": theirs, "kernels": true}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    let ms: Vec<f64> = p["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["latency_ms"].as_f64().unwrap())
+        .collect();
+    let total: f64 = ms.iter().sum();
+    let tails: Vec<f64> = (0..ms.len())
+        .map(|k| ms[k..].iter().sum::<f64>() / total)
+        .collect();
+
+    let whole = options
+        .iter()
+        .find(|o| o["placement"] == "remote")
+        .unwrap_or_else(|| panic!("no remote option: {v}"));
+    assert_eq!(whole["remote_live"], true, "{whole}");
+    assert_eq!(whole["board"], "far", "{whole}");
+    let remote_total = whole["remote_ms"].as_f64().unwrap();
+    let drift = remote_total / p["latency_ms"].as_f64().unwrap();
+    assert!((0.5..2.0).contains(&drift), "{remote_total} vs {p}");
+    let splits: Vec<&Value> = options
+        .iter()
+        .filter(|o| o["placement"] == "split")
+        .collect();
+    assert!(splits.len() > 3, "{v}");
+    for o in &splits {
+        assert_eq!(o["remote_live"], true, "{o}");
+        let share = o["remote_ms"].as_f64().unwrap() / remote_total;
+        let nearest = tails
+            .iter()
+            .map(|t| (t - share).abs())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 0.005,
+            "{o}: {share} is no tail of the other daemon's kernels"
+        );
+    }
+
+    let ask = |board: &str| {
+        post_json(
+            d.port,
+            "/v1/plan",
+            &json!({"model": id, "boards": [board], "link_mbps": 100}),
+        )
+        .unwrap()
+    };
+    assert_error(&ask("odd"), 422, "invalid_request");
+    let r = ask("gone");
+    assert_error(&r, 502, "remote_board");
+    assert!(r.text().contains("/v1/state"), "{}", r.text());
 }

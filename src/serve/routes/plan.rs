@@ -3,12 +3,12 @@
 //! for several models, the largest that meets the deadline; for several boards, where each model
 //! runs fastest now.
 //!
-//! Remote boards are profile files the operator puts in `<state_dir>/boards/` and requests name by
-//! file stem (`"boards": ["jetson"]` reads `boards/jetson.json`): a request never names a path.
-//! Asking another augur daemon for its part is not supported here yet (501): a URL in a request
-//! would let any client make this daemon fetch what it names, so it would need boards the operator
-//! configures by URL, which do not exist yet. The command line does ask one (`augur plan --remote
-//! http://…`, see `cli::remote`), and the 501's detail says so.
+//! Remote boards are what the operator puts in `<state_dir>/boards/`, and requests name them by
+//! file stem: a profile (`"boards": ["jetson"]` reads `boards/jetson.json`), or another augur
+//! daemon by its address (`boards/jetson.url`: the daemon's `http://host:port` on the first line,
+//! optionally `token_file = PATH` on another), which is asked for its live per-kernel prediction
+//! ([`crate::plan::remote`]) with the model exported from its stored graph. A request never names
+//! a path or an address: a daemon that fetched any URL a client gave would be a proxy for it.
 //!
 //! What does not change between requests is cached here, beside the model store rather than in it
 //! (the store keeps decompositions, a plan needs the graph too): a model's cut points and prefix
@@ -136,11 +136,6 @@ fn same(w: &Weak<Engine>, e: &Arc<Engine>) -> bool {
 fn plan_error(e: PlanError) -> ApiError {
     match e {
         PlanError::Invalid(d) => ApiError::invalid(d),
-        PlanError::NotYet(d) => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_yet",
-            format!("not yet: {d}"),
-        ),
         // The request is sound; what it needs is missing on this board (a profile made where
         // a power counter could be read), so the conflict is with the daemon's state.
         PlanError::Unavailable(d) => ApiError::new(StatusCode::CONFLICT, "unavailable", d),
@@ -163,14 +158,58 @@ fn board_path(app: &App, name: &str) -> PathBuf {
         .join(format!("{name}.json"))
 }
 
-/// A remote board's profile, read again when its file changed.
-async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, ApiError> {
+/// A named board: its profile, or another augur daemon to ask.
+enum Board {
+    Profile(Arc<BoardProfile>),
+    Daemon {
+        url: String,
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// A remote board's part of one model's plan.
+enum There {
+    Profile(Arc<BoardEntry>),
+    Daemon(crate::plan::remote::Part),
+}
+
+/// The daemon a `boards/NAME.url` file names: its address on the first line that is not blank or a
+/// `#` comment, and optionally `token_file = PATH` on a later one.
+fn daemon_board(text: &str) -> Result<Board, String> {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let url = lines
+        .next()
+        .ok_or("it is empty; give the daemon's http://host:port on its first line")?;
+    let mut token_file = None;
+    for l in lines {
+        match l.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("token_file", v)) if !v.is_empty() => token_file = Some(PathBuf::from(v)),
+            _ => {
+                return Err(format!(
+                    "`{}`: after the address, only `token_file = PATH` is understood",
+                    l.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+    }
+    // Checked here so that a bad file is told when it is named, not after an upload.
+    crate::plan::remote::Daemon::new(url, None).map_err(|e| e.to_string())?;
+    Ok(Board::Daemon {
+        url: url.to_string(),
+        token_file,
+    })
+}
+
+/// A remote board: its profile (read again when its file changed), or the daemon its `.url` names.
+async fn board(app: &AppState, name: &str) -> Result<Board, ApiError> {
     if name.starts_with("http://") || name.starts_with("https://") {
-        return Err(plan_error(PlanError::NotYet(
-            "this daemon asking another augur daemon for its part (`augur plan --remote URL` asks \
-             one from the command line); put its profile in the state directory's boards/ instead"
-                .into(),
-        )));
+        return Err(ApiError::invalid(
+            "a request names a board, never an address: put the daemon's address in the state \
+             directory's boards/NAME.url and name NAME",
+        ));
     }
     if !valid_board(name) {
         return Err(ApiError::invalid(format!(
@@ -184,16 +223,24 @@ async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, 
             StatusCode::NOT_FOUND,
             "unknown_board",
             format!(
-                "no board `{name}`: put its profile at boards/{name}.json in the state directory"
+                "no board `{name}`: put its profile at boards/{name}.json, or its daemon's address \
+                 in boards/{name}.url, in the state directory"
             ),
         )
     };
-    let meta = tokio::fs::metadata(&path).await.map_err(|_| unknown())?;
+    let Ok(meta) = tokio::fs::metadata(&path).await else {
+        let url_file = path.with_extension("url");
+        let text = tokio::fs::read_to_string(&url_file)
+            .await
+            .map_err(|_| unknown())?;
+        return daemon_board(&text)
+            .map_err(|why| ApiError::invalid(format!("board `{name}`: boards/{name}.url: {why}")));
+    };
     let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
     if let Some(b) = cached(&BOARDS, name)
         && b.stamp == stamp
     {
-        return Ok(b);
+        return Ok(Board::Profile(b));
     }
     let load =
         tokio::task::spawn_blocking(move || Profile::load(&path, &crate::profile::tract_runtime()))
@@ -211,7 +258,42 @@ async fn board_profile(app: &AppState, name: &str) -> Result<Arc<BoardProfile>, 
         threads: p.threads.max(1),
         predictor: Predictor::new(Some(p), Roofline::default()),
     };
-    Ok(keep(&BOARDS, name.to_string(), Arc::new(b)))
+    Ok(Board::Profile(keep(&BOARDS, name.to_string(), Arc::new(b))))
+}
+
+/// Another augur daemon's live prediction of the model, asked with the model exported from its
+/// stored graph (the daemon keeps graphs, not the bytes they were posted as). Its node indices are
+/// this graph's: the export writes the nodes in the graph's order and an import keeps file order,
+/// and [`crate::plan::remote::Daemon::predict`] refuses an import whose MACs differ.
+async fn ask_daemon(
+    name: &str,
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    m: &Arc<PreparedEntry>,
+    macs: u64,
+) -> Result<crate::plan::remote::Part, ApiError> {
+    let (m, url, token_file) = (
+        Arc::clone(m),
+        url.to_string(),
+        token_file.map(std::path::Path::to_path_buf),
+    );
+    let asked = tokio::task::spawn_blocking(move || {
+        let bytes = crate::model::export::to_onnx_bytes(&m.graph).map_err(|e| e.to_string())?;
+        let daemon = crate::plan::remote::Daemon::new(&url, token_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        daemon
+            .predict(&bytes, None, macs, None)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    asked.map_err(|why| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "remote_board",
+            format!("board `{name}`: {why}"),
+        )
+    })
 }
 
 /// A model's graph, cut points and prefix memory under `engine`.
@@ -365,9 +447,9 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
     let r: PlanRequest = body::parse_json(&bytes)?;
     let engine = engine(&app)?;
     let c = r.check(&engine)?;
-    let mut profiles = Vec::with_capacity(c.boards.len());
+    let mut boards = Vec::with_capacity(c.boards.len());
     for b in &c.boards {
-        profiles.push(board_profile(&app, b).await?);
+        boards.push(board(&app, b).await?);
     }
     let state = app.snapshot();
     let mut plans: Vec<(String, u64, Plan)> = Vec::with_capacity(c.models.len());
@@ -378,8 +460,22 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         };
         let m = prepared(&app, &engine, &entry.id, &entry.decomposition, opts).await?;
         let mut there = Vec::with_capacity(c.boards.len());
-        for (name, b) in c.boards.iter().zip(&profiles) {
-            there.push(on_board(&engine, &entry.id, name, b, &m).await?);
+        for (name, b) in c.boards.iter().zip(&boards) {
+            there.push(match b {
+                Board::Profile(p) => {
+                    There::Profile(on_board(&engine, &entry.id, name, p, &m).await?)
+                }
+                Board::Daemon { url, token_file } => There::Daemon(
+                    ask_daemon(
+                        name,
+                        url,
+                        token_file.as_deref(),
+                        &m,
+                        entry.decomposition.macs,
+                    )
+                    .await?,
+                ),
+            });
         }
         let local = Local {
             predictor: &engine.predictor,
@@ -391,14 +487,21 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
         let remotes: Vec<Remote> = there
             .iter()
             .zip(&c.boards)
-            .map(|(e, name)| Remote {
-                name: c.named.then_some(name.as_str()),
-                source: Source::Profile {
-                    predictor: &e.board.predictor,
-                    d: &e.d,
-                    base: &e.base,
+            .map(|(t, name)| match t {
+                There::Profile(e) => Remote {
+                    name: c.named.then_some(name.as_str()),
+                    source: Source::Profile {
+                        predictor: &e.board.predictor,
+                        d: &e.d,
+                        base: &e.base,
+                    },
+                    threads: e.board.threads,
                 },
-                threads: e.board.threads,
+                There::Daemon(part) => Remote {
+                    name: c.named.then_some(name.as_str()),
+                    source: Source::Answered(&part.answered),
+                    threads: part.threads,
+                },
             })
             .collect();
         let plan = crate::plan::plan(&m.prepared, &local, &remotes, &c.ask).map_err(plan_error)?;
@@ -479,8 +582,9 @@ mod tests {
             plan_error(PlanError::Invalid("x".into())).status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
-        let e = plan_error(PlanError::NotYet("x".into()));
-        assert_eq!(e.status, StatusCode::NOT_IMPLEMENTED);
-        assert!(e.detail.starts_with("not yet"));
+        assert_eq!(
+            plan_error(PlanError::Unavailable("x".into())).status,
+            StatusCode::CONFLICT
+        );
     }
 }

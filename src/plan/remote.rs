@@ -1,12 +1,14 @@
-//! Asking another running `augur serve` for its part of a plan (`augur plan --remote http://…`):
+//! Asking another running `augur serve` for its part of a plan (`augur plan --remote http://…`, and
+//! a daemon's `POST /v1/plan` for a board the operator named by its address in `boards/NAME.url`):
 //! its `GET /v1/state` first (a refusal is told before any bytes are sent), then the model's bytes
 //! are posted to its `POST /v1/models`, and its `POST /v1/predict` answers its live prediction
 //! kernel by kernel, with the graph nodes each kernel runs ([`crate::plan::Answered`]).
 //!
-//! Blocking and one request at a time: a command line waits for the answer anyway. Plain HTTP only
+//! Blocking and one request at a time: a command line waits for the answer anyway, and the daemon
+//! calls it on a blocking thread. Plain HTTP only
 //! (the client is built without TLS); a daemon behind TLS is reached through the operator's own
 //! tunnel or proxy. Every failure is one [`RemoteError`] line naming the daemon.
-use crate::plan::{Answered, AnsweredKernel};
+use super::{Answered, AnsweredKernel};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -36,7 +38,7 @@ pub enum RemoteError {
         status: u16,
         detail: String,
     },
-    #[error("--remote-token-file {path}: {why}")]
+    #[error("token file {path}: {why}")]
     Token { path: String, why: String },
     #[error(
         "remote daemon {url}: its import of the model differs from this one ({there} MACs there, {here} here); both must import the same model the same way"
