@@ -60,7 +60,8 @@ fn board(g: &Graph, gflops: f64, threads: usize) -> Board {
     }
 }
 
-fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<Plan, PlanError> {
+/// The plan of `g` on `here` (quiet, its own thread count) with `remotes`.
+fn plan_here(g: &Graph, here: &Board, remotes: &[Remote], ask: &Ask) -> Result<Plan, PlanError> {
     let m = Prepared::new(g, &here.d, CutOptions::default());
     let state = Snapshot::default();
     let threads = [here.threads];
@@ -71,6 +72,10 @@ fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<
         state: &state,
         threads: &threads,
     };
+    plan(&m, &local, remotes, ask)
+}
+
+fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<Plan, PlanError> {
     let remotes: Vec<Remote> = there
         .iter()
         .map(|b| Remote {
@@ -83,7 +88,7 @@ fn plan_of(g: &Graph, here: &Board, there: Option<&Board>, ask: &Ask) -> Result<
             threads: b.threads,
         })
         .collect();
-    plan(&m, &local, &remotes, ask)
+    plan_here(g, here, &remotes, ask)
 }
 
 fn link(mbps: f64, rtt_ms: f64) -> Option<Link> {
@@ -387,22 +392,12 @@ fn answered_by(b: &Board) -> Answered {
 }
 
 fn plan_answered(g: &Graph, here: &Board, a: &Answered, ask: &Ask) -> Result<Plan, PlanError> {
-    let m = Prepared::new(g, &here.d, CutOptions::default());
-    let state = Snapshot::default();
-    let threads = [here.threads];
-    let local = Local {
-        predictor: &here.predictor,
-        d: &here.d,
-        base: &here.base,
-        state: &state,
-        threads: &threads,
-    };
     let remotes = [Remote {
         name: None,
         source: Source::Answered(a),
         threads: 3,
     }];
-    plan(&m, &local, &remotes, ask)
+    plan_here(g, here, &remotes, ask)
 }
 
 #[test]
