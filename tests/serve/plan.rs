@@ -5,6 +5,49 @@ use super::daemon::*;
 use super::http::post_json;
 use serde_json::{Value, json};
 
+/// Checks the options of a plan whose remote board is a daemon that answered `p` (its per-kernel
+/// prediction of the model): the remote option is live and near `p`, and each of more than three
+/// splits leaves the remote board a share of the whole that is a tail of `p`'s kernels (the live
+/// state may move between the plan and `p`, shares hardly). Returns the remote option.
+fn remote_parts_are_tails<'a>(options: &'a [Value], p: &Value) -> &'a Value {
+    let ms: Vec<f64> = p["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["latency_ms"].as_f64().unwrap())
+        .collect();
+    let total: f64 = ms.iter().sum();
+    let tails: Vec<f64> = (0..ms.len())
+        .map(|k| ms[k..].iter().sum::<f64>() / total)
+        .collect();
+    let whole = options
+        .iter()
+        .find(|o| o["placement"] == "remote")
+        .unwrap_or_else(|| panic!("no remote option: {options:?}"));
+    assert_eq!(whole["remote_live"], true, "{whole}");
+    let remote_total = whole["remote_ms"].as_f64().unwrap();
+    let drift = remote_total / p["latency_ms"].as_f64().unwrap();
+    assert!((0.5..2.0).contains(&drift), "{remote_total} vs {p}");
+    let splits: Vec<&Value> = options
+        .iter()
+        .filter(|o| o["placement"] == "split")
+        .collect();
+    assert!(splits.len() > 3, "{options:?}");
+    for o in &splits {
+        assert_eq!(o["remote_live"], true, "{o}");
+        let share = o["remote_ms"].as_f64().unwrap() / remote_total;
+        let nearest = tails
+            .iter()
+            .map(|t| (t - share).abs())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 0.005,
+            "{o}: {share} is no tail of the other daemon's kernels"
+        );
+    }
+    whole
+}
+
 fn id_of(port: u16, model: &str) -> String {
     let r = post_model(port, &zoo(model));
     assert!(r.status == 200 || r.status == 201, "{}", r.text());
@@ -276,44 +319,8 @@ fn the_command_line_asks_a_remote_daemon_for_its_part() {
         let n = k["nodes"].as_array().unwrap();
         assert!(n.len() == 2 && n[0].as_u64() <= n[1].as_u64(), "{k}");
     }
-    let ms: Vec<f64> = kernels
-        .iter()
-        .map(|k| k["latency_ms"].as_f64().unwrap())
-        .collect();
-    let total: f64 = ms.iter().sum();
-    // The share of the whole each tail of the daemon's kernels takes: the live state may move
-    // between the plan and this prediction, shares hardly.
-    let tails: Vec<f64> = (0..ms.len())
-        .map(|k| ms[k..].iter().sum::<f64>() / total)
-        .collect();
-
-    let whole = options
-        .iter()
-        .find(|o| o["placement"] == "remote")
-        .unwrap_or_else(|| panic!("no remote option: {v}"));
-    assert_eq!(whole["remote_live"], true, "{whole}");
+    let whole = remote_parts_are_tails(options, &p);
     assert_eq!(whole["threads"], p["threads"]);
-    let remote_total = whole["remote_ms"].as_f64().unwrap();
-    let drift = remote_total / p["latency_ms"].as_f64().unwrap();
-    assert!((0.5..2.0).contains(&drift), "{remote_total} vs {p}");
-
-    let splits: Vec<&Value> = options
-        .iter()
-        .filter(|o| o["placement"] == "split")
-        .collect();
-    assert!(splits.len() > 3, "{v}");
-    for o in &splits {
-        assert_eq!(o["remote_live"], true, "{o}");
-        let share = o["remote_ms"].as_f64().unwrap() / remote_total;
-        let nearest = tails
-            .iter()
-            .map(|t| (t - share).abs())
-            .fold(f64::INFINITY, f64::min);
-        assert!(
-            nearest < 0.005,
-            "{o}: {share} is no tail of the daemon's kernels"
-        );
-    }
     for o in options.iter().filter(|o| o["placement"] == "local") {
         assert!(o.get("remote_live").is_none(), "{o}");
     }
@@ -456,43 +463,8 @@ fn a_daemon_board_is_asked_over_http() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let p = r.json();
-    let ms: Vec<f64> = p["kernels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["latency_ms"].as_f64().unwrap())
-        .collect();
-    let total: f64 = ms.iter().sum();
-    let tails: Vec<f64> = (0..ms.len())
-        .map(|k| ms[k..].iter().sum::<f64>() / total)
-        .collect();
-
-    let whole = options
-        .iter()
-        .find(|o| o["placement"] == "remote")
-        .unwrap_or_else(|| panic!("no remote option: {v}"));
-    assert_eq!(whole["remote_live"], true, "{whole}");
+    let whole = remote_parts_are_tails(&options, &p);
     assert_eq!(whole["board"], "far", "{whole}");
-    let remote_total = whole["remote_ms"].as_f64().unwrap();
-    let drift = remote_total / p["latency_ms"].as_f64().unwrap();
-    assert!((0.5..2.0).contains(&drift), "{remote_total} vs {p}");
-    let splits: Vec<&Value> = options
-        .iter()
-        .filter(|o| o["placement"] == "split")
-        .collect();
-    assert!(splits.len() > 3, "{v}");
-    for o in &splits {
-        assert_eq!(o["remote_live"], true, "{o}");
-        let share = o["remote_ms"].as_f64().unwrap() / remote_total;
-        let nearest = tails
-            .iter()
-            .map(|t| (t - share).abs())
-            .fold(f64::INFINITY, f64::min);
-        assert!(
-            nearest < 0.005,
-            "{o}: {share} is no tail of the other daemon's kernels"
-        );
-    }
 
     let ask = |board: &str| {
         post_json(
