@@ -201,12 +201,17 @@ pub async fn run(
         drain_app.notifier.stopping();
         let _ = fired_tx.send(true);
     });
-    let server = listen::serve(
+    // The accept loop runs as a task of the runtime, on a worker thread: run on the thread that
+    // blocks on this future (which is none of the runtime's workers), every connection it
+    // spawned and every eviction it asked for woke a worker through the kernel, a few context
+    // switches per connection that a burst of reopened connections turns into a queue in front
+    // of a fresh client.
+    let mut server = tokio::spawn(listen::serve(
         listener,
         routes::router(Arc::clone(&app), timeout),
         conn_limits,
         fired.clone(),
-    );
+    ));
     let mut fired = fired;
     let drain_limit = async move {
         while !*fired.borrow() {
@@ -217,9 +222,14 @@ pub async fn run(
         tokio::time::sleep(timeout + Duration::from_secs(1)).await;
     };
     tokio::select! {
-        () = server => {}
+        r = &mut server => {
+            if let Err(e) = r {
+                tracing::error!("the accept loop ended abnormally: {e}");
+            }
+        }
         () = drain_limit => {
             tracing::warn!("connections still open after the drain limit; closing them");
+            server.abort();
         }
     }
     for t in background {
