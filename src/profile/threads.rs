@@ -22,9 +22,19 @@ pub fn log_work(k: &Kernel) -> f64 {
     (work as f64).log10()
 }
 
+/// The lowest efficiency a fit is followed down to: below zero a kernel runs slower split over
+/// threads than on one (the threads' start and join cost more than the share of work they take),
+/// which calibration's samples of small kernels show.
+pub const MIN_EFFICIENCY: f64 = -1.0;
+
+/// The smallest speed-up predicted: a kernel split over threads is taken to cost at most twice its
+/// one-thread time, however far below zero its size puts the fitted line.
+pub const MIN_SPEEDUP: f64 = 0.5;
+
 /// Speed-up at `threads` of a kernel with parallel efficiency `eff` (1 at one thread).
 pub fn speedup(eff: f64, threads: usize) -> f64 {
-    1.0 + threads.saturating_sub(1) as f64 * eff.clamp(0.0, 1.0)
+    let eff = if eff.is_finite() { eff.min(1.0) } else { 0.0 };
+    (1.0 + threads.saturating_sub(1) as f64 * eff).max(MIN_SPEEDUP)
 }
 
 /// The parallel efficiency of one kind as a function of size.
@@ -50,11 +60,14 @@ impl Efficiency {
         }
     }
 
-    /// The efficiency at `log_work` (see [`log_work`]), in [0, 1].
+    /// The efficiency at `log_work` (see [`log_work`]), in [[`MIN_EFFICIENCY`], 1]. The fit is a
+    /// straight line through speed-ups below one as well as above (least squares on the unclamped
+    /// form), so it is followed below zero: clamped there, small kernels were predicted no slower
+    /// at two threads than at one, and small networks, made of them, came out 15–25 % fast at two.
     pub fn at(&self, log_work: f64) -> f64 {
         let e = self.intercept + self.slope * log_work;
         if e.is_finite() {
-            e.clamp(0.0, 1.0)
+            e.clamp(MIN_EFFICIENCY, 1.0)
         } else {
             0.0
         }
@@ -109,20 +122,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn efficiency_is_clamped_and_speedups_compose() {
+    fn efficiency_follows_the_fit_below_zero_and_speedups_compose() {
         let e = Efficiency {
             intercept: -1.0,
             slope: 0.25,
             samples: 10,
             error: 0.0,
         };
-        assert_eq!(e.at(2.0), 0.0);
+        // Below zero the line is followed (a small kernel slower split), down to MIN_EFFICIENCY.
+        assert!((e.at(3.0) + 0.25).abs() < 1e-12);
+        assert_eq!(e.at(-20.0), MIN_EFFICIENCY);
         assert!((e.at(6.0) - 0.5).abs() < 1e-12);
         assert_eq!(e.at(10.0), 1.0);
         assert_eq!(e.at(f64::NAN), 0.0);
         assert_eq!(speedup(0.5, 1), 1.0);
+        assert_eq!(speedup(-1.0, 1), 1.0);
         assert_eq!(speedup(0.5, 3), 2.0);
         assert_eq!(speedup(2.0, 2), 2.0);
+        assert!((speedup(-0.25, 2) - 0.75).abs() < 1e-12);
+        assert_eq!(speedup(-1.0, 2), MIN_SPEEDUP);
+        assert_eq!(speedup(f64::NAN, 2), 1.0);
         // 1 → 3 threads at efficiency 0.5 halves the time; 3 → 1 doubles it.
         assert!((factor(0.5, 1, 3) - 0.5).abs() < 1e-12);
         assert!((factor(0.5, 3, 1) - 2.0).abs() < 1e-12);

@@ -262,6 +262,7 @@ fn solve(data: &[&Sample], w: Weighting) -> Option<Efficiency> {
 mod tests {
     use super::*;
     use crate::calibrate::threads::counts;
+    use crate::profile::threads::MIN_EFFICIENCY;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -326,9 +327,10 @@ mod tests {
         assert!(c.error < 0.05 && e.error < 0.05, "{c:?} {e:?}");
         // The pooled fit lies between the kinds'; a kind never timed takes it.
         assert_eq!(fit.efficiency_of(KernelKind::Pool), &fit.pooled);
-        // Beyond the sizes seen the efficiency stays in [0, 1].
+        // Beyond the sizes seen the efficiency stays in [MIN_EFFICIENCY, 1].
         assert_eq!(c.at(20.0), 1.0);
-        assert!((0.0..=1.0).contains(&e.at(-50.0)));
+        assert!((MIN_EFFICIENCY..=1.0).contains(&e.at(-50.0)));
+        assert_eq!(c.at(-50.0), MIN_EFFICIENCY);
     }
 
     #[test]
