@@ -2,17 +2,32 @@
 //! bounds idle keep-alive connections: hyper runs it whenever a connection waits for the next
 //! request's head), under a cap on connections open at once.
 //!
+//! A connection that has sent nothing yet is not given to hyper: it waits in a room held by the
+//! accept loop itself, as its socket, its slot and a cancel signal, with no task, no hyper
+//! connection and no timer of its own. One peek after the accept tells the two apart (a fresh
+//! client has usually sent its request by then, and goes straight to hyper); a waiting connection
+//! goes to hyper at its first byte, and one timer for the whole room closes those still silent
+//! `header_timeout` after their accept. Hyper's header timeout starts only at that first byte, so a
+//! client may take up to twice `header_timeout` from connect to a complete head. The room is there
+//! for floods of connections that never send: each costs the accept loop an accept, a peek, a
+//! small future and a close, and a fresh client queued in the kernel behind a burst of them waits
+//! for that much, not for a task, a hyper connection and a timer made and unmade for each.
+//!
 //! Within a few slots of the cap (1/32 of it), each new connection asks the oldest to close, so a
-//! newcomer finds a slot free; at the cap itself the accept waits for one. A connection asked to
+//! newcomer finds a slot free; at the cap itself the accept waits for one. The oldest is the
+//! oldest silent connection in the room while any waits there, closed at once by the accept loop
+//! (no other task is woken), and otherwise the oldest served one. A served connection asked to
 //! close that has a request in a handler or an answer being written closes after that answer; any
-//! other — idle between requests, never used, or trickling a request's head — is closed at once,
-//! so its slot is free without waiting for a timeout. A fresh client therefore gets in even when
-//! thousands of idle or slow connections were opened before it, and descriptors stay bounded. The
-//! cap is held below the process's descriptor limit, with room for the state directory, the
-//! sensors and imports. (Written here, not taken from a crate: axum's `serve` has no connection
-//! cap and no header timeout, and tower's concurrency limits count requests, not connections.)
+//! other — idle between requests, or trickling a request's head — is closed at once, so its slot
+//! is free without waiting for a timeout. A fresh client therefore gets in even when thousands of
+//! idle or slow connections were opened before it, clients that were served keep their connections
+//! while silent ones make room, and descriptors stay bounded. The cap is held below the process's
+//! descriptor limit, with room for the state directory, the sensors and imports. (Written here,
+//! not taken from a crate: axum's `serve` has no connection cap and no header timeout, and tower's
+//! concurrency limits count requests, not connections.)
 use axum::Router;
 use axum::body::Body;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -20,12 +35,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::io::ReadBuf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
 use tower::ServiceExt;
 
 /// Descriptors kept free of connections, for the state directory, sensors, perf counters and
@@ -92,32 +111,74 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The open connections, oldest first, each by the signal that asks it to close.
+/// The open connections: those served, in accept order, each by the signal that asks it to close,
+/// and those waiting in the room.
 struct Open {
-    order: VecDeque<Weak<Notify>>,
+    served: VecDeque<(u64, Weak<Notify>)>,
+    room: Room,
     slots: Arc<Semaphore>,
     cap: usize,
+    accepted: u64,
+}
+
+/// An accepted connection with its slot, and its place in accept order.
+struct Accepted {
+    tcp: TcpStream,
+    permit: OwnedSemaphorePermit,
+    seq: u64,
+}
+
+/// What wakes an accept waiting at the cap.
+enum AtCap {
+    Room(Option<Accepted>),
+    Slot(OwnedSemaphorePermit),
+    Retry,
 }
 
 impl Open {
     /// A slot for a new connection; at the cap, the oldest connections are asked to close until
     /// one frees its slot.
-    async fn admit(&mut self) -> OwnedSemaphorePermit {
+    async fn admit(&mut self, hyper: &Hyper) -> OwnedSemaphorePermit {
         loop {
             if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
                 return p;
             }
             self.evict_oldest();
-            let wait = Arc::clone(&self.slots).acquire_owned();
-            if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(20), wait).await {
-                return p;
+            let retry = tokio::time::sleep(Duration::from_millis(20));
+            let mut retry = std::pin::pin!(retry);
+            loop {
+                // The room is polled here too: a waiting connection just evicted gives its slot
+                // back only when its future is polled, and one that speaks meanwhile is served.
+                let woke = tokio::select! {
+                    biased;
+                    Some(r) = self.room.waiting.next() => AtCap::Room(r),
+                    r = Arc::clone(&self.slots).acquire_owned() => match r {
+                        Ok(p) => AtCap::Slot(p),
+                        Err(_) => AtCap::Retry,
+                    },
+                    () = &mut retry => AtCap::Retry,
+                };
+                match woke {
+                    AtCap::Room(Some(conn)) => hyper.serve(self, conn),
+                    AtCap::Room(None) => {
+                        if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
+                            return p;
+                        }
+                    }
+                    AtCap::Slot(p) => return p,
+                    AtCap::Retry => break,
+                }
             }
         }
     }
 
-    /// Asks the oldest open connection to close, without waiting for it.
+    /// Asks the oldest open connection to close, without waiting for it: the oldest silent one if
+    /// any waits, else the oldest served one.
     fn evict_oldest(&mut self) {
-        while let Some(w) = self.order.pop_front() {
+        if self.room.evict_oldest() {
+            return;
+        }
+        while let Some((_, w)) = self.served.pop_front() {
             if let Some(n) = w.upgrade() {
                 n.notify_one();
                 return;
@@ -125,16 +186,169 @@ impl Open {
         }
     }
 
-    fn push(&mut self, n: &Arc<Notify>) {
-        self.order.push_back(Arc::downgrade(n));
-        if self.order.len() > 2 * self.cap {
-            self.order.retain(|w| w.strong_count() > 0);
+    /// Counts a connection served. One that waited in the room may come after younger ones that
+    /// spoke at once; it takes its place by accept order, so that "oldest" stays the oldest.
+    fn push_served(&mut self, seq: u64, n: &Arc<Notify>) {
+        let at = self.served.partition_point(|(s, _)| *s < seq);
+        self.served.insert(at, (seq, Arc::downgrade(n)));
+        if self.served.len() > 2 * self.cap {
+            self.served.retain(|(_, w)| w.strong_count() > 0);
         }
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns `true`, then stops accepting, asks every
-/// connection to finish its request and close, and returns once all have.
+/// The connections that have sent nothing yet. Each is a future in `waiting`, and a cancel signal
+/// with its deadline in `order`, in accept order (so deadlines are in order too): closing one is
+/// dropping its signal, and the accept loop's next poll of `waiting` drops its socket and slot.
+#[derive(Default)]
+struct Room {
+    waiting: FuturesUnordered<Waiting>,
+    order: VecDeque<(Instant, oneshot::Sender<()>)>,
+}
+
+impl Room {
+    fn push(&mut self, conn: Accepted, deadline: Instant, cap: usize) {
+        let (cancel, cancelled) = oneshot::channel();
+        self.waiting.push(Waiting {
+            conn: Some(conn),
+            deadline,
+            cancelled,
+        });
+        self.order.push_back((deadline, cancel));
+        // The signals of connections gone to hyper stay until their deadline passes; under a
+        // stream of them that is many more than can wait at once.
+        if self.order.len() > 2 * cap {
+            self.order.retain(|(_, c)| !c.is_closed());
+        }
+    }
+
+    /// Closes the oldest waiting connection; `false` if none waits.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((_, cancel)) = self.order.pop_front() {
+            if !cancel.is_closed() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Closes the connections still silent at their deadline.
+    fn expire(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(d, _)| *d <= now) {
+            self.order.pop_front();
+        }
+    }
+}
+
+/// A connection that has sent nothing yet: resolves to it and its slot once it has, or to nothing
+/// (its socket closed, its slot free) once cancelled, hung up, failed, or heard from only after its
+/// deadline.
+struct Waiting {
+    conn: Option<Accepted>,
+    deadline: Instant,
+    cancelled: oneshot::Receiver<()>,
+}
+
+impl Future for Waiting {
+    type Output = Option<Accepted>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // The signal first: an evicted connection must give its slot back even if it has just
+        // spoken, or the eviction frees nothing.
+        if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
+            this.conn = None;
+            return Poll::Ready(None);
+        }
+        let Some(conn) = &this.conn else {
+            return Poll::Ready(None);
+        };
+        // A peek, not the readiness alone: readiness may be reported with nothing to read (a
+        // silent connection just accepted is, on some kernels), and a peek that finds nothing
+        // clears it and waits again.
+        let mut byte = [0u8; 1];
+        match conn.tcp.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(n)) if n > 0 && Instant::now() < this.deadline => {
+                Poll::Ready(this.conn.take())
+            }
+            Poll::Ready(Ok(_)) => {
+                this.conn = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!("waiting connection failed: {e}");
+                this.conn = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+/// Whether the client of a just-accepted connection has sent something (or hung up, or its socket
+/// failed: hyper deals with those at once); `false` only while it is silent.
+fn heard_from(tcp: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a read of at most one byte into a local, on the descriptor `tcp` holds open;
+    // MSG_PEEK leaves the byte for hyper, MSG_DONTWAIT keeps the accept loop from blocking.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            (&raw mut byte).cast::<libc::c_void>(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+}
+
+/// `t` from now, or as far as the clock safely reaches (a header timeout of centuries is never).
+fn after(t: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(t)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// What gives a connection to hyper.
+struct Hyper {
+    router: Router,
+    builder: http1::Builder,
+    stop: watch::Receiver<bool>,
+}
+
+impl Hyper {
+    /// Serves the connection on its own task, which holds its slot until it closes.
+    fn serve(&self, open: &mut Open, conn: Accepted) {
+        let Accepted { tcp, permit, seq } = conn;
+        // Answers are small and clients wait for each: Nagle would only add latency.
+        let _ = tcp.set_nodelay(true);
+        let evict = Arc::new(Notify::new());
+        open.push_served(seq, &evict);
+        let service = Counted {
+            router: self.router.clone(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        };
+        let busy = Arc::clone(&service.busy);
+        let conn = self.builder.serve_connection(TokioIo::new(tcp), service);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            run_connection(conn, &busy, evict, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+/// What wakes the accept loop.
+enum Step {
+    Room(Option<Accepted>),
+    Stop,
+    Expire,
+    Accepted(std::io::Result<TcpStream>),
+}
+
+/// Serves `router` on `listener` until `stop` turns `true`, then stops accepting, closes the
+/// connections that have sent nothing, asks every other connection to finish its request and
+/// close, and returns once all have.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -144,27 +358,56 @@ pub async fn serve(
     let cap = effective_cap(limits.max_connections);
     let headroom = cap / 32;
     let mut open = Open {
-        order: VecDeque::new(),
+        served: VecDeque::new(),
+        room: Room::default(),
         slots: Arc::new(Semaphore::new(cap)),
         cap,
+        accepted: 0,
     };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let hyper = Hyper {
+        router,
+        builder,
+        stop: stop.clone(),
+    };
+    // One timer for the whole room: a silent connection lives at most an eighth of the timeout
+    // past its deadline (the hour's bound only keeps an absurd timeout from overflowing the clock).
+    let period =
+        (limits.header_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(3600));
+    let mut expiry = tokio::time::interval(period);
+    expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let tcp = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => break,
+        // The room first, so that connections just evicted give their slots back before the next
+        // accept counts them; the stop before the accept, which a flood would never leave idle.
+        let step = tokio::select! {
+            biased;
+            Some(r) = open.room.waiting.next() => Step::Room(r),
+            () = stopped(&mut stop) => Step::Stop,
+            _ = expiry.tick(), if !open.room.order.is_empty() => Step::Expire,
+            r = listener.accept() => Step::Accepted(r.map(|(tcp, _)| tcp)),
+        };
+        let tcp = match step {
+            Step::Room(Some(conn)) => {
+                hyper.serve(&mut open, conn);
+                continue;
+            }
+            Step::Room(None) => continue,
+            Step::Stop => break,
+            Step::Expire => {
+                open.room.expire(Instant::now());
+                continue;
+            }
+            Step::Accepted(Ok(tcp)) => tcp,
+            Step::Accepted(Err(e)) => {
+                accept_failed(e).await;
+                continue;
+            }
         };
         let permit = tokio::select! {
-            p = open.admit() => p,
+            p = open.admit(&hyper) => p,
             () = stopped(&mut stop) => break,
         };
         // Near the cap, the oldest connection is asked to close as this one comes in, so that the
@@ -174,25 +417,25 @@ pub async fn serve(
         if open.slots.available_permits() < headroom {
             open.evict_oldest();
         }
-        // Answers are small and clients wait for each: Nagle would only add latency.
-        let _ = tcp.set_nodelay(true);
-        let evict = Arc::new(Notify::new());
-        open.push(&evict);
-        let service = Counted {
-            router: router.clone(),
-            busy: Arc::new(AtomicUsize::new(0)),
+        let spoke = heard_from(&tcp);
+        open.accepted += 1;
+        let conn = Accepted {
+            tcp,
+            permit,
+            seq: open.accepted,
         };
-        let busy = Arc::clone(&service.busy);
-        let conn = builder.serve_connection(TokioIo::new(tcp), service);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            run_connection(conn, &busy, evict, stop).await;
-            drop(permit);
-        });
+        if spoke {
+            hyper.serve(&mut open, conn);
+        } else {
+            open.room.push(conn, after(limits.header_timeout), cap);
+        }
     }
     drop(listener);
+    let Open { slots, room, .. } = open;
+    // Silent connections would hold their slots until their deadline.
+    drop(room);
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    let _ = open.slots.acquire_many(all).await;
+    let _ = slots.acquire_many(all).await;
 }
 
 /// The router as one connection's service, counting the requests of the connection that are in a

@@ -119,6 +119,55 @@ fn at_the_cap_slow_clients_make_room_at_once() {
 }
 
 #[test]
+fn at_the_cap_silent_connections_make_room_before_served_ones() {
+    // Clients that were served keep their connections for the next request; connections that
+    // never sent a byte are what a flood is made of, and they make room first.
+    let dir = scratch("conncap-silent");
+    config(&dir, "max_connections = 4\nheader_timeout_ms = 60000", "");
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let mut served: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = Conn::open(d.port).unwrap();
+            assert_eq!(c.send("GET", "/live", None, b"").unwrap().status, 200);
+            c
+        })
+        .collect();
+    let mut silent: Vec<TcpStream> = (0..2).map(|_| connect(d.port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = get(d.port, "/live").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        closed_within(&mut silent[0], Duration::from_secs(3)),
+        "the oldest silent connection was not closed"
+    );
+    for (i, c) in served.iter_mut().enumerate() {
+        assert!(
+            !closed_within(c.stream(), Duration::from_millis(300)),
+            "served connection {i} was closed instead"
+        );
+    }
+    // The served connections still answer, and a silent one that speaks at last is served.
+    for c in &mut served {
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(c.send("GET", "/live", None, b"").unwrap().status, 200);
+    }
+    let late = &mut silent[1];
+    late.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    late.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
 fn a_never_ending_upload_does_not_hold_the_import_slot() {
     let dir = scratch("slot");
     config(
