@@ -22,6 +22,9 @@
 //!   this one (scanning 10,000 sockets each second) shares the board's cores with the daemon and
 //!   the probe; 0 runs it as their equal. The daemon's
 //!   RSS (VmRSS of /proc/PID/status) and its open sockets are sampled before, during and after.
+//!   AUGUR_ATTACK_DECOY=1 is a control, not the target's protocol: the attack goes to a second
+//!   daemon while the probe still times the first, which shows what the attack costs the host
+//!   rather than the daemon under it.
 //!   Targets: no probe fails; the attacked p99 ≤ 3 × the quiet p99; the daemon's sockets stay
 //!   within the cap (plus a few); its RSS grows by at most AUGUR_ATTACK_CONN_KIB (64) KiB per
 //!   connection of the cap.
@@ -701,11 +704,22 @@ fn attack(failed: &mut Vec<String>) {
     }
     let (daemon, port) = start("attack", &format!("max_connections = {cap}"));
     let pid = daemon.pid();
+    // The control: the same attack aimed at a second daemon on the same host, the probe still at
+    // the first. What the probe loses then is the host's (the attack's own CPU and network stack
+    // work), not the probed daemon's handling of the attack.
+    let decoy = (knob("AUGUR_ATTACK_DECOY", 0.0) > 0.0)
+        .then(|| start("attack-decoy", &format!("max_connections = {cap}")));
+    let target = decoy.as_ref().map_or(port, |(_, p)| *p);
     let id = import(port, "mobilenet_v2_224.onnx");
     let body = json!({ "model": id }).to_string();
     warm_up(port, &body);
     println!(
-        "attack: a fresh connection per POST /v1/predict, {probe_rps}/s for {secs} s, quiet and then under {idle} idle + {slow} slowloris connections (cap {cap}; attacker at nice {nice})"
+        "attack: a fresh connection per POST /v1/predict, {probe_rps}/s for {secs} s, quiet and then under {idle} idle + {slow} slowloris connections (cap {cap}; attacker at nice {nice}){}",
+        if decoy.is_some() {
+            "; CONTROL: the attack aimed at a second daemon, not at the probed one"
+        } else {
+            ""
+        }
     );
     let rss_before = rss(pid);
     let sockets_before = sockets(pid);
@@ -717,7 +731,7 @@ fn attack(failed: &mut Vec<String>) {
 
     let sig = Signals::default();
     let plan = Plan {
-        port,
+        port: target,
         idle,
         slow,
         period,
@@ -746,6 +760,7 @@ fn attack(failed: &mut Vec<String>) {
     let sockets_after = sockets(pid);
     let alive = get(port, "/live").map(|r| r.status).ok() == Some(200);
     drop(daemon);
+    drop(decoy);
 
     let (q, a) = (quiet.p99(), attacked.p99());
     let ratio = a / q;
