@@ -67,18 +67,30 @@ fn slow_and_idle_connections_are_closed() {
     assert_eq!(get(d.port, "/live").unwrap().status, 200);
 }
 
-#[test]
-fn at_the_connection_cap_the_oldest_connection_makes_room() {
-    let dir = scratch("conncap");
+/// A daemon capped at 4 connections, whose header timeout (a minute) never closes one during a
+/// test: what closes them is the cap.
+fn capped(name: &str) -> Daemon {
+    let dir = scratch(name);
     config(&dir, "max_connections = 4\nheader_timeout_ms = 60000", "");
     let d = Daemon::start(&dir, &[]);
     d.wait_ready();
+    d
+}
+
+/// A fresh client's `GET /live` at the cap answers 200 within `limit`.
+fn fresh_client_gets_in(port: u16, limit: Duration) {
+    let t = Instant::now();
+    let r = get(port, "/live").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() < limit, "{:?}", t.elapsed());
+}
+
+#[test]
+fn at_the_connection_cap_the_oldest_connection_makes_room() {
+    let d = capped("conncap");
     let mut held: Vec<TcpStream> = (0..4).map(|_| connect(d.port)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = get(d.port, "/live").unwrap();
-    assert_eq!(r.status, 200);
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    fresh_client_gets_in(d.port, Duration::from_secs(3));
     assert!(
         closed_within(&mut held[0], Duration::from_secs(3)),
         "the oldest idle connection was not asked to close"
@@ -94,10 +106,7 @@ fn at_the_cap_slow_clients_make_room_at_once() {
     // Every slot held by a client trickling a request's head: each is closed when a fresh client
     // needs its slot, not at the header timeout (a minute here), which is what they held out for
     // before.
-    let dir = scratch("conncap-slow");
-    config(&dir, "max_connections = 4\nheader_timeout_ms = 60000", "");
-    let d = Daemon::start(&dir, &[]);
-    d.wait_ready();
+    let d = capped("conncap-slow");
     let mut held: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = connect(d.port);
@@ -106,10 +115,7 @@ fn at_the_cap_slow_clients_make_room_at_once() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = get(d.port, "/live").unwrap();
-    assert_eq!(r.status, 200);
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    fresh_client_gets_in(d.port, Duration::from_secs(10));
     assert!(
         closed_within(&mut held[0], Duration::from_secs(3)),
         "the oldest slow connection was not closed"
@@ -122,10 +128,7 @@ fn at_the_cap_slow_clients_make_room_at_once() {
 fn at_the_cap_silent_connections_make_room_before_served_ones() {
     // Clients that were served keep their connections for the next request; connections that
     // never sent a byte are what a flood is made of, and they make room first.
-    let dir = scratch("conncap-silent");
-    config(&dir, "max_connections = 4\nheader_timeout_ms = 60000", "");
-    let d = Daemon::start(&dir, &[]);
-    d.wait_ready();
+    let d = capped("conncap-silent");
     let mut served: Vec<Conn> = (0..2)
         .map(|_| {
             let mut c = Conn::open(d.port).unwrap();
@@ -135,10 +138,7 @@ fn at_the_cap_silent_connections_make_room_before_served_ones() {
         .collect();
     let mut silent: Vec<TcpStream> = (0..2).map(|_| connect(d.port)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = get(d.port, "/live").unwrap();
-    assert_eq!(r.status, 200);
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    fresh_client_gets_in(d.port, Duration::from_secs(3));
     assert!(
         closed_within(&mut silent[0], Duration::from_secs(3)),
         "the oldest silent connection was not closed"

@@ -332,15 +332,9 @@ fn the_command_line_asks_a_remote_daemon_for_its_part() {
         .unwrap()
         .port();
     let out = plan(&format!("http://127.0.0.1:{free}"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let said: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("remote daemon"))
-        .collect();
-    assert_eq!(said.len(), 1, "{err}");
+    let (said, err) = one_remote_line(&out);
     assert!(
-        said[0].contains(&format!("127.0.0.1:{free}")) && said[0].contains("/v1/state"),
+        said.contains(&format!("127.0.0.1:{free}")) && said.contains("/v1/state"),
         "{err}"
     );
     assert!(!err.contains("panick"), "{err}");
@@ -376,14 +370,8 @@ fn a_remote_daemon_with_a_token_is_asked_with_it() {
             .unwrap()
     };
     let out = plan(&[]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let said: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("remote daemon"))
-        .collect();
-    assert_eq!(said.len(), 1, "{err}");
-    assert!(said[0].contains("401"), "{err}");
+    let (said, err) = one_remote_line(&out);
+    assert!(said.contains("401"), "{err}");
     let out = plan(&["--remote-token-file".as_ref(), token.as_os_str()]);
     assert!(
         out.status.success(),
@@ -478,4 +466,18 @@ fn a_daemon_board_is_asked_over_http() {
     let r = ask("gone");
     assert_error(&r, 502, "remote_board");
     assert!(r.text().contains("/v1/state"), "{}", r.text());
+}
+
+/// A failed `augur plan --remote` run: its one line about the remote daemon, and all it printed
+/// on stderr.
+fn one_remote_line(out: &std::process::Output) -> (String, String) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("remote daemon"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    let line = said[0].to_string();
+    (line, err)
 }
