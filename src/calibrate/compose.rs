@@ -12,7 +12,7 @@ use super::progress::{Progress, note};
 use super::speed::Reader;
 use crate::kernels::{FusionRules, KernelKind, decompose};
 use crate::model::families::network as generated;
-use crate::profile::{Composition, Measurement, Profile};
+use crate::profile::{CacheCurve, Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
 
@@ -41,12 +41,17 @@ pub struct InNetwork {
     pub networks: usize,
 }
 
+/// With a cache curve, each kernel's target loses what the network's working set cost it beyond a
+/// hot cache ([`crate::predict::recycled_bytes`] at the curve's extra cost); without one (a sweep
+/// that failed), the older rule: weights streamed at `bandwidth` beyond the nominal `llc_bytes`.
 pub fn split(
     seed: u64,
     measured: &[(usize, usize, Measurement)],
+    cache: &CacheCurve,
     llc_bytes: f64,
     bandwidth: f64,
 ) -> InNetwork {
+    // Per network: extra seconds per recycled byte, or per weight byte under the older rule.
     let mut cold: BTreeMap<usize, f64> = BTreeMap::new();
     let mut out = InNetwork {
         train: Vec::new(),
@@ -65,12 +70,21 @@ pub fn split(
         let c = *cold.entry(*i).or_insert_with(|| {
             network(seed, *i)
                 .map(|(_, d)| {
-                    crate::predict::cold_weight_seconds_per_byte(llc_bytes, bandwidth, &d)
+                    if cache.is_empty() {
+                        crate::predict::cold_weight_seconds_per_byte(llc_bytes, bandwidth, &d)
+                    } else {
+                        cache.extra_seconds_per_byte(crate::predict::footprint(&d), 0.0)
+                    }
                 })
                 .unwrap_or(0.0)
         });
+        let bytes = if cache.is_empty() {
+            m.kernel.weight_bytes as f64
+        } else {
+            crate::predict::recycled_bytes(&m.kernel)
+        };
         let mut m = m.clone();
-        let t = (m.median_ms - m.kernel.weight_bytes as f64 * c * 1e3).max(0.3 * m.median_ms);
+        let t = (m.median_ms - bytes * c * 1e3).max(0.3 * m.median_ms);
         m.median_ms = t;
         m.p10_ms = t;
         m.p90_ms = t;

@@ -37,7 +37,7 @@ pub use slowdown::refit as refit_slowdown;
 pub use threads::refit as refit_threads;
 
 use crate::kernels::FusionRules;
-use crate::profile::{DeviceInfo, Profile, Reference};
+use crate::profile::{CacheCurve, DeviceInfo, Profile, Reference};
 use crate::runtime::Backend;
 use crate::workload::reference;
 use journal::{Header, Journal};
@@ -195,10 +195,12 @@ fn assemble(
             reference::identity()
         },
         workload_cpu_ms: c.nominal,
+        cache: cache_curve(&device, progress),
     };
     let split = compose::split(
         opts.seed,
         &c.in_network,
+        &reference.cache,
         device.llc_bytes() as f64,
         reference.probe_bytes_per_second,
     );
@@ -253,6 +255,25 @@ fn assemble(
         c.alone.len() + c.in_network.len(),
     ));
     profile
+}
+
+/// The cache curve of this board, swept once (about a second), with a line saying where it bends.
+fn cache_curve(device: &DeviceInfo, progress: Progress) -> CacheCurve {
+    let llc = Some(device.llc_bytes()).filter(|&b| b > 0);
+    let curve = CacheCurve::from_bandwidths(&crate::sense::probe::cache_sweep(llc));
+    if let (Some(a), Some(b)) = (curve.points.first(), curve.points.last()) {
+        progress::note(
+            progress,
+            format!(
+                "cache curve: {:.0} GB/s streaming {} MiB, {:.0} GB/s streaming {} MiB",
+                1e-9 / a[1],
+                (a[0] as u64) >> 20,
+                1e-9 / b[1],
+                (b[0] as u64) >> 20
+            ),
+        );
+    }
+    curve
 }
 
 /// Fits the composition factors into `profile` (from held-out networks, or from whole-network

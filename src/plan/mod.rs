@@ -355,6 +355,52 @@ impl Part {
     }
 }
 
+/// A board's kernels of one model, re-priced for a part run as a model of its own (a prefix deployed
+/// here, a suffix there): the cache cost each carried at the whole model's working set is swapped
+/// for the one at the part's, in the same live ratio as the rest of its time. A part smaller than
+/// the caches runs faster alone than inside the whole, where the rest of the model evicts it.
+struct Alone<'a> {
+    predictor: &'a Predictor,
+    d: &'a Decomposition,
+    base: &'a BasePrediction,
+    live: Vec<f64>,
+}
+
+impl<'a> Alone<'a> {
+    fn new(
+        predictor: &'a Predictor,
+        d: &'a Decomposition,
+        base: &'a BasePrediction,
+        p: &crate::predict::Prediction,
+    ) -> Alone<'a> {
+        Alone {
+            predictor,
+            d,
+            base,
+            live: p.kernels.iter().flatten().map(|k| k.latency_ms).collect(),
+        }
+    }
+
+    /// Live ms of kernels `range` run as a model of their own; None where the profile has no cache
+    /// curve (the whole model's figures stand).
+    fn ms(&self, range: std::ops::Range<usize>) -> Option<f64> {
+        let footprint = crate::predict::footprint_of(self.d.kernels.get(range.clone())?);
+        let mut sum = 0.0;
+        for i in range {
+            let (base, _) = *self.base.kernels.get(i)?;
+            let cache = *self.base.cache_ms.get(i)?;
+            let live = *self.live.get(i)?;
+            let alone = self.predictor.cache_ms(self.d.kernels.get(i)?, footprint)?;
+            sum += if base > 0.0 {
+                live * (base - cache + alone) / base
+            } else {
+                live
+            };
+        }
+        Some(sum)
+    }
+}
+
 /// The options for a model, best first by `ask.by`: all local at each of `local.threads`; with
 /// remote boards (which need `ask.link`), each cut that is a kernel boundary on both boards as a
 /// split, and all remote.
@@ -377,17 +423,22 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
         }
     };
     let quiet = Snapshot::default();
-    let mut remote_parts: Vec<(Part, Vec<Option<usize>>)> = Vec::with_capacity(remotes.len());
+    type RemotePart<'a> = (Part, Vec<Option<usize>>, Option<Alone<'a>>);
+    let mut remote_parts: Vec<RemotePart> = Vec::with_capacity(remotes.len());
     for r in remotes {
         remote_parts.push(match &r.source {
             Source::Profile { predictor, d, base } => {
                 let p = predictor.predict(d, base, &quiet, r.threads.max(1), true);
-                (Part::of(&p), cuts::kernel_boundaries(d, m.nodes))
+                (
+                    Part::of(&p),
+                    cuts::kernel_boundaries(d, m.nodes),
+                    Some(Alone::new(predictor, d, base, &p)),
+                )
             }
             Source::Answered(a) => {
                 a.check(m.nodes)?;
                 let ranges = a.kernels.iter().map(|k| (k.nodes[0], k.nodes[1]));
-                (Part::answered(a), cuts::boundaries(ranges, m.nodes))
+                (Part::answered(a), cuts::boundaries(ranges, m.nodes), None)
             }
         });
     }
@@ -398,6 +449,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
             .predictor
             .predict(local.d, local.base, local.state, threads, true);
         let here = Part::of(&p);
+        let alone_here = Alone::new(local.predictor, local.d, local.base, &p);
         let total = here.total();
         options.push(PlanOption {
             placement: Placement::Local,
@@ -415,14 +467,19 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
             remote_live: false,
         });
         let Some(link) = link else { continue };
-        for (r, (there, bounds)) in remotes.iter().zip(&remote_parts) {
+        for (r, (there, bounds, alone_there)) in remotes.iter().zip(&remote_parts) {
             for c in &m.cuts {
                 // A cut that falls inside a kernel the remote board fuses is no cut there.
                 let Some(Some(rk)) = bounds.get(c.position).copied() else {
                     continue;
                 };
-                let local_ms = here.head(c.kernels_before);
-                let remote_ms = there.total() - there.head(rk);
+                let local_ms = alone_here
+                    .ms(0..c.kernels_before)
+                    .unwrap_or_else(|| here.head(c.kernels_before));
+                let remote_ms = alone_there
+                    .as_ref()
+                    .and_then(|a| a.ms(rk..a.d.kernels.len()))
+                    .unwrap_or_else(|| there.total() - there.head(rk));
                 let bytes = c.bytes + m.output_bytes;
                 let transfer = link.transfer_ms(bytes);
                 let [a, b] = here.interval(local_ms);
@@ -450,7 +507,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
         }
     }
     if let Some(link) = link {
-        for (r, (there, _)) in remotes.iter().zip(&remote_parts) {
+        for (r, (there, _, _)) in remotes.iter().zip(&remote_parts) {
             let bytes = m.input_bytes + m.output_bytes;
             let transfer = link.transfer_ms(bytes);
             let remote_ms = there.total();

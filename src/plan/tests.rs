@@ -528,3 +528,57 @@ fn an_answer_of_another_graph_is_refused() {
         }
     }
 }
+
+/// `board` with a cache curve that is hot up to 3 MiB and ten times dearer from 6 MiB.
+fn cached_board(g: &Graph, gflops: f64, threads: usize) -> Board {
+    let mut p = profile(gflops, threads);
+    p.cache_model = true;
+    p.reference.cache = crate::profile::CacheCurve::from_bandwidths(&[
+        (1 << 20, 100e9),
+        (3 << 20, 100e9),
+        (6 << 20, 10e9),
+    ]);
+    let d = decompose(g, &p.fusion).unwrap();
+    let predictor = Predictor::new(Some(p), Roofline::default());
+    let base = predictor.base(&d);
+    Board {
+        predictor,
+        d,
+        base,
+        threads,
+    }
+}
+
+#[test]
+fn a_prefix_that_fits_the_caches_is_priced_as_it_runs_alone_not_as_its_share_of_the_whole() {
+    let g = cnn(128);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let (plain, cached) = (board(&g, 1000.0, 1), cached_board(&g, 1000.0, 1));
+    assert!(crate::predict::footprint(&cached.d) > (6 << 20) as f64);
+    let first = |b: &Board| {
+        let p = plan_of(&g, b, Some(b), &ask).unwrap();
+        let local = p.options.iter().find(|o| o.placement == Placement::Local);
+        let first_cut = p
+            .options
+            .iter()
+            .filter(|o| o.placement == Placement::Split)
+            .min_by(|a, b| a.local_ms.total_cmp(&b.local_ms));
+        (local.unwrap().latency_ms, first_cut.unwrap().clone())
+    };
+    let ((whole_plain, cut_plain), (whole_cached, cut_cached)) = (first(&plain), first(&cached));
+    // The whole model outgrows the caches: dearer with the curve.
+    assert!(
+        whole_cached > whole_plain * 1.05,
+        "{whole_cached} vs {whole_plain}"
+    );
+    // Its first kernel alone fits: priced as it was timed, though inside the whole it pays.
+    let k0 = &cached.d.kernels[0];
+    assert!(crate::predict::footprint_of(std::slice::from_ref(k0)) < (3 << 20) as f64);
+    assert!(cached.base.cache_ms[0] > 0.0);
+    assert!((cut_cached.local_ms - cut_plain.local_ms).abs() < 1e-9 * cut_plain.local_ms.max(1.0));
+    // The suffix (the rest, still larger than the caches) keeps a cost beyond the plain board's.
+    assert!(cut_cached.remote_ms > cut_plain.remote_ms);
+}

@@ -17,9 +17,9 @@ pub use learner::Learner;
 pub use live::{Job, Pending};
 pub use slowdown::Slowdown;
 
-use crate::kernels::{Decomposition, KernelKind};
+use crate::kernels::{Decomposition, Kernel, KernelKind};
 use crate::profile::threads::UNCALIBRATED_EFFICIENCY;
-use crate::profile::{Profile, Roofline};
+use crate::profile::{CacheCurve, Profile, Roofline};
 use crate::sense::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,10 @@ pub struct BasePrediction {
     /// Share of the base time per kernel kind (index as in [`KernelKind::ALL`]).
     #[serde(default)]
     pub kind_shares: learner::KindShares,
+    /// Per kernel: the part of its ms that is the cost of the model's working set outgrowing the
+    /// caches (see [`Predictor::cache_ms`]); empty where the profile has no cache curve.
+    #[serde(default)]
+    pub cache_ms: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +147,33 @@ pub fn cold_weight_seconds_per_byte(llc: f64, bandwidth: f64, d: &Decomposition)
     (1.0 - llc / footprint) / bandwidth
 }
 
+/// Bytes of a kernel's traffic that go to memory again on every run once the run's working set
+/// outgrows the caches: its weights read, and what it writes — its output and its scratch (im2col,
+/// packing) — twice, since a write first reads the line it lands in and the line is written back
+/// when evicted. Its other inputs were mostly written by the kernel just before and are still cached.
+pub fn recycled_bytes(k: &Kernel) -> f64 {
+    (k.weight_bytes + 2 * k.output_bytes + 2 * k.scratch_bytes) as f64
+}
+
+/// The memory a run of `kernels` (a model, or a part of one run by itself) cycles through: their
+/// weights, every tensor they write (each run writes them afresh and the allocator does not hand
+/// back the same lines in the same order, so their sum rather than the peak of live ones), the
+/// largest scratch, and the first kernel's input.
+pub fn footprint_of(kernels: &[Kernel]) -> f64 {
+    let written: u64 = kernels
+        .iter()
+        .map(|k| k.weight_bytes + k.output_bytes)
+        .sum();
+    let scratch = kernels.iter().map(|k| k.scratch_bytes).max().unwrap_or(0);
+    let input = kernels.first().map(|k| k.input_bytes).unwrap_or(0);
+    (written + scratch + input) as f64
+}
+
+/// [`footprint_of`] a whole model.
+pub fn footprint(d: &Decomposition) -> f64 {
+    footprint_of(&d.kernels)
+}
+
 /// Predicts from a profile (or, without one, from the roofline alone).
 #[derive(Clone, Debug)]
 pub struct Predictor {
@@ -210,22 +241,53 @@ impl Predictor {
         self.profile.is_some()
     }
 
+    /// The board's cache curve, where the profile has one and models the cache at all.
+    fn cache_curve(&self) -> Option<&CacheCurve> {
+        self.profile
+            .as_ref()
+            .filter(|p| p.cache_model && !p.reference.cache.is_empty())
+            .map(|p| &p.reference.cache)
+    }
+
+    /// Milliseconds kernel `k` pays inside a run whose working set is `footprint` bytes because that
+    /// set outgrows the caches, over what its regressor learned: kinds learned inside networks had
+    /// that cost taken out of their targets (so they learned a hot cache); kinds timed alone paid
+    /// what their own working set cost then. None without a cache curve.
+    pub fn cache_ms(&self, k: &Kernel, footprint: f64) -> Option<f64> {
+        let curve = self.cache_curve()?;
+        let timed = if self.in_network(k.kind) {
+            0.0
+        } else {
+            (k.weight_bytes + k.input_bytes + k.output_bytes + k.scratch_bytes) as f64
+        };
+        Some(recycled_bytes(k) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
+    }
+
     /// Sums per-kernel predictions; cache the result per (model, profile).
     pub fn base(&self, d: &Decomposition) -> BasePrediction {
         let mut kernels = Vec::with_capacity(d.kernels.len());
         let mut memory_share = Vec::with_capacity(d.kernels.len());
+        let mut cache_ms = Vec::new();
         let cold = self.cold_weight_seconds_per_byte(d);
         let per_kernel = self.kernel_predictions(d);
+        let curve = self.cache_curve().is_some();
         for (k, &(ms, fb)) in d.kernels.iter().zip(&per_kernel) {
-            // Weights that do not fit in the LLC with the kernel's activations were streamed from DRAM
-            // when the kernel was timed alone already.
-            // Kernels timed inside networks had the cold-weight time taken out of their targets.
-            let cached_alone =
-                (k.weight_bytes + k.input_bytes + k.output_bytes) as f64 <= self.llc_bytes();
-            let ms = if cached_alone || self.in_network(k.kind) {
-                ms + k.weight_bytes as f64 * cold * 1e3
+            let ms = if curve {
+                let c = self.cache_ms(k, footprint(d)).unwrap_or(0.0);
+                cache_ms.push(c);
+                ms + c
             } else {
-                ms
+                // A profile without a curve was fitted with the nominal LLC's hit share: weights
+                // that do not fit in the LLC with the kernel's activations were streamed from DRAM
+                // when the kernel was timed alone already, and kernels timed inside networks had
+                // the cold-weight time taken out of their targets.
+                let cached_alone =
+                    (k.weight_bytes + k.input_bytes + k.output_bytes) as f64 <= self.llc_bytes();
+                if cached_alone || self.in_network(k.kind) {
+                    ms + k.weight_bytes as f64 * cold * 1e3
+                } else {
+                    ms
+                }
             };
             kernels.push((ms, fb));
             memory_share.push(memory_share_of(&self.roofline, k));
@@ -247,6 +309,7 @@ impl Predictor {
             memory_share,
             peak_memory_bytes: d.peak_memory_bytes,
             calibrated: self.profile.is_some(),
+            cache_ms,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The device profile: what augur knows about this board and runtime — device description, fusion
 //! rules, one latency regressor per kernel kind, the roofline fallback, and the measurements they were
 //! fitted on. Versioned and self-describing JSON, written atomically.
+pub mod cache;
 pub mod device;
 pub mod power;
 pub mod quality;
@@ -8,6 +9,7 @@ pub mod regressor;
 pub mod slowdown;
 pub mod threads;
 
+pub use cache::CacheCurve;
 pub use device::DeviceInfo;
 pub use power::Power;
 pub use quality::{Noise, Quality};
@@ -100,6 +102,10 @@ pub struct Reference {
     /// CPU milliseconds of one pass of the reference workload, median over the calibration.
     #[serde(default)]
     pub workload_cpu_ms: f64,
+    /// What a byte costs to stream by working-set size (empty in profiles made before it was
+    /// swept: those predict with the nominal cache size, as they were fitted).
+    #[serde(default)]
+    pub cache: CacheCurve,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

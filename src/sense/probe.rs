@@ -184,6 +184,28 @@ pub fn memory_bandwidth() -> f64 {
     }
 }
 
+/// Streaming bandwidth by working-set size, bytes/s: for buffers from 1 MiB (the probe's smallest,
+/// past the private caches of most cores) to twice the LLC in steps of about √2, the best of a few
+/// 10 ms runs each. Sizes whose buffer cannot be allocated are left out.
+pub fn cache_sweep(llc: Option<u64>) -> Vec<(u64, f64)> {
+    let top = memory_buffer_bytes(llc).max(8 << 20);
+    let mut sizes = Vec::new();
+    let mut s: u64 = 1 << 20;
+    while s <= top {
+        sizes.push(s);
+        sizes.push(s + s / 2);
+        s *= 2;
+    }
+    sizes.retain(|&b| b <= top);
+    sizes
+        .into_iter()
+        .filter_map(|b| {
+            let mut k = MemoryKernel::calibrated(b, Duration::from_millis(10)).ok()?;
+            Some((b, (0..5).map(|_| k.run()).fold(0.0, f64::max)))
+        })
+        .collect()
+}
+
 enum Kind {
     Compute {
         target: Duration,

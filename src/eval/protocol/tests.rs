@@ -20,6 +20,7 @@ fn subject(name: &str, base_ms: f64) -> Subject {
             peak_memory_bytes: 0,
             calibrated: true,
             kind_shares,
+            cache_ms: Vec::new(),
         },
     }
 }
