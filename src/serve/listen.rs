@@ -11,7 +11,11 @@
 //! client may take up to twice `header_timeout` from connect to a complete head. The room is there
 //! for floods of connections that never send: each costs the accept loop an accept, a peek, a
 //! small future and a close, and a fresh client queued in the kernel behind a burst of them waits
-//! for that much, not for a task, a hyper connection and a timer made and unmade for each.
+//! for that much, not for a task, a hyper connection and a timer made and unmade for each. That
+//! close is a reset (`SO_LINGER` zero, set on the doomed socket alone): it frees the socket at once,
+//! with no FIN handshake and no FIN_WAIT or TIME_WAIT state for clients that reconnect as soon as
+//! they are closed, and a client that never spoke has no answer to lose. Served connections close
+//! in order.
 //!
 //! Within a few slots of the cap (1/32 of it), each new connection asks the oldest to close, so a
 //! newcomer finds a slot free; at the cap itself the accept waits for one. The oldest is the
@@ -199,7 +203,8 @@ impl Open {
 
 /// The connections that have sent nothing yet. Each is a future in `waiting`, and a cancel signal
 /// with its deadline in `order`, in accept order (so deadlines are in order too): closing one is
-/// dropping its signal, and the accept loop's next poll of `waiting` drops its socket and slot.
+/// dropping its signal, and the accept loop's next poll of `waiting` resets its socket and drops it
+/// and its slot.
 #[derive(Default)]
 struct Room {
     waiting: FuturesUnordered<Waiting>,
@@ -257,7 +262,9 @@ impl Future for Waiting {
         // The signal first: an evicted connection must give its slot back even if it has just
         // spoken, or the eviction frees nothing.
         if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            this.conn = None;
+            if let Some(conn) = this.conn.take() {
+                reset(&conn.tcp);
+            }
             return Poll::Ready(None);
         }
         let Some(conn) = &this.conn else {
@@ -282,6 +289,17 @@ impl Future for Waiting {
                 Poll::Ready(None)
             }
         }
+    }
+}
+
+/// Makes the close of a connection evicted or expired while still silent a reset: an RST frees the
+/// socket at once, with no FIN handshake and no FIN_WAIT or TIME_WAIT state left in the kernel
+/// (under a flood of idle clients reconnecting as soon as they are closed, that cost is the
+/// daemon's), and a client that never spoke has no answer to lose. Set only on the doomed socket,
+/// just before it is dropped; served connections keep their orderly close.
+fn reset(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_zero_linger() {
+        tracing::debug!("cannot set SO_LINGER on a silent connection: {e}");
     }
 }
 

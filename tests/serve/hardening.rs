@@ -10,25 +10,31 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Whether the server closes `s` within `limit` (an answer it sends first, such as a 408, is read
-/// and skipped).
-fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+/// How the server ends `s` within `limit` (an answer it sends first, such as a 408, is read and
+/// skipped): `Some(Ok(()))` for an orderly close (a read returns 0 at its FIN), `Some(Err(kind))`
+/// for the read that failed (`ConnectionReset` at an RST), `None` while it stays open.
+fn ending(s: &mut TcpStream, limit: Duration) -> Option<Result<(), std::io::ErrorKind>> {
     let t0 = Instant::now();
     let mut buf = [0u8; 4096];
     while t0.elapsed() < limit {
         let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
         match s.read(&mut buf) {
-            Ok(0) => return true,
+            Ok(0) => return Some(Ok(())),
             Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return true,
+            Err(e) => return Some(Err(e.kind())),
         }
     }
-    false
+    None
+}
+
+/// Whether the server closes `s` within `limit`, in order or with a reset.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    ending(s, limit).is_some()
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -51,7 +57,12 @@ fn slow_and_idle_connections_are_closed() {
     // An idle keep-alive connection after one answer.
     let mut idle = Conn::open(d.port).unwrap();
     assert_eq!(idle.send("GET", "/live", None, b"").unwrap().status, 200);
-    assert!(closed_within(&mut silent, limit), "silent connection kept");
+    // Closed unserved, with a reset rather than a FIN.
+    assert_eq!(
+        ending(&mut silent, limit),
+        Some(Err(std::io::ErrorKind::ConnectionReset)),
+        "silent connection kept, or closed in order"
+    );
     assert!(closed_within(&mut slow, limit), "half-sent headers kept");
     assert!(closed_within(idle.stream(), limit), "idle keep-alive kept");
     // A body that stalls is cut off by the body timeout, long before the request time limit.
@@ -165,6 +176,44 @@ fn at_the_cap_silent_connections_make_room_before_served_ones() {
     late.read_to_end(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn silent_connections_closed_unserved_are_reset_served_ones_close_in_order() {
+    // A connection the daemon closes without ever serving it is reset (SO_LINGER zero): its socket
+    // is freed at once, with no FIN_WAIT or TIME_WAIT state under a flood of idle reconnects. A
+    // served keep-alive connection made to close still gets its FIN.
+    let d = capped("conncap-reset");
+    let mut first = Conn::open(d.port).unwrap();
+    assert_eq!(first.send("GET", "/live", None, b"").unwrap().status, 200);
+    let mut silent = connect(d.port);
+    let mut others: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = Conn::open(d.port).unwrap();
+            assert_eq!(c.send("GET", "/live", None, b"").unwrap().status, 200);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // At the cap, the silent connection makes room first.
+    fresh_client_gets_in(d.port, Duration::from_secs(3));
+    assert_eq!(
+        ending(&mut silent, Duration::from_secs(3)),
+        Some(Err(std::io::ErrorKind::ConnectionReset)),
+        "the evicted silent connection was not reset"
+    );
+    // With the room empty and the cap full of served connections, the oldest served one makes
+    // room, in order.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut last = Conn::open(d.port).unwrap();
+    assert_eq!(last.send("GET", "/live", None, b"").unwrap().status, 200);
+    others.push(last);
+    fresh_client_gets_in(d.port, Duration::from_secs(3));
+    assert_eq!(
+        ending(first.stream(), Duration::from_secs(3)),
+        Some(Ok(())),
+        "the evicted served connection was not closed in order"
+    );
 }
 
 #[test]
