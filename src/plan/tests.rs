@@ -48,7 +48,11 @@ struct Board {
 }
 
 fn board(g: &Graph, gflops: f64, threads: usize) -> Board {
-    let p = profile(gflops, threads);
+    board_of(g, profile(gflops, threads))
+}
+
+fn board_of(g: &Graph, p: Profile) -> Board {
+    let threads = p.threads;
     let d = decompose(g, &p.fusion).unwrap();
     let predictor = Predictor::new(Some(p), Roofline::default());
     let base = predictor.base(&d);
@@ -538,15 +542,7 @@ fn cached_board(g: &Graph, gflops: f64, threads: usize) -> Board {
         (3 << 20, 100e9),
         (6 << 20, 10e9),
     ]);
-    let d = decompose(g, &p.fusion).unwrap();
-    let predictor = Predictor::new(Some(p), Roofline::default());
-    let base = predictor.base(&d);
-    Board {
-        predictor,
-        d,
-        base,
-        threads,
-    }
+    board_of(g, p)
 }
 
 #[test]
