@@ -270,10 +270,11 @@ impl Predictor {
         let mut cache_ms = Vec::new();
         let cold = self.cold_weight_seconds_per_byte(d);
         let per_kernel = self.kernel_predictions(d);
-        let curve = self.cache_curve().is_some();
+        // The model's working set, once: every kernel of a run shares it.
+        let run_footprint = self.cache_curve().map(|_| footprint(d));
         for (k, &(ms, fb)) in d.kernels.iter().zip(&per_kernel) {
-            let ms = if curve {
-                let c = self.cache_ms(k, footprint(d)).unwrap_or(0.0);
+            let ms = if let Some(f) = run_footprint {
+                let c = self.cache_ms(k, f).unwrap_or(0.0);
                 cache_ms.push(c);
                 ms + c
             } else {

@@ -178,10 +178,14 @@ pub fn compute_rate() -> f64 {
 /// the LLC; 0 if the buffer cannot be allocated.
 pub fn memory_bandwidth() -> f64 {
     let bytes = memory_buffer_bytes(llc_bytes(&Roots::default()));
-    match MemoryKernel::calibrated(bytes, Duration::from_millis(20)) {
-        Ok(mut k) => (0..5).map(|_| k.run()).fold(0.0, f64::max),
-        Err(_) => 0.0,
-    }
+    best_bandwidth(bytes, Duration::from_millis(20)).unwrap_or(0.0)
+}
+
+/// The best of five streaming runs of about `target` each over a buffer of `bytes`; None if the
+/// buffer cannot be allocated.
+fn best_bandwidth(bytes: u64, target: Duration) -> Option<f64> {
+    let mut k = MemoryKernel::calibrated(bytes, target).ok()?;
+    Some((0..5).map(|_| k.run()).fold(0.0, f64::max))
 }
 
 /// Streaming bandwidth by working-set size, bytes/s: for buffers from 1 MiB (the probe's smallest,
@@ -199,10 +203,7 @@ pub fn cache_sweep(llc: Option<u64>) -> Vec<(u64, f64)> {
     sizes.retain(|&b| b <= top);
     sizes
         .into_iter()
-        .filter_map(|b| {
-            let mut k = MemoryKernel::calibrated(b, Duration::from_millis(10)).ok()?;
-            Some((b, (0..5).map(|_| k.run()).fold(0.0, f64::max)))
-        })
+        .filter_map(|b| Some((b, best_bandwidth(b, Duration::from_millis(10))?)))
         .collect()
 }
 
