@@ -19,9 +19,12 @@ pub fn fit(
 ) -> Option<Slowdown> {
     progress(&Event::Phase(Phase::LoadFit));
     let sampler = crate::sense::Sampler::start(crate::sense::SenseConfig::for_measuring());
+    // Calibration brings every measurement to one speed by the reference readings around it, so
+    // its profile follows those readings at prediction time too, as far as they persist.
     let base = Slowdown {
         cores: device.cores.max(1) as f64,
         reference_bandwidth: reference.probe_bytes_per_second,
+        speed_live: true,
         ..Default::default()
     };
     let prior = Prior::shipped();

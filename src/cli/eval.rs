@@ -217,4 +217,19 @@ fn print(r: &Report) {
     for line in r.reliability.lines() {
         println!("{line}");
     }
+    if let Some(t) = &r.speed_tracking {
+        let at: Vec<String> = t
+            .mape_pct_at
+            .iter()
+            .map(|[e, m]| format!("{e}: {m:.1} %"))
+            .collect();
+        println!(
+            "speed tracking: measured/predicted rose {:.2} ± {:.2} per unit of the reference's log ratio ({} readings, spread {:.1} %); MAPE at elasticity {}",
+            t.slope,
+            t.slope_stderr,
+            t.pairs,
+            100.0 * t.ratio_spread,
+            at.join(", ")
+        );
+    }
 }

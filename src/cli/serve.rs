@@ -106,12 +106,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| crate::serve::ServeError::Bind {
+        let listener = crate::serve::listen::bind(cfg.listen).map_err(|source| {
+            crate::serve::ServeError::Bind {
                 addr: cfg.listen.to_string(),
                 source,
-            })?;
+            }
+        })?;
         let addr = listener
             .local_addr()
             .map_err(crate::serve::ServeError::Http)?;

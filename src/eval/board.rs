@@ -31,7 +31,9 @@ impl Board {
     ) -> Result<Board, EvalError> {
         Ok(Board {
             sampler: Sampler::start(SenseConfig::for_measuring()),
-            speed: speed.then(SpeedNow::new).transpose()?,
+            speed: speed
+                .then(|| SpeedNow::new(crate::sense::snapshot::REFERENCE_HISTORY))
+                .transpose()?,
             prepared,
             window_s,
             runs,
@@ -63,7 +65,10 @@ impl Bench for Board {
         let mut snap = self.sampler.snapshot();
         if let Some(sp) = &mut self.speed {
             sp.read()?;
+            // The latest reading is the one taken just now; the history says how long the speed
+            // it shows has lasted.
             snap.probe.reference_recent_cpu_ms = sp.latest();
+            snap.probe.reference_history_cpu_ms = sp.history();
         }
         Ok(snap)
     }

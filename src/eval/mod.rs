@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod reliability;
 pub mod scenarios;
 pub mod summary;
+pub mod tracking;
 
 pub use baseline::FlopsProxy;
 pub use board::Board;

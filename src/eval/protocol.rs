@@ -82,6 +82,9 @@ pub struct PassRecord {
     pub static_ms: f64,
     pub cpu_factor: f64,
     pub speed_factor: f64,
+    /// The reference reading's ratio to calibration, whether or not the profile applied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_ratio: Option<f64>,
     pub learned_factor: f64,
     /// Observations the learner had learned before this prediction: of this model, of all.
     pub observed_before_own: u64,
@@ -145,6 +148,9 @@ pub struct Report {
     /// Whether the deadline probabilities of the (pass, model) predictions came true as often as
     /// they said.
     pub reliability: Reliability,
+    /// How far the measurements followed the reference reading taken before each prediction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed_tracking: Option<super::tracking::SpeedTracking>,
 }
 
 fn order(n: usize, seed: u64, pass: usize) -> Vec<usize> {
@@ -221,6 +227,7 @@ pub fn run(
                 static_ms: p.base_ms,
                 cpu_factor: p.state.cpu_factor,
                 speed_factor: p.state.speed_factor,
+                speed_ratio: p.state.speed_ratio,
                 learned_factor: p.state.learned_factor,
                 observed_before_own: own,
                 observed_before_all: all,
@@ -334,6 +341,7 @@ fn report(
         observations_refused: refused,
         learner_resets: resets,
         reliability: Reliability::of(&deadlines),
+        speed_tracking: super::tracking::of(&models),
         models,
     }
 }

@@ -114,8 +114,13 @@ pub struct StateUsed {
     pub cpu_factor: f64,
     pub memory_factor: f64,
     pub frequency_factor: f64,
-    /// Speed relative to calibration from the reference workload (1: not measured).
+    /// Speed relative to calibration from the reference workload, as applied to the prediction
+    /// (1: not measured, or not applied).
     pub speed_factor: f64,
+    /// The reference workload's time now over its time at calibration, applied or not (none: not
+    /// read, or the profile has no reference timing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_ratio: Option<f64>,
     /// Correction learned online from observations (1 = none).
     pub learned_factor: f64,
 }
@@ -371,6 +376,7 @@ impl Predictor {
             memory_factor: factors.memory,
             frequency_factor: factors.frequency,
             speed_factor: factors.speed,
+            speed_ratio: self.slowdown.reference_speed(state),
             learned_factor: 1.0,
         };
         Prediction {

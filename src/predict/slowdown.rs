@@ -37,11 +37,14 @@ impl Slowdown {
                 ..s.clone()
             };
         }
+        // Nothing fitted under load: the defaults, following the reference readings as far as
+        // they persist (calibration brought its measurements to one speed by them).
         Slowdown {
             cores: p.device.cores.max(1) as f64,
             reference_hertz: p.reference.cpu_frequency_hertz,
             reference_bandwidth: p.reference.probe_bytes_per_second,
             reference_workload_cpu_ms: workload,
+            speed_live: workload > 0.0,
             ..Slowdown::default()
         }
     }
@@ -56,17 +59,36 @@ impl Slowdown {
             .then(|| (now / self.reference_workload_cpu_ms).clamp(0.5, 3.0))
     }
 
-    /// The factor the reference workload's speed applies, where the profile says it tracks
-    /// ([`Slowdown::speed_elasticity`] > 0). It runs the same runtime through the same caches and
-    /// memory, so where it is applied it stands for the frequency and memory-bandwidth terms, which
-    /// then stay at 1.
+    /// The factor the reference workload's speed applies, where the profile follows it
+    /// ([`Slowdown::speed_live`], or a fixed [`Slowdown::speed_elasticity`] > 0). It runs the same
+    /// runtime through the same caches and memory, so where it is applied it stands for the
+    /// frequency and memory-bandwidth terms, which then stay at 1.
+    ///
+    /// Live, the reading is followed as far as the board's speed has been persisting: on a shared
+    /// host a reading is partly a spell that lasts and partly one that is over before the job
+    /// runs, and which share is which changes by the hour. The elasticity is the least-squares
+    /// coefficient, through the origin, of each reading's log departure from calibration on the one
+    /// before ([`persistence`]): a host held slow (a spell of minutes, a load, a throttled clock)
+    /// gives about 1, readings that scatter about calibration give about 0.
     pub fn speed(&self, s: &Snapshot) -> Option<f64> {
-        self.reference_speed(s).and_then(|r| self.applied_speed(r))
+        let ratio = self.reference_speed(s)?;
+        if self.speed_live {
+            let e = persistence(
+                &s.probe.reference_history_cpu_ms,
+                self.reference_workload_cpu_ms,
+            )?;
+            return Some(ratio.powf(e));
+        }
+        self.applied_speed(ratio)
     }
 
-    /// The factor a reference reading `ratio` (now over calibration) applies: ratio^elasticity,
-    /// None where the profile does not follow the reference.
+    /// The factor a reading `ratio` (now over calibration) applies under a load held steady (the
+    /// load fit's): the whole ratio where the profile follows live (a held load persists),
+    /// ratio^elasticity for a fixed elasticity, None where the profile does not follow the reference.
     pub fn applied_speed(&self, ratio: f64) -> Option<f64> {
+        if self.speed_live {
+            return Some(ratio);
+        }
         (self.speed_elasticity.is_finite() && self.speed_elasticity > 0.0)
             .then(|| ratio.powf(self.speed_elasticity.min(1.0)))
     }
@@ -158,6 +180,36 @@ impl Slowdown {
         };
         (i[0], i[1])
     }
+}
+
+/// Readings a live elasticity needs (three consecutive pairs); with fewer the speed is not applied.
+const MIN_READINGS: usize = 4;
+
+/// How much of a reading's log departure from `nominal` the next reading kept, over `history`
+/// (oldest first), in 0..=1; None with fewer than [`MIN_READINGS`] usable readings. Through the
+/// origin, not about the readings' own mean: a spell that has lasted the whole history is a
+/// departure that persists, not a new normal to measure noise around.
+pub fn persistence(history: &[f64], nominal: f64) -> Option<f64> {
+    if !(nominal.is_finite() && nominal > 0.0) {
+        return None;
+    }
+    let x: Vec<f64> = history
+        .iter()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| (v / nominal).ln())
+        .collect();
+    if x.len() < MIN_READINGS {
+        return None;
+    }
+    let (num, den) = x
+        .windows(2)
+        .fold((0.0, 0.0), |(n, d), w| (n + w[0] * w[1], d + w[0] * w[0]));
+    Some(if den > 0.0 {
+        (num / den).clamp(0.0, 1.0)
+    } else {
+        // Every reading at calibration's speed exactly: nothing departs, nothing to follow.
+        0.0
+    })
 }
 
 #[cfg(test)]
@@ -273,5 +325,51 @@ mod tests {
             ..sd
         };
         assert!((half.factors(&s, 1).speed - 1.1f64.sqrt()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn live_the_reading_is_followed_as_far_as_the_speed_has_persisted() {
+        let sd = Slowdown {
+            cores: 2.0,
+            reference_workload_cpu_ms: 20.0,
+            speed_live: true,
+            // Not used live.
+            speed_elasticity: 0.0,
+            memory_weight: 1.0,
+            reference_bandwidth: 10e9,
+            ..Default::default()
+        };
+        let mut s = state(0.05, 0.01, 2);
+        s.probe.memory_bandwidth_bytes_per_second.ewma = Some(5e9);
+        s.probe.reference_recent_cpu_ms = Some(28.0);
+        // Too few readings to tell a spell from a blip: the speed is not applied, the bandwidth
+        // term counts as without a reference.
+        s.probe.reference_history_cpu_ms = vec![20.0, 28.0];
+        let f = sd.factors(&s, 1);
+        assert_eq!(f.speed, 1.0);
+        assert!((f.memory - 2.0).abs() < 1e-9);
+        // A host held 1.4× slow for the whole history: followed in full.
+        s.probe.reference_history_cpu_ms = vec![28.0; 10];
+        let f = sd.factors(&s, 1);
+        assert!((f.speed - 1.4).abs() < 1e-9, "{f:?}");
+        assert_eq!(f.memory, 1.0);
+        // Readings that scatter about calibration, each departure gone by the next: not followed.
+        s.probe.reference_history_cpu_ms = vec![20.0, 23.0, 17.5, 22.5, 18.0, 23.0, 17.0, 28.0];
+        let e = persistence(&s.probe.reference_history_cpu_ms, 20.0).unwrap();
+        assert_eq!(e, 0.0);
+        assert_eq!(sd.factors(&s, 1).speed, 1.0);
+        // A departure seen once is not followed until the next reading keeps it.
+        let just: Vec<f64> = [vec![20.0; 7], vec![28.0]].concat();
+        assert_eq!(persistence(&just, 20.0), Some(0.0));
+        let kept: Vec<f64> = [vec![20.0; 6], vec![28.0; 2]].concat();
+        assert_eq!(persistence(&kept, 20.0), Some(1.0));
+        // Two blips gone by the next reading, then a spell that lasted: half the departures kept.
+        let mixed = [20.0, 28.0, 20.0, 28.0, 20.0, 28.0, 28.0, 28.0];
+        assert!((persistence(&mixed, 20.0).unwrap() - 0.5).abs() < 1e-9);
+        // Under a held load (the load fit) the live profile takes the whole ratio.
+        assert_eq!(sd.applied_speed(1.3), Some(1.3));
+        // Unusable readings are skipped, and a profile without a reference timing has none to follow.
+        assert_eq!(persistence(&[f64::NAN, 0.0, 28.0, 28.0, 28.0], 20.0), None);
+        assert_eq!(persistence(&[28.0; 6], 0.0), None);
     }
 }

@@ -26,6 +26,12 @@ pub struct Slowdown {
     /// applied unless a board shows that it tracks.
     #[serde(default)]
     pub speed_elasticity: f64,
+    /// Follow the reference workload's speed as far as it has persisted: the elasticity is taken
+    /// live from the recent readings (how much of a reading's departure from calibration the next
+    /// one kept), and `speed_elasticity` is not used. Set by calibration; false in profiles made
+    /// before it (they keep their fixed elasticity).
+    #[serde(default)]
+    pub speed_live: bool,
     /// Relative half-width of the prediction interval, calibrated and not.
     pub interval_calibrated: [f64; 2],
     pub interval_uncalibrated: [f64; 2],
@@ -43,6 +49,7 @@ impl Default for Slowdown {
             memory_weight: 1.0,
             reference_workload_cpu_ms: 0.0,
             speed_elasticity: 0.0,
+            speed_live: false,
             interval_calibrated: [0.9, 1.1],
             interval_uncalibrated: [0.5, 2.0],
         }

@@ -148,7 +148,14 @@ pub struct Probes {
     /// (runs are seconds apart) would take a minute.
     #[serde(default)]
     pub reference_recent_cpu_ms: Option<f64>,
+    /// The last reference runs, oldest first (at most [`REFERENCE_HISTORY`]): how long a change of
+    /// speed has lasted, which says how far the next job will follow it (`predict::slowdown`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_history_cpu_ms: Vec<f64>,
 }
+
+/// Reference runs a snapshot keeps: with runs seconds apart, about a minute of the board's speed.
+pub const REFERENCE_HISTORY: usize = 24;
 
 /// Hardware counters of one CPU: totals since the counters were opened, and rates over the last interval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -68,7 +68,8 @@ pub struct State {
     merged: Frame,
     ewma: [Option<f64>; 11],
     reference_runs: u64,
-    reference_recent: VecDeque<f64>,
+    /// The last runs of the reference workload, oldest first.
+    reference_history: VecDeque<f64>,
     compute: Baseline,
     memory: Baseline,
     seq: u64,
@@ -89,7 +90,7 @@ impl State {
             merged: Frame::default(),
             ewma: [None; 11],
             reference_runs: 0,
-            reference_recent: VecDeque::new(),
+            reference_history: VecDeque::new(),
             compute: Baseline::default(),
             memory: Baseline::default(),
             seq: 0,
@@ -122,9 +123,9 @@ impl State {
         }
         if let Some(v) = frame.probe_reference_cpu_ms.filter(|v| v.is_finite()) {
             self.reference_runs += 1;
-            self.reference_recent.push_back(v);
-            if self.reference_recent.len() > 3 {
-                self.reference_recent.pop_front();
+            self.reference_history.push_back(v);
+            if self.reference_history.len() > super::snapshot::REFERENCE_HISTORY {
+                self.reference_history.pop_front();
             }
         }
         self.merged.absorb(frame.clone());
@@ -206,10 +207,10 @@ impl State {
             memory_buffer_bytes: m.probe_memory_buffer_bytes,
             reference_cpu_ms: self.stat(REFERENCE),
             reference_runs: self.reference_runs,
-            reference_recent_cpu_ms: crate::util::percentile(
-                self.reference_recent.iter().copied(),
-                0.5,
+            reference_recent_cpu_ms: crate::workload::reference::recent(
+                self.reference_history.iter().copied(),
             ),
+            reference_history_cpu_ms: self.reference_history.iter().copied().collect(),
         };
         let perf = match (&m.perf, m.memory_pmu_bytes_per_second) {
             (Some(p), bw) => Some(PerfRates {
@@ -314,5 +315,28 @@ mod tests {
             b.push(v);
         }
         assert_eq!(b.best, Some(10.0));
+    }
+
+    #[test]
+    fn the_reference_runs_are_kept_for_their_recent_median_and_their_history() {
+        let mut s = State::new(&SenseConfig::default());
+        let n = super::super::snapshot::REFERENCE_HISTORY + 5;
+        let mut snap = None;
+        for i in 0..n {
+            let mut f = util_frame(i as f64, 0.1);
+            // One run in four is an odd one, far slower.
+            f.probe_reference_cpu_ms = Some(if i % 4 == 3 { 60.0 } else { 20.0 + i as f64 });
+            snap = Some(s.push(f, vec![], SamplerCost::default()));
+        }
+        let p = snap.unwrap().probe;
+        assert_eq!(p.reference_runs, n as u64);
+        // The last three runs: the odd one does not move their median.
+        let last = (n - 1) as f64;
+        assert_eq!(p.reference_recent_cpu_ms, Some(20.0 + last));
+        assert_eq!(
+            p.reference_history_cpu_ms.len(),
+            super::super::snapshot::REFERENCE_HISTORY
+        );
+        assert_eq!(p.reference_history_cpu_ms.last(), Some(&(20.0 + last)));
     }
 }

@@ -62,6 +62,25 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
 }
 
+/// Pending connections the kernel may hold for the accept loop. tokio's `TcpListener::bind` asks
+/// for 1,024; a flood of connects (the attack the connection cap is for) can fill that between two
+/// turns of the accept loop, and a newcomer's SYN is then dropped and retried a second later. The
+/// kernel caps the request at `net.core.somaxconn` (4,096 on current kernels).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a deeper accept queue than tokio's default ([`BACKLOG`]), address
+/// reuse on, as `TcpListener::bind` sets it.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Raises the soft limit on open files to the hard limit (systemd's `LimitNOFILE`, or the
 /// shell's), so that the connection cap, not the usual 1,024, is what bounds connections.
 pub fn raise_fd_limit() {

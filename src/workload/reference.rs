@@ -102,28 +102,46 @@ pub struct Reading {
 /// 1.3 % and 1.1 %.
 pub struct SpeedNow {
     workload: ReferenceWorkload,
-    latest: Option<f64>,
+    history: std::collections::VecDeque<f64>,
+    keep: usize,
 }
 
 impl SpeedNow {
-    pub fn new() -> Result<SpeedNow, RuntimeError> {
+    /// Keeps the last `keep` readings.
+    pub fn new(keep: usize) -> Result<SpeedNow, RuntimeError> {
         Ok(SpeedNow {
             workload: ReferenceWorkload::new()?,
-            latest: None,
+            history: std::collections::VecDeque::new(),
+            keep: keep.max(1),
         })
     }
 
     /// Times the workload once more.
     pub fn read(&mut self) -> Result<(), RuntimeError> {
-        self.latest = Some(self.workload.median_cpu_ms(5)?);
+        self.history.push_back(self.workload.median_cpu_ms(5)?);
+        while self.history.len() > self.keep {
+            self.history.pop_front();
+        }
         Ok(())
     }
 
-    /// The latest reading, CPU milliseconds of a pass: what the sampler's reference probe leaves in
-    /// a snapshot's `probe.reference_recent_cpu_ms` (none before the first [`Self::read`]).
+    /// The latest reading, CPU milliseconds of a pass (none before the first [`Self::read`]).
     pub fn latest(&self) -> Option<f64> {
-        self.latest
+        self.history.back().copied()
     }
+
+    /// The readings kept, oldest first: what the sampler's reference probe leaves in a snapshot's
+    /// `probe.reference_history_cpu_ms`.
+    pub fn history(&self) -> Vec<f64> {
+        self.history.iter().copied().collect()
+    }
+}
+
+/// The median of the last three readings of `history` (oldest first): it follows a change within
+/// three readings, where an average over minutes would lag, and one odd reading does not move it.
+pub fn recent(history: impl DoubleEndedIterator<Item = f64>) -> Option<f64> {
+    let last: Vec<f64> = history.rev().take(3).collect();
+    crate::util::percentile(last, 0.5)
 }
 
 fn once() -> RunSpec {
