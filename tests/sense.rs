@@ -219,6 +219,24 @@ fn vm_fixture_has_no_cpufreq_and_no_counters() {
     assert!(close(total.user, (29663.0 + 29360.0) / 100.0));
 }
 
+#[test]
+fn a_one_off_state_holds_four_reference_readings_and_none_without_the_probe() {
+    let mut cfg = fixture_config("vm");
+    cfg.disable.retain(|d| d != "probe_reference");
+    let s = read_once(&cfg);
+    let p = &s.probe;
+    assert_eq!(p.reference_history_cpu_ms.len(), 4, "{p:?}");
+    assert!(p.reference_history_cpu_ms.iter().all(|v| *v > 0.0), "{p:?}");
+    assert_eq!(p.reference_runs, 4);
+    // The median of the last three.
+    let mut last: Vec<f64> = p.reference_history_cpu_ms[1..].to_vec();
+    last.sort_by(f64::total_cmp);
+    assert_eq!(p.reference_recent_cpu_ms, Some(last[1]));
+    let off = read_once(&fixture_config("vm"));
+    assert!(off.probe.reference_history_cpu_ms.is_empty());
+    assert_eq!(off.probe.reference_recent_cpu_ms, None);
+}
+
 /// Copies a fixture tree so a test can change files under a running sensor.
 fn copy_tree(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap() {

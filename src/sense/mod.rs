@@ -25,7 +25,8 @@
 //!   [`Sampler::sensors`], [`Sampler::wait_for`], [`Sampler::stop`] (also on drop; joins).
 //! - [`Snapshot`]: plain data with serde defaults, so a what-if state can be built by hand (see
 //!   `docs/state.md` for the JSON schema).
-//! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once).
+//! - [`read_once`]`(&cfg) -> Snapshot`: a one-off state (a few samples ~100 ms apart, probes run once,
+//!   the reference workload four times).
 //! - [`settle()`]`(&sampler, seconds) -> Snapshot`: the state once the sampler has caught up with a
 //!   change of load (fresh samples, the memory probe re-run).
 //! - [`energy::EnergyMeter`]: joules over an interval from the board's energy counter or power rail
@@ -117,8 +118,40 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
 }
 
 /// A one-off state for the command line: samples until utilisation has an interval and each live
-/// probe has run once (at most ~5 s), then stops.
+/// probe has run once (at most ~5 s), then stops; the reference workload is then timed again here
+/// until the snapshot holds [`ONE_OFF_READINGS`] readings.
 pub fn read_once(cfg: &SenseConfig) -> Snapshot {
+    let mut snap = sample_once(cfg);
+    if snap.sensor_up("probe_reference") {
+        more_readings(&mut snap);
+    }
+    snap
+}
+
+/// Reference readings a one-off state holds. The sampler's probe runs about once a minute on its
+/// budget, so a command that asks once would hold one reading, too few to tell a spell from a
+/// blip (see `predict::slowdown::persistence`); taken back to back (~0.5 s more), they say whether
+/// the board's speed holds over the second the command runs in.
+const ONE_OFF_READINGS: usize = 4;
+
+fn more_readings(snap: &mut Snapshot) {
+    let p = &mut snap.probe;
+    if p.reference_history_cpu_ms.len() >= ONE_OFF_READINGS {
+        return;
+    }
+    let Ok(w) = crate::workload::reference::ReferenceWorkload::new() else {
+        return;
+    };
+    while p.reference_history_cpu_ms.len() < ONE_OFF_READINGS {
+        let Ok(ms) = w.median_cpu_ms(1) else { return };
+        p.reference_history_cpu_ms.push(ms);
+        p.reference_runs += 1;
+    }
+    p.reference_recent_cpu_ms =
+        crate::workload::reference::recent(p.reference_history_cpu_ms.iter().copied());
+}
+
+fn sample_once(cfg: &SenseConfig) -> Snapshot {
     let sampler = Sampler::start(cfg.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut seq = 1;
