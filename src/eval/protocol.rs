@@ -341,7 +341,22 @@ fn report(
         observations_refused: refused,
         learner_resets: resets,
         reliability: Reliability::of(&deadlines),
-        speed_tracking: super::tracking::of(&models),
+        speed_tracking: super::tracking::of(
+            &models
+                .iter()
+                .map(|m| {
+                    m.passes
+                        .iter()
+                        .map(|r| super::tracking::Sample {
+                            predicted_ms: r.predicted_ms,
+                            measured_ms: r.measured_ms,
+                            speed_factor: r.speed_factor,
+                            speed_ratio: r.speed_ratio,
+                        })
+                        .collect()
+                })
+                .collect::<Vec<_>>(),
+        ),
         models,
     }
 }

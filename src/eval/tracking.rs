@@ -1,8 +1,18 @@
 //! How far measured latencies followed the reference workload's reading taken just before each
 //! prediction: the evidence for a profile's `slowdown.speed_elasticity` on this board, from the
 //! run's own (pass, model) records.
-use super::protocol::ModelReport;
 use serde::Serialize;
+
+/// What one (pass, model) record contributes.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub predicted_ms: f64,
+    pub measured_ms: f64,
+    /// The speed factor the prediction applied (1: none).
+    pub speed_factor: f64,
+    /// The reading's ratio to calibration, applied or not.
+    pub speed_ratio: Option<f64>,
+}
 
 /// The elasticities every run re-scores its predictions at.
 const GRID: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
@@ -23,14 +33,14 @@ pub struct SpeedTracking {
     pub mape_pct_at: Vec<[f64; 2]>,
 }
 
-/// None where no record carries a reading (a profile without a reference timing).
-pub fn of(models: &[ModelReport]) -> Option<SpeedTracking> {
+/// `models[i]` holds model i's samples, one per pass. None where no sample carries a reading (a
+/// profile without a reference timing).
+pub fn of(models: &[Vec<Sample>]) -> Option<SpeedTracking> {
     // Per record: ln ratio and ln(measured / prediction without the speed term).
     let per_model: Vec<Vec<(f64, f64, f64, f64)>> = models
         .iter()
         .map(|m| {
-            m.passes
-                .iter()
+            m.iter()
                 .filter_map(|r| {
                     let ratio = r.speed_ratio.filter(|v| v.is_finite() && *v > 0.0)?;
                     let applied = if r.speed_factor > 0.0 {
@@ -111,7 +121,6 @@ pub fn of(models: &[ModelReport]) -> Option<SpeedTracking> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::protocol::PassRecord;
 
     /// A model of static time `base` whose passes saw `ratios` and ran `base × ratio^follow × own`.
     fn model(
@@ -120,43 +129,20 @@ mod tests {
         ratios: &[Option<f64>],
         follow: f64,
         applied: f64,
-    ) -> ModelReport {
-        let passes = ratios
+    ) -> Vec<Sample> {
+        ratios
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
+            .map(|r| {
                 let x = r.unwrap_or(1.0);
                 let factor = x.powf(applied);
-                PassRecord {
-                    pass: i + 1,
+                Sample {
                     predicted_ms: base * factor,
-                    interval_ms: [0.9 * base, 1.1 * base],
                     measured_ms: base * own * x.powf(follow),
-                    error_pct: 0.0,
-                    static_ms: base,
-                    cpu_factor: 1.0,
                     speed_factor: factor,
                     speed_ratio: *r,
-                    learned_factor: 1.0,
-                    observed_before_own: 0,
-                    observed_before_all: 0,
-                    learned: None,
                 }
             })
-            .collect();
-        ModelReport {
-            model: format!("m{base}"),
-            predicted_ms: base,
-            measured_ms: base,
-            error_pct: 0.0,
-            static_ms: base,
-            static_error_pct: 0.0,
-            baseline_ms: None,
-            baseline_error_pct: None,
-            speed_ratio: 1.0,
-            floor_mape_pct: 0.0,
-            passes,
-        }
+            .collect()
     }
 
     #[test]
