@@ -150,7 +150,8 @@ pub struct Probes {
     pub reference_recent_cpu_ms: Option<f64>,
     /// The last reference runs, oldest first (at most [`REFERENCE_HISTORY`]): how long a change of
     /// speed has lasted, which says how far the next job will follow it (`predict::slowdown`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Written even when empty: a what-if patch may set it only if the live snapshot shows it.
+    #[serde(default)]
     pub reference_history_cpu_ms: Vec<f64>,
 }
 

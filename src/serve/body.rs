@@ -316,6 +316,8 @@ mod tests {
             serde_json::json!({"sensors": [{"name": "x", "reason": "y"}]}),
             serde_json::json!({"extra_busy_cores": 1, "utilization": {"busy": {"mean": null}}}),
             serde_json::json!({"others_busy": 0.2, "own_cpu": {"mean": null}}),
+            serde_json::json!({"probe": {"reference_history_cpu_ms": []}}),
+            serde_json::json!({"probe": {"reference_history_cpu_ms": [20.0, 28.0, 28.0, 28.0]}}),
         ] {
             assert!(
                 what_if(&live, Some(&map(good.clone())), 2.0).is_ok(),
