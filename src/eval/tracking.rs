@@ -97,16 +97,17 @@ pub fn of(models: &[Vec<Sample>]) -> Option<SpeedTracking> {
     let mape_pct_at = GRID
         .iter()
         .map(|&e| {
-            let errs: Vec<f64> = per_model
+            // Per model on the means, as the report's own summary is.
+            let means: Vec<(f64, f64)> = per_model
                 .iter()
                 .map(|v| {
                     let n = v.len() as f64;
                     let p = v.iter().map(|r| r.2 * (e * r.0).exp()).sum::<f64>() / n;
                     let m = v.iter().map(|r| r.3).sum::<f64>() / n;
-                    (p / m - 1.0).abs() * 100.0
+                    (p, m)
                 })
                 .collect();
-            [e, errs.iter().sum::<f64>() / errs.len() as f64]
+            [e, super::Summary::of(&means).mape_pct]
         })
         .collect();
     Some(SpeedTracking {
