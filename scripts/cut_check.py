@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Check of the plan's per-cut figures: for 5 zoo models and every cut `augur plan` offers, export the
 halves with `augur split`, time each with `augur bench` (1 thread), and compare with the plan's local_ms
-(prefix, live) and remote_ms (suffix, this board's profile as the remote, quiet).
+(prefix, live) and remote_ms (suffix). The remote is this board itself: an `augur serve` with the same
+profile, started on loopback and asked over HTTP (`--remote http://…`), so the suffix is predicted at
+the board's live state as a server's daemon would predict its own — a profile file as the remote is
+predicted for a quiet board, which a host in a slow spell is not. CUT_REMOTE=profile keeps the file.
+The daemon's probes get 3 % of a core (CUT_PROBE_BUDGET; the default 1 % reads the speed about every
+half minute), and the check waits for its first four speed readings, the fewest it follows.
 
 Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
 model and its halves, so every prediction is of the state just before its measurement. Per half, the
@@ -11,7 +16,7 @@ a bias of the halves can be told from one of the model (its error under `augur b
 halves that run faster or slower than their part of the whole (the sum of the halves over the
 whole)."""
 # Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]
-import json, subprocess, sys, os, statistics as st
+import json, subprocess, sys, os, statistics as st, tempfile, time, urllib.request
 
 A, P, Z, OUT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 2
@@ -29,8 +34,38 @@ def bench(path):
     return json.loads(r.stdout)["latency_ms"]["median"]
 
 
+REMOTE = P
+daemon = None
+if os.environ.get("CUT_REMOTE") != "profile":
+    port = os.environ.get("CUT_PORT", "19747")
+    state = tempfile.mkdtemp(prefix="augur-cut-remote-")
+    budget = os.environ.get("CUT_PROBE_BUDGET", "0.03")
+    daemon = subprocess.Popen([A, "serve", "--profile", P, "--listen", f"127.0.0.1:{port}",
+                               "--state-dir", state, "--probe-budget", budget],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    REMOTE = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if urllib.request.urlopen(f"{REMOTE}/ready", timeout=1).status == 200:
+                break
+        except Exception:
+            pass
+        if daemon.poll() is not None:
+            sys.exit("the remote daemon exited")
+        time.sleep(0.2)
+    else:
+        daemon.kill()
+        sys.exit("the remote daemon did not become ready")
+    for _ in range(600):
+        snap = json.load(urllib.request.urlopen(f"{REMOTE}/v1/state", timeout=5))["snapshot"]
+        if len(snap["probe"].get("reference_history_cpu_ms") or []) >= 4:
+            break
+        time.sleep(1)
+    print(f"remote: {REMOTE} (augur serve, probe budget {budget}, state {state})", file=sys.stderr)
+
+
 def plan(m):
-    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", P, "--link-mbps", "1000", "--json"])
+    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", REMOTE, "--link-mbps", "1000", "--json"])
     if r.returncode != 0:
         print(m, "plan failed", r.stderr.strip(), file=sys.stderr)
         return None
@@ -77,7 +112,10 @@ for p in range(PASSES):
                 c["predicted"][half].append(o[key] if o else None)
                 c["measured"][half].append(bench(f"{c['dir']}/{half}.onnx"))
         print(f"pass {p + 1}/{PASSES} {m}", file=sys.stderr, flush=True)
-json.dump({"cuts": cuts, "wholes": wholes}, open(f"{OUT}/cuts.json", "w"), indent=1)
+json.dump({"cuts": cuts, "wholes": wholes, "remote": REMOTE}, open(f"{OUT}/cuts.json", "w"), indent=1)
+if daemon is not None:
+    daemon.terminate()
+    daemon.wait()
 
 
 def summary(pred, meas):

@@ -367,6 +367,7 @@ impl Predictor {
         let (lo, hi) = self.band(
             base.calibrated,
             if quiet > 0.0 { total / quiet } else { 1.0 },
+            self.slowdown.speed_spread(state),
         );
         let state_used = StateUsed {
             others_busy: state.others_busy(),
@@ -399,11 +400,23 @@ impl Predictor {
     /// static model's own error (the profile's held-out whole networks) and, as far as the state
     /// slows the board, the load fit's residual — on a quiet board the load fit's wide band would
     /// say far less than the predictions know. A profile without a quality report keeps the load
-    /// fit's band.
-    pub fn band(&self, calibrated: bool, slowdown: f64) -> (f64, f64) {
+    /// fit's band. `speed_spread` (log, 90 %) is how far the board's speed may move before the job
+    /// runs ([`Slowdown::speed_spread`]); the errors being independent, it adds in quadrature.
+    pub fn band(&self, calibrated: bool, slowdown: f64, speed_spread: f64) -> (f64, f64) {
+        let spread = if speed_spread.is_finite() {
+            speed_spread.max(0.0)
+        } else {
+            0.0
+        };
         let (lo, hi) = self.slowdown.interval(calibrated);
         let (Some(base), true) = (self.static_half, calibrated) else {
-            return (lo, hi);
+            let half = (hi / lo).ln().abs() / 2.0;
+            let extra = if half.is_finite() {
+                half.hypot(spread) - half
+            } else {
+                0.0
+            };
+            return (lo * (-extra).exp(), hi * extra.exp());
         };
         let load = (hi / lo).ln().abs() / 2.0;
         let slowed = slowdown.ln().abs();
@@ -412,7 +425,7 @@ impl Predictor {
         } else {
             1.0
         };
-        let q = base.hypot(load * w);
+        let q = base.hypot(load * w).hypot(spread);
         ((-q).exp(), q.exp())
     }
 
@@ -608,7 +621,7 @@ mod tests {
         // Without a quality report: the load fit's band alone.
         let plain = Predictor::new(Some(prof.clone()), Roofline::default());
         let (lo, hi) = plain.slowdown.interval(true);
-        assert_eq!(plain.band(true, 1.0), (lo, hi));
+        assert_eq!(plain.band(true, 1.0, 0.0), (lo, hi));
         prof.quality = Some(crate::profile::Quality {
             held_out_error: BTreeMap::new(),
             composition_error: Some(0.04),
@@ -622,20 +635,27 @@ mod tests {
         let p = Predictor::new(Some(prof), Roofline::default());
         let half = |b: (f64, f64)| (b.1 / b.0).ln() / 2.0;
         // Quiet: the 90 % point of a Laplace error whose median is 4 %.
-        let quiet_half = half(p.band(true, 1.0));
+        let quiet_half = half(p.band(true, 1.0, 0.0));
         let expected = 1.04f64.ln() * std::f64::consts::LN_10 / std::f64::consts::LN_2;
         assert!((quiet_half - expected).abs() < 1e-9, "{quiet_half}");
         // Slowed by a quarter or more: the load fit's residual in full, beside the static error.
-        let loaded = half(p.band(true, 1.6));
+        let loaded = half(p.band(true, 1.6, 0.0));
         assert!((loaded - expected.hypot(0.4)).abs() < 1e-9, "{loaded}");
-        let between = half(p.band(true, 1.1));
+        let between = half(p.band(true, 1.1, 0.0));
         assert!(quiet_half < between && between < loaded);
         // Not calibrated: the uncalibrated band.
-        assert_eq!(p.band(false, 1.0), p.slowdown.interval(false));
+        assert_eq!(p.band(false, 1.0, 0.0), p.slowdown.interval(false));
         // The prediction carries it.
         let base = p.base(&d);
         let pr = p.predict(&d, &base, &quiet(), 1, false);
         assert!(((pr.interval_ms[1] / pr.latency_ms).ln() - expected).abs() < 1e-9);
+        // A speed that may move widens it in quadrature, with a quality report or without; a
+        // spread that is not a number is none.
+        let moving = half(p.band(true, 1.0, 0.3));
+        assert!((moving - expected.hypot(0.3)).abs() < 1e-9, "{moving}");
+        let plain_half = half(plain.band(true, 1.0, 0.0));
+        assert!((half(plain.band(true, 1.0, 0.3)) - plain_half.hypot(0.3)).abs() < 1e-9);
+        assert_eq!(p.band(true, 1.0, f64::NAN), p.band(true, 1.0, 0.0));
     }
 
     #[test]

@@ -172,6 +172,21 @@ impl Slowdown {
         }
     }
 
+    /// How far the speed may move under a prediction that follows it live ([`step_spread`] of the
+    /// snapshot's readings); 0 for a profile that does not follow it, or with too few readings.
+    /// A band that left it out was far too sure on a host whose readings jump: a reading at
+    /// calibration's speed between two slow ones gave the quiet board's narrow band.
+    pub fn speed_spread(&self, s: &Snapshot) -> f64 {
+        if !self.speed_live {
+            return 0.0;
+        }
+        step_spread(
+            &s.probe.reference_history_cpu_ms,
+            self.reference_workload_cpu_ms,
+        )
+        .unwrap_or(0.0)
+    }
+
     pub fn interval(&self, calibrated: bool) -> (f64, f64) {
         let i = if calibrated {
             self.interval_calibrated
@@ -185,11 +200,12 @@ impl Slowdown {
 /// Readings a live elasticity needs (three consecutive pairs); with fewer the speed is not applied.
 const MIN_READINGS: usize = 4;
 
-/// How much of a reading's log departure from `nominal` the next reading kept, over `history`
-/// (oldest first), in 0..=1; None with fewer than [`MIN_READINGS`] usable readings. Through the
-/// origin, not about the readings' own mean: a spell that has lasted the whole history is a
-/// departure that persists, not a new normal to measure noise around.
-pub fn persistence(history: &[f64], nominal: f64) -> Option<f64> {
+/// Standard deviations of a normal error within a 90 % band (its 95th percentile).
+const Z90: f64 = 1.645;
+
+/// Each usable reading's log departure from `nominal`, oldest first; None with fewer than
+/// [`MIN_READINGS`].
+fn departures(history: &[f64], nominal: f64) -> Option<Vec<f64>> {
     if !(nominal.is_finite() && nominal > 0.0) {
         return None;
     }
@@ -198,18 +214,39 @@ pub fn persistence(history: &[f64], nominal: f64) -> Option<f64> {
         .filter(|v| v.is_finite() && **v > 0.0)
         .map(|v| (v / nominal).ln())
         .collect();
-    if x.len() < MIN_READINGS {
-        return None;
-    }
+    (x.len() >= MIN_READINGS).then_some(x)
+}
+
+/// The least-squares coefficient, through the origin, of each departure on the one before.
+fn kept_share(x: &[f64]) -> f64 {
     let (num, den) = x
         .windows(2)
         .fold((0.0, 0.0), |(n, d), w| (n + w[0] * w[1], d + w[0] * w[0]));
-    Some(if den > 0.0 {
+    if den > 0.0 {
         (num / den).clamp(0.0, 1.0)
     } else {
         // Every reading at calibration's speed exactly: nothing departs, nothing to follow.
         0.0
-    })
+    }
+}
+
+/// How much of a reading's log departure from `nominal` the next reading kept, over `history`
+/// (oldest first), in 0..=1; None with fewer than [`MIN_READINGS`] usable readings. Through the
+/// origin, not about the readings' own mean: a spell that has lasted the whole history is a
+/// departure that persists, not a new normal to measure noise around.
+pub fn persistence(history: &[f64], nominal: f64) -> Option<f64> {
+    departures(history, nominal).map(|x| kept_share(&x))
+}
+
+/// The 90 % half-width, in log, of what [`persistence`] missed from one reading to the next over
+/// `history`: the root mean square of each departure less the share of the one before that it
+/// foretold, in standard deviations of a normal. It is how far the speed a job meets may lie from
+/// the speed the prediction applied; a steady board's readings give a few hundredths.
+pub fn step_spread(history: &[f64], nominal: f64) -> Option<f64> {
+    let x = departures(history, nominal)?;
+    let e = kept_share(&x);
+    let squares: f64 = x.windows(2).map(|w| (w[1] - e * w[0]).powi(2)).sum();
+    Some(Z90 * (squares / (x.len() - 1) as f64).sqrt())
 }
 
 #[cfg(test)]
@@ -371,5 +408,34 @@ mod tests {
         // Unusable readings are skipped, and a profile without a reference timing has none to follow.
         assert_eq!(persistence(&[f64::NAN, 0.0, 28.0, 28.0, 28.0], 20.0), None);
         assert_eq!(persistence(&[28.0; 6], 0.0), None);
+    }
+
+    #[test]
+    fn the_spread_is_what_persistence_did_not_foretell() {
+        // A host held slow, or at calibration's speed: each reading foretold the next exactly.
+        assert_eq!(step_spread(&[28.0; 10], 20.0), Some(0.0));
+        assert_eq!(step_spread(&[20.0; 10], 20.0), Some(0.0));
+        // Readings that jump between two speeds: e = 0, so each departure is missed in full.
+        let jumpy = [20.0, 28.0, 20.0, 28.0, 20.0, 28.0, 20.0, 28.0];
+        let want = Z90 * ((4.0 * 1.4f64.ln().powi(2)) / 7.0).sqrt();
+        let got = step_spread(&jumpy, 20.0).unwrap();
+        assert!((got - want).abs() < 1e-9, "{got} {want}");
+        // Too few readings, or no calibration to compare with: none.
+        assert_eq!(step_spread(&[28.0; 3], 20.0), None);
+        assert_eq!(step_spread(&[28.0; 6], f64::NAN), None);
+        // Only a profile that follows the speed live carries it.
+        let mut s = state(0.05, 0.01, 2);
+        s.probe.reference_history_cpu_ms = jumpy.to_vec();
+        let live = Slowdown {
+            reference_workload_cpu_ms: 20.0,
+            speed_live: true,
+            ..Default::default()
+        };
+        assert!((live.speed_spread(&s) - want).abs() < 1e-9);
+        let fixed = Slowdown {
+            speed_live: false,
+            ..live
+        };
+        assert_eq!(fixed.speed_spread(&s), 0.0);
     }
 }
