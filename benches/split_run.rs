@@ -1,8 +1,12 @@
 //! A split chosen by `augur plan`, run for real (not run by `cargo test`):
 //! `AUGUR_PROFILE=P cargo bench --bench split_run`.
 //!
-//! The plan is asked for a model with this board's profile as the local board at 1 thread and the
-//! same profile as the remote board at 2 threads (the profile must have its thread scaling), over
+//! The plan is asked for a model with this board's profile as the local board at 1 thread and, as
+//! the remote board at 2 threads, the augur of the process standing in for the server: an `augur
+//! serve` on loopback with the same profile (the profile must have its thread scaling), asked over
+//! HTTP for its live prediction, since that server shares this host and its speed. Its probes get
+//! AUGUR_SPLIT_PROBE_BUDGET (0.05) of a core, and the run waits for its first four speed readings;
+//! AUGUR_SPLIT_REMOTE=profile asks the profile file instead (a quiet board). Over
 //! a link of AUGUR_SPLIT_MBPS (100) and AUGUR_SPLIT_RTT_MS (2), for a deadline of
 //! AUGUR_SPLIT_DEADLINE_MS (default 1.1 × the best split's prediction). Its best split is written by
 //! `augur split`; the prefix runs here at 1 thread and the suffix in a second process standing in
@@ -140,15 +144,87 @@ impl Server {
     }
 }
 
+/// The server's augur: a daemon on loopback with the profile, ready and holding four speed
+/// readings (dropped with the run).
+struct Daemon {
+    child: Child,
+    url: String,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(profile: &Path) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let state = common::scratch("split-run-daemon");
+        let budget = knob("AUGUR_SPLIT_PROBE_BUDGET", 0.05);
+        let child = common::augur()
+            .arg("serve")
+            .arg("--profile")
+            .arg(profile)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--probe-budget", &budget.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("augur serve");
+        let d = Daemon {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _state: state,
+        };
+        let until = Instant::now() + Duration::from_secs(600);
+        loop {
+            let readings = ureq::get(&format!("{}/v1/state", d.url))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .map(|v| {
+                    let p = &v["snapshot"]["probe"];
+                    let n = |k: &str| p[k].as_array().map_or(0, Vec::len);
+                    n("reference_history_cpu_ms").min(n("reference_parallel_ratios"))
+                })
+                .unwrap_or(0);
+            if readings >= 4 {
+                return d;
+            }
+            assert!(
+                Instant::now() < until,
+                "the server's augur holds no speed readings"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
 /// `augur plan` as a scheduler would call it; the options, best first.
-fn plan(model: &Path, profile: &Path, mbps: f64, rtt: f64, deadline: Option<f64>) -> Vec<Value> {
+fn plan(
+    model: &Path,
+    profile: &Path,
+    remote: &str,
+    mbps: f64,
+    rtt: f64,
+    deadline: Option<f64>,
+) -> Vec<Value> {
     let mut cmd = common::augur();
     cmd.arg("plan")
         .arg(model)
         .arg("--profile")
         .arg(profile)
         .arg("--remote")
-        .arg(profile)
+        .arg(remote)
         .args(["--remote-threads", "2", "--threads", "1"])
         .args([
             "--link-mbps",
@@ -196,7 +272,12 @@ fn main() {
     let rtt = knob("AUGUR_SPLIT_RTT_MS", 2.0);
     let tries = knob("AUGUR_SPLIT_TRIES", 20.0).max(1.0) as usize;
 
-    let options = plan(&model, &profile, mbps, rtt, None);
+    let daemon = (std::env::var("AUGUR_SPLIT_REMOTE").as_deref() != Ok("profile"))
+        .then(|| Daemon::start(&profile));
+    let remote = daemon
+        .as_ref()
+        .map_or_else(|| profile.display().to_string(), |d| d.url.clone());
+    let options = plan(&model, &profile, &remote, mbps, rtt, None);
     let Some(best) = options.iter().find(|o| o["placement"] == "split") else {
         eprintln!("split_run: the plan offers no split for {name}");
         std::process::exit(1);
@@ -206,7 +287,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.1 * num(best, "latency_ms"));
     // The split the plan ranks first for the deadline.
-    let options = plan(&model, &profile, mbps, rtt, Some(deadline));
+    let options = plan(&model, &profile, &remote, mbps, rtt, Some(deadline));
     let chosen = options
         .iter()
         .find(|o| o["placement"] == "split")
@@ -229,7 +310,7 @@ fn main() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "{name}: cut {cut}; {} bytes cross; link {mbps} Mb/s, rtt {rtt} ms; deadline {deadline:.2} ms; prefix 1 thread here, suffix 2 threads in a second process",
+        "{name}: cut {cut}; {} bytes cross; link {mbps} Mb/s, rtt {rtt} ms; deadline {deadline:.2} ms; prefix 1 thread here, suffix 2 threads in a second process; remote figures from {remote}",
         chosen["transfer_bytes"]
     );
 
@@ -258,7 +339,7 @@ fn main() {
     );
     let (mut inside, mut met, mut p_sum) = (0, 0, 0.0);
     for i in 0..tries {
-        let now = plan(&model, &profile, mbps, rtt, Some(deadline));
+        let now = plan(&model, &profile, &remote, mbps, rtt, Some(deadline));
         let Some(o) = now.iter().find(|o| o["cut"].as_str() == Some(&cut)) else {
             eprintln!("split_run: the cut {cut} is no longer offered");
             std::process::exit(1);

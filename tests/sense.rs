@@ -220,7 +220,7 @@ fn vm_fixture_has_no_cpufreq_and_no_counters() {
 }
 
 #[test]
-fn a_one_off_state_holds_four_reference_readings_and_none_without_the_probe() {
+fn a_one_off_state_holds_four_reference_and_parallel_readings_and_none_without_the_probe() {
     let mut cfg = fixture_config("vm");
     cfg.disable.retain(|d| d != "probe_reference");
     let s = read_once(&cfg);
@@ -232,8 +232,23 @@ fn a_one_off_state_holds_four_reference_readings_and_none_without_the_probe() {
     let mut last: Vec<f64> = p.reference_history_cpu_ms[1..].to_vec();
     last.sort_by(f64::total_cmp);
     assert_eq!(p.reference_recent_cpu_ms, Some(last[1]));
+    // Beside each, on a board of several cores, what all of them give against one.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        assert_eq!(p.reference_parallel_threads, Some(cores), "{p:?}");
+        assert_eq!(p.reference_parallel_ratios.len(), 4, "{p:?}");
+        assert!(
+            p.reference_parallel_ratios
+                .iter()
+                .all(|r| r.is_finite() && *r > 0.0),
+            "{p:?}"
+        );
+    } else {
+        assert!(p.reference_parallel_ratios.is_empty());
+    }
     let off = read_once(&fixture_config("vm"));
     assert!(off.probe.reference_history_cpu_ms.is_empty());
+    assert!(off.probe.reference_parallel_ratios.is_empty());
     assert_eq!(off.probe.reference_recent_cpu_ms, None);
 }
 

@@ -21,7 +21,8 @@ pub struct Board {
 impl Board {
     /// Starts the sensors; `prepared[i]` is subject `i`, measured for at least `window_s` seconds
     /// and `runs` runs with `threads` threads. `speed`: time the reference workload before each
-    /// measurement (when the profile has a reference timing to compare with).
+    /// measurement (when the profile has a reference timing to compare with), and with more than
+    /// one thread what that many threads give now.
     pub fn new(
         prepared: Vec<Prepared>,
         window_s: f64,
@@ -32,7 +33,10 @@ impl Board {
         Ok(Board {
             sampler: Sampler::start(SenseConfig::for_measuring()),
             speed: speed
-                .then(|| SpeedNow::new(crate::sense::snapshot::REFERENCE_HISTORY))
+                .then(|| {
+                    SpeedNow::new(crate::sense::snapshot::REFERENCE_HISTORY)
+                        .map(|s| s.with_parallel(threads))
+                })
                 .transpose()?,
             prepared,
             window_s,
@@ -69,6 +73,10 @@ impl Bench for Board {
             // it shows has lasted.
             snap.probe.reference_recent_cpu_ms = sp.latest();
             snap.probe.reference_history_cpu_ms = sp.history();
+            if let Some((threads, ratios)) = sp.parallel() {
+                snap.probe.reference_parallel_threads = Some(threads);
+                snap.probe.reference_parallel_ratios = ratios;
+            }
         }
         Ok(snap)
     }

@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod energy;
 pub mod learner;
 mod live;
+pub mod parallel;
 pub mod slowdown;
 
 pub use learner::Learner;
@@ -188,7 +189,13 @@ pub struct Predictor {
     /// Half-width in the log of the static model's own 90 % band (see [`Predictor::band`]), taken
     /// once from the profile's quality report rather than per prediction; None without one.
     static_half: Option<f64>,
+    /// The profile's expected parallel ratio of the reference networks by thread count, worked out
+    /// on first use ([`parallel`]); shared by clones, which hold the same profile.
+    parallel_expected: ParallelExpected,
 }
+
+type ParallelExpected =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, Option<f64>>>>;
 
 impl Predictor {
     pub fn new(profile: Option<Profile>, fallback: Roofline) -> Predictor {
@@ -209,6 +216,7 @@ impl Predictor {
             roofline,
             slowdown,
             static_half,
+            parallel_expected: Default::default(),
         }
     }
 
@@ -328,7 +336,9 @@ impl Predictor {
         threads: usize,
         with_kernels: bool,
     ) -> Prediction {
-        let factors = self.slowdown.factors(state, threads);
+        let mut factors = self.slowdown.factors(state, threads);
+        let parallel = self.parallel(state, threads);
+        factors.speed *= parallel.factor;
         let scale = self.thread_scale(d, threads);
         let mut total = 0.0;
         let mut quiet = 0.0;
@@ -367,7 +377,7 @@ impl Predictor {
         let (lo, hi) = self.band(
             base.calibrated,
             if quiet > 0.0 { total / quiet } else { 1.0 },
-            self.slowdown.speed_spread(state),
+            self.slowdown.speed_spread(state).hypot(parallel.spread),
         );
         let state_used = StateUsed {
             others_busy: state.others_busy(),
@@ -656,6 +666,54 @@ mod tests {
         let plain_half = half(plain.band(true, 1.0, 0.0));
         assert!((half(plain.band(true, 1.0, 0.3)) - plain_half.hypot(0.3)).abs() < 1e-9);
         assert_eq!(p.band(true, 1.0, f64::NAN), p.band(true, 1.0, 0.0));
+    }
+
+    #[test]
+    fn several_threads_follow_the_parallel_reading_over_what_the_profile_expects() {
+        let d = model();
+        let mut prof = profile(1, true);
+        prof.slowdown = Some(crate::profile::Slowdown {
+            cores: 2.0,
+            speed_live: true,
+            ..Default::default()
+        });
+        let p = Predictor::new(Some(prof.clone()), Roofline::default());
+        let base = p.base(&d);
+        let expected = p.expected_parallel_ratio(2).unwrap();
+        assert!(expected > 0.3 && expected < 1.0, "{expected}");
+        let at = |s: &Snapshot, t: usize| p.predict(&d, &base, s, t, false);
+        let plain = at(&quiet(), 2);
+        // Two threads held at 1.5 × what the profile expects of them: 1.5 × slower; one thread
+        // is not touched.
+        let mut s = quiet();
+        s.probe.reference_parallel_threads = Some(2);
+        s.probe.reference_parallel_ratios = vec![expected * 1.5; 6];
+        assert!((at(&s, 2).latency_ms / plain.latency_ms - 1.5).abs() < 1e-9);
+        assert_eq!(at(&s, 1).latency_ms, at(&quiet(), 1).latency_ms);
+        // As the profile expects: nothing changes.
+        s.probe.reference_parallel_ratios = vec![expected; 6];
+        assert!((at(&s, 2).latency_ms / plain.latency_ms - 1.0).abs() < 1e-9);
+        // Readings that jump, each gone by the next: not followed, but the band widens.
+        s.probe.reference_parallel_ratios = [expected, expected * 1.5].repeat(4);
+        let jumpy = at(&s, 2);
+        assert!((jumpy.latency_ms / plain.latency_ms - 1.0).abs() < 1e-9);
+        let width = |p: &Prediction| p.interval_ms[1] / p.latency_ms;
+        assert!(width(&jumpy) > width(&plain), "{jumpy:?}");
+        // Broken readings are bounded; too few apply nothing.
+        s.probe.reference_parallel_ratios = vec![f64::NAN, 0.0, 1e300, 1e300, 1e300, 1e300];
+        let f = p.parallel(&s, 2).factor;
+        assert!(f.is_finite() && (1.0..=4.0).contains(&f), "{f}");
+        s.probe.reference_parallel_ratios = vec![expected * 1.5; 3];
+        assert_eq!(p.parallel(&s, 2).factor, 1.0);
+        // A profile that does not follow the speed live does not follow this either.
+        prof.slowdown = Some(crate::profile::Slowdown {
+            cores: 2.0,
+            speed_live: false,
+            ..Default::default()
+        });
+        let fixed = Predictor::new(Some(prof), Roofline::default());
+        s.probe.reference_parallel_ratios = vec![expected * 1.5; 6];
+        assert_eq!(fixed.parallel(&s, 2).factor, 1.0);
     }
 
     #[test]

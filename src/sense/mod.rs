@@ -102,7 +102,7 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
             seconds(cfg.probe_memory_seconds),
             fast,
         )),
-        Box::new(probe::ProbeSensor::reference(fast)),
+        Box::new(probe::ProbeSensor::reference(fast, parallel_threads())),
         Box::new(thermal::ThermalSensor::new(roots.clone(), slow)),
         Box::new(power::PowerSensor::new(roots, slow)),
     ];
@@ -136,19 +136,36 @@ const ONE_OFF_READINGS: usize = 4;
 
 fn more_readings(snap: &mut Snapshot) {
     let p = &mut snap.probe;
-    if p.reference_history_cpu_ms.len() >= ONE_OFF_READINGS {
+    let parallel = parallel_threads();
+    let enough = |p: &snapshot::Probes| {
+        p.reference_history_cpu_ms.len() >= ONE_OFF_READINGS
+            && (parallel < 2 || p.reference_parallel_ratios.len() >= ONE_OFF_READINGS)
+    };
+    if enough(p) {
         return;
     }
     let Ok(w) = crate::workload::reference::ReferenceWorkload::new() else {
         return;
     };
-    while p.reference_history_cpu_ms.len() < ONE_OFF_READINGS {
+    while !enough(p) {
         let Ok(ms) = w.median_cpu_ms(1) else { return };
         p.reference_history_cpu_ms.push(ms);
         p.reference_runs += 1;
+        if parallel > 1 {
+            let Ok((ratio, _)) = w.parallel_ratio(parallel) else {
+                return;
+            };
+            p.reference_parallel_threads = Some(parallel);
+            p.reference_parallel_ratios.push(ratio);
+        }
     }
     p.reference_recent_cpu_ms =
         crate::workload::reference::recent(p.reference_history_cpu_ms.iter().copied());
+}
+
+/// Threads of the parallel reading: every core the process may use (under 2: none taken).
+fn parallel_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn sample_once(cfg: &SenseConfig) -> Snapshot {

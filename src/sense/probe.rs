@@ -219,6 +219,8 @@ enum Kind {
     },
     Reference {
         workload: Option<crate::workload::reference::ReferenceWorkload>,
+        /// Threads of the parallel reading taken beside each one (under 2: none).
+        parallel: usize,
     },
 }
 
@@ -242,10 +244,15 @@ impl ProbeSensor {
     }
 
     /// The reference workload (a pass of small networks through tract, ~21 ms of CPU here), timed by
-    /// the thread's CPU clock: how fast the board runs now against its calibration.
-    pub fn reference(min_period: Duration) -> Self {
+    /// the thread's CPU clock: how fast the board runs now against its calibration; with
+    /// `parallel` > 1, also what that many threads give now (a job of several threads needs a core
+    /// the one-thread reading does not use).
+    pub fn reference(min_period: Duration, parallel: usize) -> Self {
         ProbeSensor {
-            kind: Kind::Reference { workload: None },
+            kind: Kind::Reference {
+                workload: None,
+                parallel,
+            },
             every: Every::new(min_period),
             min_period,
         }
@@ -299,7 +306,7 @@ impl Sensor for ProbeSensor {
                 *kernel = Some(k);
                 Ok(Some(detail))
             }
-            Kind::Reference { workload } => {
+            Kind::Reference { workload, .. } => {
                 let w = crate::workload::reference::ReferenceWorkload::new().map_err(|e| {
                     Unavailable::new(
                         format!("reference workload cannot run: {e}"),
@@ -322,6 +329,7 @@ impl Sensor for ProbeSensor {
 
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
         let cpu0 = thread_cpu_seconds();
+        let mut extra_cpu = 0.0;
         match &mut self.kind {
             Kind::Compute {
                 kernel: Some(k), ..
@@ -333,18 +341,27 @@ impl Sensor for ProbeSensor {
                 frame.probe_memory_buffer_bytes = Some(k.buffer_bytes());
             }
             Kind::Reference {
-                workload: Some(w), ..
+                workload: Some(w),
+                parallel,
             } => {
                 // As calibration and eval time it: a pass after 150 ms of passes, since the
                 // sampler's thread has slept between samples (~170 ms of CPU a run, so at the
                 // default 1 % budget a run about every minute: enough for drift, slow for a
                 // sudden neighbour; raise `sense.probe_budget` to follow faster).
                 frame.probe_reference_cpu_ms =
-                    Some(w.median_cpu_ms(1).map_err(|_| SenseError::NoData)?)
+                    Some(w.median_cpu_ms(1).map_err(|_| SenseError::NoData)?);
+                if *parallel > 1 {
+                    let (ratio, many_s) = w
+                        .parallel_ratio(*parallel)
+                        .map_err(|_| SenseError::NoData)?;
+                    frame.probe_parallel_ratio = Some((*parallel, ratio));
+                    // The pool's threads ran on other cores, off this thread's clock.
+                    extra_cpu = many_s * *parallel as f64;
+                }
             }
             _ => return Err(SenseError::NoData),
         }
-        let cost = (thread_cpu_seconds() - cpu0).max(0.0);
+        let cost = (thread_cpu_seconds() - cpu0).max(0.0) + extra_cpu;
         // Pace by what the run cost: at share s of a core, a run of c CPU-seconds may recur every c/s.
         let pause = Duration::from_secs_f64((cost / ctx.cpu_share.max(1e-4)).min(3600.0));
         self.every.ran_for(ctx.now, pause.max(self.min_period));

@@ -73,6 +73,8 @@ pub struct Frame {
     pub probe_memory_bytes_per_second: Option<f64>,
     pub probe_memory_buffer_bytes: Option<u64>,
     pub probe_reference_cpu_ms: Option<f64>,
+    /// The reference workload's parallel reading: (threads, wall at threads over wall at one).
+    pub probe_parallel_ratio: Option<(usize, f64)>,
     pub perf: Option<PerfRates>,
     pub memory_pmu_bytes_per_second: Option<f64>,
     pub thermal: Option<Vec<ThermalZone>>,
@@ -148,6 +150,7 @@ impl Frame {
             &mut self.probe_reference_cpu_ms,
             other.probe_reference_cpu_ms,
         );
+        take(&mut self.probe_parallel_ratio, other.probe_parallel_ratio);
         take(
             &mut self.probe_memory_bytes_per_second,
             other.probe_memory_bytes_per_second,

@@ -153,6 +153,14 @@ pub struct Probes {
     /// Written even when empty: a what-if patch may set it only if the live snapshot shows it.
     #[serde(default)]
     pub reference_history_cpu_ms: Vec<f64>,
+    /// Threads of the parallel reading (the board's cores; none on a one-core board).
+    #[serde(default)]
+    pub reference_parallel_threads: Option<usize>,
+    /// The last parallel readings, oldest first (at most [`REFERENCE_HISTORY`]): wall time of a
+    /// pass at `reference_parallel_threads` over one at a single thread, taken back to back
+    /// (`workload::reference::ReferenceWorkload::parallel_ratio`). Written even when empty.
+    #[serde(default)]
+    pub reference_parallel_ratios: Vec<f64>,
 }
 
 /// Reference runs a snapshot keeps: with runs seconds apart, about a minute of the board's speed.

@@ -70,6 +70,9 @@ pub struct State {
     reference_runs: u64,
     /// The last runs of the reference workload, oldest first.
     reference_history: VecDeque<f64>,
+    /// The parallel readings' threads and their last readings, oldest first.
+    parallel_threads: Option<usize>,
+    parallel_history: VecDeque<f64>,
     compute: Baseline,
     memory: Baseline,
     seq: u64,
@@ -91,6 +94,8 @@ impl State {
             ewma: [None; 11],
             reference_runs: 0,
             reference_history: VecDeque::new(),
+            parallel_threads: None,
+            parallel_history: VecDeque::new(),
             compute: Baseline::default(),
             memory: Baseline::default(),
             seq: 0,
@@ -126,6 +131,16 @@ impl State {
             self.reference_history.push_back(v);
             if self.reference_history.len() > super::snapshot::REFERENCE_HISTORY {
                 self.reference_history.pop_front();
+            }
+        }
+        if let Some((threads, v)) = frame.probe_parallel_ratio.filter(|(_, v)| v.is_finite()) {
+            if self.parallel_threads != Some(threads) {
+                self.parallel_history.clear();
+            }
+            self.parallel_threads = Some(threads);
+            self.parallel_history.push_back(v);
+            if self.parallel_history.len() > super::snapshot::REFERENCE_HISTORY {
+                self.parallel_history.pop_front();
             }
         }
         self.merged.absorb(frame.clone());
@@ -211,6 +226,8 @@ impl State {
                 self.reference_history.iter().copied(),
             ),
             reference_history_cpu_ms: self.reference_history.iter().copied().collect(),
+            reference_parallel_threads: self.parallel_threads,
+            reference_parallel_ratios: self.parallel_history.iter().copied().collect(),
         };
         let perf = match (&m.perf, m.memory_pmu_bytes_per_second) {
             (Some(p), bw) => Some(PerfRates {
@@ -338,5 +355,44 @@ mod tests {
             super::super::snapshot::REFERENCE_HISTORY
         );
         assert_eq!(p.reference_history_cpu_ms.last(), Some(&(20.0 + last)));
+        // No parallel reading was taken: none is shown.
+        assert_eq!(p.reference_parallel_threads, None);
+        assert!(p.reference_parallel_ratios.is_empty());
+    }
+
+    #[test]
+    fn parallel_readings_are_kept_and_start_again_when_the_threads_change() {
+        let mut s = State::new(&SenseConfig::default());
+        let n = super::super::snapshot::REFERENCE_HISTORY + 3;
+        let mut snap = None;
+        for i in 0..n {
+            let mut f = util_frame(i as f64, 0.1);
+            f.probe_parallel_ratio = Some((2, 0.6 + i as f64 / 100.0));
+            snap = Some(s.push(f, vec![], SamplerCost::default()));
+        }
+        let p = snap.unwrap().probe;
+        assert_eq!(p.reference_parallel_threads, Some(2));
+        assert_eq!(
+            p.reference_parallel_ratios.len(),
+            super::super::snapshot::REFERENCE_HISTORY
+        );
+        assert_eq!(
+            p.reference_parallel_ratios.last(),
+            Some(&(0.6 + (n - 1) as f64 / 100.0))
+        );
+        // A reading at another thread count is not comparable with the ones before it; one that
+        // is not a number is dropped.
+        let mut f = util_frame(n as f64, 0.1);
+        f.probe_parallel_ratio = Some((4, f64::NAN));
+        let p = s.push(f, vec![], SamplerCost::default()).probe;
+        assert_eq!(
+            p.reference_parallel_ratios.len(),
+            super::super::snapshot::REFERENCE_HISTORY
+        );
+        let mut f = util_frame(n as f64 + 1.0, 0.1);
+        f.probe_parallel_ratio = Some((4, 0.4));
+        let p = s.push(f, vec![], SamplerCost::default()).probe;
+        assert_eq!(p.reference_parallel_threads, Some(4));
+        assert_eq!(p.reference_parallel_ratios, vec![0.4]);
     }
 }

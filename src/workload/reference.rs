@@ -21,6 +21,12 @@ pub fn identity() -> String {
     format!("synthetic/{SEED}/{NETWORKS:?}/v1")
 }
 
+/// The workload's networks as graphs: what a profile is asked about them (the thread scaling it
+/// expects, beside what the parallel reading measures).
+pub fn graphs() -> Result<Vec<crate::model::Graph>, crate::model::builder::BuildError> {
+    NETWORKS.iter().map(|&i| synthetic(SEED, i)).collect()
+}
+
 pub struct ReferenceWorkload {
     nets: Vec<Prepared>,
 }
@@ -81,6 +87,46 @@ impl ReferenceWorkload {
     }
 }
 
+impl ReferenceWorkload {
+    /// Wall milliseconds of one pass at `threads` over one at a single thread, the two taken back
+    /// to back three times after 150 ms of both (the pool's threads have slept too), with the
+    /// median of the three: what extra threads give now against what they gave on a quiet board
+    /// (the profile's thread scaling says that). On a shared host the other cores are not the
+    /// board's alone (stolen by the hypervisor, or shared with another tenant), and a one-thread
+    /// reading, timed by CPU time on one core, sees none of that. Also returns the wall seconds
+    /// spent at `threads`, whose other threads' CPU a caller on a budget must count
+    /// ([`crate::sense`]'s probe does).
+    pub fn parallel_ratio(&self, threads: usize) -> Result<(f64, f64), RuntimeError> {
+        let threads = threads.max(2);
+        let wall = std::time::Instant::now();
+        let mut many_s = 0.0;
+        while wall.elapsed() < std::time::Duration::from_millis(150) {
+            many_s += self.pass_wall_ms(threads)? / 1e3;
+            self.pass_wall_ms(1)?;
+        }
+        let mut ratios = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let one = self.pass_wall_ms(1)?;
+            let many = self.pass_wall_ms(threads)?;
+            many_s += many / 1e3;
+            if one > 0.0 {
+                ratios.push(many / one);
+            }
+        }
+        Ok((crate::util::median(&ratios), many_s))
+    }
+
+    /// Wall milliseconds of the networks' runs, one each, at `threads`.
+    fn pass_wall_ms(&self, threads: usize) -> Result<f64, RuntimeError> {
+        let spec = RunSpec { threads, ..once() };
+        let mut ms = 0.0;
+        for n in &self.nets {
+            ms += n.time(&spec)?.samples_ms.iter().sum::<f64>();
+        }
+        Ok(ms)
+    }
+}
+
 /// One timing of the workload.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Reading {
@@ -104,6 +150,8 @@ pub struct SpeedNow {
     workload: ReferenceWorkload,
     history: std::collections::VecDeque<f64>,
     keep: usize,
+    /// Threads of the parallel reading, and its readings ([`ReferenceWorkload::parallel_ratio`]).
+    parallel: Option<(usize, std::collections::VecDeque<f64>)>,
 }
 
 impl SpeedNow {
@@ -113,7 +161,14 @@ impl SpeedNow {
             workload: ReferenceWorkload::new()?,
             history: std::collections::VecDeque::new(),
             keep: keep.max(1),
+            parallel: None,
         })
+    }
+
+    /// Also reads what `threads` threads give (for a job of more than one thread).
+    pub fn with_parallel(mut self, threads: usize) -> SpeedNow {
+        self.parallel = (threads > 1).then(|| (threads, std::collections::VecDeque::new()));
+        self
     }
 
     /// Times the workload once more.
@@ -122,7 +177,20 @@ impl SpeedNow {
         while self.history.len() > self.keep {
             self.history.pop_front();
         }
+        if let Some((threads, h)) = &mut self.parallel {
+            h.push_back(self.workload.parallel_ratio(*threads)?.0);
+            while h.len() > self.keep {
+                h.pop_front();
+            }
+        }
         Ok(())
+    }
+
+    /// The parallel reading's threads and its readings, oldest first (None without one).
+    pub fn parallel(&self) -> Option<(usize, Vec<f64>)> {
+        self.parallel
+            .as_ref()
+            .map(|(t, h)| (*t, h.iter().copied().collect()))
     }
 
     /// The latest reading, CPU milliseconds of a pass (none before the first [`Self::read`]).
