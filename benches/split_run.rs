@@ -161,24 +161,19 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(profile: &Path) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let state = common::scratch("split-run-daemon");
         let budget = knob("AUGUR_SPLIT_PROBE_BUDGET", 0.05);
-        let child = common::augur()
-            .arg("serve")
-            .arg("--profile")
-            .arg(profile)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(["--probe-budget", &budget.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("augur serve");
+        let (child, port) = common::spawn_serve(
+            common::augur()
+                .arg("serve")
+                .arg("--profile")
+                .arg(profile)
+                .args(["--listen", "127.0.0.1:0"])
+                .arg("--state-dir")
+                .arg(state.path())
+                .args(["--probe-budget", &budget.to_string()])
+                .stderr(Stdio::null()),
+        );
         let d = Daemon {
             child,
             url: format!("http://127.0.0.1:{port}"),

@@ -47,7 +47,7 @@ impl Predictor {
         };
         // The reading is a wall time, so time-sharing with other work on the board is in it; the
         // CPU-share term counts that already.
-        let shared = self.slowdown.factors(s, n).cpu / self.slowdown.factors(s, 1).cpu;
+        let shared = self.slowdown.cpu_factor(s, n) / self.slowdown.cpu_factor(s, 1);
         let excess: Vec<f64> = s
             .probe
             .reference_parallel_ratios

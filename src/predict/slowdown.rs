@@ -94,6 +94,48 @@ impl Slowdown {
     }
 
     pub fn factors(&self, s: &Snapshot, threads: usize) -> Factors {
+        let cpu = self.cpu_factor(s, threads);
+        let frequency = match (s.freq_ratio, self.reference_hertz > 0.0) {
+            (Some(r), true) if r > 0.05 => {
+                let now = s.cpus.iter().filter_map(|c| c.frequency_hertz).sum::<f64>()
+                    / s.cpus
+                        .iter()
+                        .filter(|c| c.frequency_hertz.is_some())
+                        .count()
+                        .max(1) as f64;
+                if now > 0.0 {
+                    (self.reference_hertz / now).clamp(0.2, 5.0)
+                } else {
+                    1.0
+                }
+            }
+            _ => 1.0,
+        };
+        let memory = match s.probe.memory_bandwidth_bytes_per_second.ewma {
+            Some(bw) if bw > 0.0 && self.reference_bandwidth > 0.0 => {
+                1.0 + self.memory_weight
+                    * ((self.reference_bandwidth / bw).clamp(0.2, 10.0) - 1.0).max(0.0)
+            }
+            _ => 1.0,
+        };
+        match self.speed(s) {
+            Some(speed) => Factors {
+                cpu,
+                frequency: 1.0,
+                memory: 1.0,
+                speed,
+            },
+            None => Factors {
+                cpu,
+                frequency,
+                memory,
+                speed: 1.0,
+            },
+        }
+    }
+
+    /// The time-sharing factor of [`Factors::cpu`] alone, for `threads` model threads.
+    pub fn cpu_factor(&self, s: &Snapshot, threads: usize) -> f64 {
         let threads = threads.max(1) as f64;
         // Time-sharing: others' runnable work plus ours over the cores, when it exceeds them.
         // Others' demand in cores: their busy share; on a saturated board that understates it, so
@@ -133,43 +175,7 @@ impl Slowdown {
             1.0
         };
         let cpu = 1.0 + self.cpu_weight * (share - 1.0);
-        let frequency = match (s.freq_ratio, self.reference_hertz > 0.0) {
-            (Some(r), true) if r > 0.05 => {
-                let now = s.cpus.iter().filter_map(|c| c.frequency_hertz).sum::<f64>()
-                    / s.cpus
-                        .iter()
-                        .filter(|c| c.frequency_hertz.is_some())
-                        .count()
-                        .max(1) as f64;
-                if now > 0.0 {
-                    (self.reference_hertz / now).clamp(0.2, 5.0)
-                } else {
-                    1.0
-                }
-            }
-            _ => 1.0,
-        };
-        let memory = match s.probe.memory_bandwidth_bytes_per_second.ewma {
-            Some(bw) if bw > 0.0 && self.reference_bandwidth > 0.0 => {
-                1.0 + self.memory_weight
-                    * ((self.reference_bandwidth / bw).clamp(0.2, 10.0) - 1.0).max(0.0)
-            }
-            _ => 1.0,
-        };
-        match self.speed(s) {
-            Some(speed) => Factors {
-                cpu: cpu.max(0.1),
-                frequency: 1.0,
-                memory: 1.0,
-                speed,
-            },
-            None => Factors {
-                cpu: cpu.max(0.1),
-                frequency,
-                memory,
-                speed: 1.0,
-            },
-        }
+        cpu.max(0.1)
     }
 
     /// How far the speed may move under a prediction that follows it live ([`step_spread`] of the

@@ -73,6 +73,28 @@ pub fn zoo_reference() -> PathBuf {
     repo().join("data/zoo/zoo-dev.reference.json")
 }
 
+/// Spawns `cmd` (an `augur serve` told to listen on `127.0.0.1:0`, its stdout piped) and returns it
+/// with the port it printed in its first line; the rest of its stdout is drained so the daemon
+/// never blocks on a full pipe.
+pub fn spawn_serve(cmd: &mut Command) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn augur serve: {e}"));
+    let out = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    let line = lines.next().and_then(Result::ok).unwrap_or_default();
+    std::thread::spawn(move || for _ in lines {});
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in augur serve's first line {line:?}"));
+    (child, port)
+}
+
 /// A fresh temporary directory, removed when the value drops.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
