@@ -17,7 +17,9 @@
 //!
 //! Target: the end-to-end time within the predicted interval in ≥ 90 % of the tries. Exits 1 when
 //! it is missed. The share of tries meeting the deadline is printed beside the mean `p_deadline`.
-//! The model is AUGUR_SPLIT_MODEL, a zoo name (default `resnet18_224`).
+//! The model is AUGUR_SPLIT_MODEL, a zoo name (default `resnet18_224`). This board's own live state
+//! is `augur plan`'s own reading; AUGUR_SPLIT_LOCAL=daemon takes it from that daemon instead
+//! (`augur plan --state-from`).
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -212,6 +214,7 @@ fn plan(
     mbps: f64,
     rtt: f64,
     deadline: Option<f64>,
+    state_from: Option<&str>,
 ) -> Vec<Value> {
     let mut cmd = common::augur();
     cmd.arg("plan")
@@ -230,6 +233,9 @@ fn plan(
         .arg("--json");
     if let Some(d) = deadline {
         cmd.args(["--deadline-ms", &d.to_string()]);
+    }
+    if let Some(url) = state_from {
+        cmd.args(["--state-from", url]);
     }
     let out = cmd.output().expect("augur plan");
     assert!(
@@ -272,7 +278,15 @@ fn main() {
     let remote = daemon
         .as_ref()
         .map_or_else(|| profile.display().to_string(), |d| d.url.clone());
-    let options = plan(&model, &profile, &remote, mbps, rtt, None);
+    // This board's state: the command's own reading of the second it runs in; with
+    // AUGUR_SPLIT_LOCAL=daemon, the server stand-in's daemon's (`--state-from`; both boards are
+    // this host), whose readings come about once a minute on its probe budget.
+    let state_from = daemon
+        .as_ref()
+        .filter(|_| std::env::var("AUGUR_SPLIT_LOCAL").as_deref() == Ok("daemon"))
+        .map(|d| d.url.clone());
+    let state_from = state_from.as_deref();
+    let options = plan(&model, &profile, &remote, mbps, rtt, None, state_from);
     let Some(best) = options.iter().find(|o| o["placement"] == "split") else {
         eprintln!("split_run: the plan offers no split for {name}");
         std::process::exit(1);
@@ -282,7 +296,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.1 * num(best, "latency_ms"));
     // The split the plan ranks first for the deadline.
-    let options = plan(&model, &profile, &remote, mbps, rtt, Some(deadline));
+    let options = plan(
+        &model,
+        &profile,
+        &remote,
+        mbps,
+        rtt,
+        Some(deadline),
+        state_from,
+    );
     let chosen = options
         .iter()
         .find(|o| o["placement"] == "split")
@@ -305,8 +327,9 @@ fn main() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "{name}: cut {cut}; {} bytes cross; link {mbps} Mb/s, rtt {rtt} ms; deadline {deadline:.2} ms; prefix 1 thread here, suffix 2 threads in a second process; remote figures from {remote}",
-        chosen["transfer_bytes"]
+        "{name}: cut {cut}; {} bytes cross; link {mbps} Mb/s, rtt {rtt} ms; deadline {deadline:.2} ms; prefix 1 thread here, suffix 2 threads in a second process; remote figures from {remote}; local state from {}",
+        chosen["transfer_bytes"],
+        state_from.unwrap_or("a one-off reading")
     );
 
     let prefix = load(&dir.path().join("prefix.onnx")).expect("prefix loads");
@@ -334,7 +357,15 @@ fn main() {
     );
     let (mut inside, mut met, mut p_sum) = (0, 0, 0.0);
     for i in 0..tries {
-        let now = plan(&model, &profile, &remote, mbps, rtt, Some(deadline));
+        let now = plan(
+            &model,
+            &profile,
+            &remote,
+            mbps,
+            rtt,
+            Some(deadline),
+            state_from,
+        );
         let Some(o) = now.iter().find(|o| o["cut"].as_str() == Some(&cut)) else {
             eprintln!("split_run: the cut {cut} is no longer offered");
             std::process::exit(1);

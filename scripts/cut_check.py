@@ -6,7 +6,9 @@ profile, started on loopback and asked over HTTP (`--remote http://…`), so the
 the board's live state as a server's daemon would predict its own — a profile file as the remote is
 predicted for a quiet board, which a host in a slow spell is not. CUT_REMOTE=profile keeps the file.
 The daemon's probes get 3 % of a core (CUT_PROBE_BUDGET; the default 1 % reads the speed about every
-half minute), and the check waits for its first four speed readings, the fewest it follows.
+half minute), and the check waits for its first four speed readings, the fewest it follows. The
+prefix's figure follows `augur plan`'s own reading of the state (CUT_LOCAL=daemon: the same
+daemon's, `--state-from`).
 
 Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
 model and its halves, so every prediction is of the state just before its measurement. Per half, the
@@ -64,8 +66,12 @@ if os.environ.get("CUT_REMOTE") != "profile":
     print(f"remote: {REMOTE} (augur serve, probe budget {budget}, state {state})", file=sys.stderr)
 
 
+# This board's live state: `augur plan`'s own reading; CUT_LOCAL=daemon takes the same daemon's.
+STATE = ["--state-from", REMOTE] if daemon is not None and os.environ.get("CUT_LOCAL") == "daemon" else []
+
+
 def plan(m):
-    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", REMOTE, "--link-mbps", "1000", "--json"])
+    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", REMOTE, "--link-mbps", "1000", "--json"] + STATE)
     if r.returncode != 0:
         print(m, "plan failed", r.stderr.strip(), file=sys.stderr)
         return None

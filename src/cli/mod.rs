@@ -31,3 +31,35 @@ pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
     )?;
     Ok(cfg.profile)
 }
+
+/// Where a command takes the board's live state from.
+#[derive(clap::Args, Debug, Default)]
+pub struct StateFrom {
+    /// Take the live state from this board's running augur daemon, http://host:port, instead of
+    /// reading it here: the daemon's speed readings span the last minutes, a one-off reading the
+    /// second the command runs in, which on a host whose speed moves in spells of seconds to
+    /// minutes says too little about how long the spell lasts and how far it moves.
+    #[arg(long, conflicts_with = "static")]
+    pub state_from: Option<String>,
+    /// File holding the bearer token of the --state-from daemon, where it wants one.
+    #[arg(long, requires = "state_from")]
+    pub state_token_file: Option<std::path::PathBuf>,
+}
+
+impl StateFrom {
+    /// The state a prediction is made under: a quiet board (`quiet`), the named daemon's live
+    /// state, or a one-off reading here ([`crate::sense::read_once`]).
+    pub fn snapshot(&self, quiet: bool) -> anyhow::Result<crate::sense::Snapshot> {
+        if quiet {
+            return Ok(crate::sense::Snapshot::default());
+        }
+        match &self.state_from {
+            Some(url) => crate::plan::remote::Daemon::new(url, self.state_token_file.as_deref())
+                .and_then(|d| d.state())
+                .map_err(|e| anyhow::anyhow!("--state-from: {e}")),
+            None => Ok(crate::sense::read_once(
+                &crate::sense::SenseConfig::default(),
+            )),
+        }
+    }
+}

@@ -55,6 +55,8 @@ pub struct Args {
     /// Ignore the live state (plan for a quiet board).
     #[arg(long)]
     pub r#static: bool,
+    #[command(flatten)]
+    pub state: super::StateFrom,
     #[arg(long)]
     pub json: bool,
 }
@@ -151,11 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let there = remote_profile
         .map(|p| board(p, &g, &args.model))
         .transpose()?;
-    let state = if args.r#static {
-        crate::sense::Snapshot::default()
-    } else {
-        crate::sense::read_once(&crate::sense::SenseConfig::default())
-    };
+    let state = args.state.snapshot(args.r#static)?;
     let m = Prepared::new(
         &g,
         &here.d,

@@ -24,6 +24,8 @@ pub struct Args {
     // Negative numbers reach the check in `run`, which refuses them in one line.
     #[arg(long, allow_negative_numbers = true)]
     pub deadline_ms: Option<f64>,
+    #[command(flatten)]
+    pub state: super::StateFrom,
     #[arg(long)]
     pub json: bool,
 }
@@ -59,11 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let predictor = Predictor::new(Some(profile), Roofline::default());
     predictor.check_threads(args.threads)?;
     let base = predictor.base(&d);
-    let state = if args.r#static {
-        crate::sense::Snapshot::default()
-    } else {
-        crate::sense::read_once(&crate::sense::SenseConfig::default())
-    };
+    let state = args.state.snapshot(args.r#static)?;
     let mut p = predictor.predict(&d, &base, &state, args.threads, true);
     if let Some(why) = &p.energy_unavailable {
         let roots = crate::util::roots::Roots::default();

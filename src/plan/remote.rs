@@ -81,6 +81,11 @@ struct KernelAnswer {
 }
 
 #[derive(Deserialize)]
+struct StateAnswer {
+    snapshot: crate::sense::Snapshot,
+}
+
+#[derive(Deserialize)]
 struct ErrorAnswer {
     detail: String,
 }
@@ -194,6 +199,18 @@ impl Daemon {
             },
             threads: p.threads,
         })
+    }
+
+    /// The daemon's live state: its sensors' newest snapshot, with the speed readings its probe
+    /// took over the last minutes — what a prediction made on its board by another process (a
+    /// command line, a scheduler's library) should follow rather than a one-off reading.
+    pub fn state(&self) -> Result<crate::sense::Snapshot, RemoteError> {
+        const STATE: &str = "GET /v1/state";
+        let r = self
+            .with_auth(self.agent.get(format!("{}/v1/state", self.url)))
+            .call();
+        let a: StateAnswer = self.answer(STATE, r)?;
+        Ok(a.snapshot)
     }
 
     fn fail(&self, call: &'static str, why: impl std::fmt::Display) -> RemoteError {

@@ -389,6 +389,120 @@ fn a_remote_daemon_with_a_token_is_asked_with_it() {
     );
 }
 
+/// `--state-from`: `augur predict` and `augur plan` take the live state from this board's daemon
+/// (the snapshot its sampler made, not a one-off reading of their own), with its token where it
+/// wants one; an unreachable daemon or a missing token is one line naming the flag.
+#[test]
+fn the_command_line_takes_the_state_from_the_boards_daemon() {
+    const TOKEN: &str = "state-from-token-0123456789abcdef";
+    let dir = scratch("state-from");
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    config(
+        &dir,
+        "",
+        &format!("[auth]\ntoken_file = \"{}\"", token.display()),
+    );
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    let url = format!("http://127.0.0.1:{}", d.port);
+    let here = dir.join("here.json");
+    std::fs::write(&here, crate::common::roofline_profile(2.0, 1)).unwrap();
+    let cmd = |sub: &str, extra: &[&std::ffi::OsStr]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_augur"));
+        c.arg(sub)
+            .arg(zoo("squeezenet1_1_224.onnx"))
+            .arg("--profile")
+            .arg(&here);
+        if sub == "plan" {
+            c.args(["--threads", "1"]);
+        }
+        c.args(["--state-from", &url, "--json"]).args(extra);
+        c.output().unwrap()
+    };
+    for sub in ["predict", "plan"] {
+        let out = cmd(sub, &[]);
+        let (said, err) = one_error_line(&out);
+        assert!(
+            said.contains("--state-from") && said.contains("401"),
+            "{sub}: {err}"
+        );
+    }
+    // The daemon's sampler has run for a while: its snapshot's sequence number is past the few
+    // samples a one-off reading takes before it answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let daemon_seq = |d: &Daemon| -> u64 {
+        let mut c = super::http::Conn::open(d.port).unwrap();
+        let auth = format!("Bearer {TOKEN}");
+        c.write_head("GET", "/v1/state", None, 0, &[("Authorization", &auth)])
+            .unwrap();
+        c.read_response().unwrap().json()["snapshot"]["seq"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    while daemon_seq(&d) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon's sampler is not sampling"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let before = daemon_seq(&d);
+    let out = cmd(
+        "predict",
+        &["--state-token-file".as_ref(), token.as_os_str()],
+    );
+    let after = daemon_seq(&d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used = v["state"]["seq"].as_u64().unwrap();
+    assert!(
+        (before..=after).contains(&used),
+        "{before} ≤ {used} ≤ {after}: {v}"
+    );
+    let out = cmd("plan", &["--state-token-file".as_ref(), token.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["options"].as_array().is_some_and(|o| !o.is_empty()),
+        "{v}"
+    );
+
+    // Nothing listening there: one line, naming the flag and the address.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_augur"))
+        .arg("predict")
+        .arg(zoo("squeezenet1_1_224.onnx"))
+        .arg("--profile")
+        .arg(&here)
+        .args(["--state-from", &format!("http://127.0.0.1:{free}")])
+        .output()
+        .unwrap();
+    let (said, err) = one_error_line(&out);
+    assert!(
+        said.contains("--state-from") && said.contains(&free.to_string()),
+        "{err}"
+    );
+    // A quiet board and a daemon's state are two different asks.
+    let out = cmd("predict", &["--static".as_ref()]);
+    assert!(
+        !out.status.success(),
+        "--static with --state-from was taken"
+    );
+}
+
 /// A board the operator names by its daemon's address (`boards/NAME.url`): the daemon asks that
 /// daemon for its live per-kernel prediction of the model it exports from its stored graph, and
 /// the split options cut where the other daemon's kernels of the original model begin (the export
@@ -470,6 +584,15 @@ fn a_daemon_board_is_asked_over_http() {
 
 /// A failed `augur plan --remote` run: its one line about the remote daemon, and all it printed
 /// on stderr.
+/// The one error line of a failed command (the profile's warnings about another board aside).
+fn one_error_line(out: &std::process::Output) -> (String, String) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    (said[0].to_string(), err)
+}
+
 fn one_remote_line(out: &std::process::Output) -> (String, String) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
