@@ -35,7 +35,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(k, s)| k.0 * s)
             .sum::<f64>()
             / b.latency_ms;
-        println!("{m} {:.3} {:.3}", b.latency_ms, share);
+        let kinds: Vec<String> = augur::kernels::KernelKind::ALL
+            .iter()
+            .zip(&b.kind_shares)
+            .filter(|(_, s)| **s > 0.005)
+            .map(|(k, s)| format!("{k:?}={s:.2}"))
+            .collect();
+        let cache: f64 = b.cache_ms.iter().sum();
+        println!(
+            "{m} {:.3} mem {:.3} dram {:.3} {}",
+            b.latency_ms,
+            share,
+            cache / b.latency_ms,
+            kinds.join(",")
+        );
     }
     Ok(())
 }
