@@ -73,6 +73,7 @@ impl Bench for Board {
             // it shows has lasted.
             snap.probe.reference_recent_cpu_ms = sp.latest();
             snap.probe.reference_history_cpu_ms = sp.history();
+            snap.probe.reference_noise_var = sp.noise_var();
             if let Some((threads, ratios)) = sp.parallel() {
                 snap.probe.reference_parallel_threads = Some(threads);
                 snap.probe.reference_parallel_ratios = ratios;

@@ -66,17 +66,22 @@ impl Slowdown {
     ///
     /// Live, the reading is followed as far as the board's speed has been persisting: on a shared
     /// host a reading is partly a spell that lasts and partly one that is over before the job
-    /// runs, and which share is which changes by the hour. The elasticity is the least-squares
+    /// runs, and which share is which changes by the hour. A reading taken on demand just before
+    /// the job (the snapshot carries its noise) is followed instead as far as it stands out of its
+    /// own noise ([`signal_share`]): the job runs within the second, so what the history says of
+    /// the speed's movement from one reading to the next (seconds to a minute apart) would shrink
+    /// a spell the job still meets. The elasticity is the least-squares
     /// coefficient, through the origin, of each reading's log departure from calibration on the one
     /// before ([`persistence`]): a host held slow (a spell of minutes, a load, a throttled clock)
     /// gives about 1, readings that scatter about calibration give about 0.
     pub fn speed(&self, s: &Snapshot) -> Option<f64> {
         let ratio = self.reference_speed(s)?;
         if self.speed_live {
-            let e = persistence(
-                &s.probe.reference_history_cpu_ms,
-                self.reference_workload_cpu_ms,
-            )?;
+            let history = &s.probe.reference_history_cpu_ms;
+            let e = match s.probe.reference_noise_var {
+                Some(noise) => signal_share(history, self.reference_workload_cpu_ms, noise)?,
+                None => persistence(history, self.reference_workload_cpu_ms)?,
+            };
             return Some(ratio.powf(e));
         }
         self.applied_speed(ratio)
@@ -242,6 +247,27 @@ fn kept_share(x: &[f64]) -> f64 {
 /// departure that persists, not a new normal to measure noise around.
 pub fn persistence(history: &[f64], nominal: f64) -> Option<f64> {
     departures(history, nominal).map(|x| kept_share(&x))
+}
+
+/// How far to follow a reading taken just before the job, in 0..=1: the share of the readings'
+/// mean square departure from `nominal` (over `history`, the latest included) that is not the
+/// reading's own noise `noise` (log variance) — the shrinkage of a noisy measurement toward
+/// calibration's speed with the history as the prior's spread. A board held slow gives about 1;
+/// readings that scatter about calibration no more than their noise give about 0. None with fewer
+/// than [`MIN_READINGS`] usable readings.
+pub fn signal_share(history: &[f64], nominal: f64, noise: f64) -> Option<f64> {
+    let x = departures(history, nominal)?;
+    let mean_square = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let noise = if noise.is_finite() {
+        noise.max(0.0)
+    } else {
+        0.0
+    };
+    Some(if mean_square > 0.0 {
+        (1.0 - noise / mean_square).clamp(0.0, 1.0)
+    } else {
+        0.0
+    })
 }
 
 /// The 90 % half-width, in log, of what [`persistence`] missed from one reading to the next over
@@ -414,6 +440,49 @@ mod tests {
         // Unusable readings are skipped, and a profile without a reference timing has none to follow.
         assert_eq!(persistence(&[f64::NAN, 0.0, 28.0, 28.0, 28.0], 20.0), None);
         assert_eq!(persistence(&[28.0; 6], 0.0), None);
+    }
+
+    #[test]
+    fn a_reading_taken_just_before_is_followed_as_far_as_it_stands_out_of_its_noise() {
+        let sd = Slowdown {
+            cores: 2.0,
+            reference_workload_cpu_ms: 20.0,
+            speed_live: true,
+            ..Default::default()
+        };
+        let mut s = state(0.05, 0.01, 2);
+        // A spell that moves between 1.2× and 1.6× from one reading to the next: the readings'
+        // persistence about calibration is below 1, yet every reading stands far out of a noise of
+        // 2 % — the job, run within the second, meets the speed just read.
+        let moving = [24.0, 32.0, 25.0, 31.0, 24.5, 30.0, 26.0, 32.0];
+        s.probe.reference_history_cpu_ms = moving.to_vec();
+        s.probe.reference_recent_cpu_ms = Some(32.0);
+        let e = persistence(&moving, 20.0).unwrap();
+        assert!(e < 0.95, "{e}");
+        let noise = 0.02f64.powi(2);
+        let b = signal_share(&moving, 20.0, noise).unwrap();
+        assert!(b > 0.99, "{b}");
+        let sampled = sd.factors(&s, 1).speed;
+        s.probe.reference_noise_var = Some(noise);
+        let fresh = sd.factors(&s, 1).speed;
+        assert!((fresh - 1.6f64.powf(b)).abs() < 1e-9, "{fresh}");
+        assert!(fresh > sampled, "{fresh} {sampled}");
+        // Readings that scatter about calibration no more than their own noise: not followed.
+        let quiet = [20.4, 19.6, 20.2, 19.8, 20.4, 19.6];
+        let mean_square = quiet
+            .iter()
+            .map(|v: &f64| (v / 20.0).ln().powi(2))
+            .sum::<f64>()
+            / quiet.len() as f64;
+        assert_eq!(signal_share(&quiet, 20.0, mean_square), Some(0.0));
+        assert_eq!(signal_share(&quiet, 20.0, 2.0 * mean_square), Some(0.0));
+        // Half the mean square is noise: half followed.
+        let half = signal_share(&quiet, 20.0, mean_square / 2.0).unwrap();
+        assert!((half - 0.5).abs() < 1e-9, "{half}");
+        // Every reading at calibration, too few readings, an unknown noise taken as none.
+        assert_eq!(signal_share(&[20.0; 6], 20.0, noise), Some(0.0));
+        assert_eq!(signal_share(&[28.0; 3], 20.0, noise), None);
+        assert_eq!(signal_share(&[28.0; 6], 20.0, f64::NAN), Some(1.0));
     }
 
     #[test]

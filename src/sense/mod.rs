@@ -147,8 +147,10 @@ fn more_readings(snap: &mut Snapshot) {
     let Ok(w) = crate::workload::reference::ReferenceWorkload::new() else {
         return;
     };
+    let mut taken = Vec::with_capacity(ONE_OFF_READINGS);
     while !enough(p) {
         let Ok(ms) = w.median_cpu_ms(1) else { return };
+        taken.push(ms);
         p.reference_history_cpu_ms.push(ms);
         p.reference_runs += 1;
         if parallel > 1 {
@@ -161,6 +163,15 @@ fn more_readings(snap: &mut Snapshot) {
     }
     p.reference_recent_cpu_ms =
         crate::workload::reference::recent(p.reference_history_cpu_ms.iter().copied());
+    // The readings just taken, a second apart at most, are passes at one speed: their scatter is
+    // the noise of the recent median (of three) the prediction follows.
+    let recent = taken.len().min(3);
+    if taken.len() >= 2 {
+        p.reference_noise_var = Some(
+            crate::workload::reference::median_noise_var(&taken) * taken.len() as f64
+                / recent as f64,
+        );
+    }
 }
 
 /// Threads of the parallel reading: every core the process may use (under 2: none taken).

@@ -161,6 +161,13 @@ pub struct Probes {
     /// (`workload::reference::ReferenceWorkload::parallel_ratio`). Written even when empty.
     #[serde(default)]
     pub reference_parallel_ratios: Vec<f64>,
+    /// The latest reading's own noise, in logs (the variance of its median of passes timed back to
+    /// back), set only where that reading was taken on demand just before the prediction (`augur
+    /// eval`, a command's one-off reading), not by the sampler's probe, whose reading may be a
+    /// minute old. A prediction then follows the reading as far as it stands out of that noise
+    /// (`predict::slowdown::signal_share`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_noise_var: Option<f64>,
 }
 
 /// Reference runs a snapshot keeps: with runs seconds apart, about a minute of the board's speed.

@@ -228,6 +228,9 @@ impl State {
             reference_history_cpu_ms: self.reference_history.iter().copied().collect(),
             reference_parallel_threads: self.parallel_threads,
             reference_parallel_ratios: self.parallel_history.iter().copied().collect(),
+            // The sampler's reading may be a minute old: it is followed as far as readings have
+            // persisted, not by its noise alone.
+            reference_noise_var: None,
         };
         let perf = match (&m.perf, m.memory_pmu_bytes_per_second) {
             (Some(p), bw) => Some(PerfRates {

@@ -83,6 +83,7 @@ impl ReferenceWorkload {
         Ok(Reading {
             cpu_ms: crate::util::median(&v),
             share: share.clamp(0.0, 1.0),
+            noise_var: median_noise_var(&v),
         })
     }
 }
@@ -134,6 +135,28 @@ pub struct Reading {
     pub cpu_ms: f64,
     /// CPU time over wall time while timing (1: the thread had a core to itself; 0.5: it shared one).
     pub share: f64,
+    /// The variance, in logs, of the median as an estimate of the speed of that moment
+    /// ([`median_noise_var`] of the passes).
+    pub noise_var: f64,
+}
+
+/// The variance, in logs, of the median of `ms` (passes timed back to back, so at one speed): what
+/// the reading's own noise leaves in it. From the passes' median absolute deviation (robust to a
+/// pass a neighbour hit), as a normal's σ², times π/2 over their number (the median's variance);
+/// 0 with fewer than two passes.
+pub fn median_noise_var(ms: &[f64]) -> f64 {
+    let logs: Vec<f64> = ms
+        .iter()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| v.ln())
+        .collect();
+    if logs.len() < 2 {
+        return 0.0;
+    }
+    let mid = crate::util::median(&logs);
+    let dev: Vec<f64> = logs.iter().map(|x| (x - mid).abs()).collect();
+    let sigma = 1.4826 * crate::util::median(&dev);
+    std::f64::consts::FRAC_PI_2 * sigma * sigma / logs.len() as f64
 }
 
 /// The board's speed now, for a command that measures in this process and so keeps the sampler's
@@ -149,6 +172,8 @@ pub struct Reading {
 pub struct SpeedNow {
     workload: ReferenceWorkload,
     history: std::collections::VecDeque<f64>,
+    /// The latest reading's own noise ([`Reading::noise_var`]).
+    noise_var: Option<f64>,
     keep: usize,
     /// Threads of the parallel reading, and its readings ([`ReferenceWorkload::parallel_ratio`]).
     parallel: Option<(usize, std::collections::VecDeque<f64>)>,
@@ -160,6 +185,7 @@ impl SpeedNow {
         Ok(SpeedNow {
             workload: ReferenceWorkload::new()?,
             history: std::collections::VecDeque::new(),
+            noise_var: None,
             keep: keep.max(1),
             parallel: None,
         })
@@ -173,7 +199,9 @@ impl SpeedNow {
 
     /// Times the workload once more.
     pub fn read(&mut self) -> Result<(), RuntimeError> {
-        self.history.push_back(self.workload.median_cpu_ms(5)?);
+        let r = self.workload.read(5)?;
+        self.history.push_back(r.cpu_ms);
+        self.noise_var = Some(r.noise_var);
         while self.history.len() > self.keep {
             self.history.pop_front();
         }
@@ -196,6 +224,12 @@ impl SpeedNow {
     /// The latest reading, CPU milliseconds of a pass (none before the first [`Self::read`]).
     pub fn latest(&self) -> Option<f64> {
         self.history.back().copied()
+    }
+
+    /// The latest reading's own noise, in logs (none before the first [`Self::read`]): a snapshot's
+    /// `probe.reference_noise_var`.
+    pub fn noise_var(&self) -> Option<f64> {
+        self.noise_var
     }
 
     /// The readings kept, oldest first: what the sampler's reference probe leaves in a snapshot's
@@ -224,6 +258,23 @@ fn once() -> RunSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_noise_of_a_reading_is_its_median_s_variance() {
+        // Passes all alike: no noise; one pass: none to tell.
+        assert_eq!(median_noise_var(&[20.0; 5]), 0.0);
+        assert_eq!(median_noise_var(&[20.0]), 0.0);
+        // ±5 % about 20 ms: σ from the median absolute deviation (0.05 in logs, near enough),
+        // × 1.4826, squared, × π/2 over five passes; one pass a neighbour hit does not move it.
+        let v = median_noise_var(&[19.0, 21.0, 20.0, 19.0, 21.0]);
+        let dev = (21.0f64 / 20.0).ln();
+        let want = std::f64::consts::FRAC_PI_2 * (1.4826 * dev).powi(2) / 5.0;
+        assert!((v - want).abs() < 1e-4 * want, "{v} {want}");
+        let hit = median_noise_var(&[19.0, 21.0, 20.0, 19.0, 60.0]);
+        assert!((hit / want - 1.0).abs() < 0.15, "{hit} {want}");
+        // Unusable passes are left out.
+        assert_eq!(median_noise_var(&[f64::NAN, 0.0, 20.0]), 0.0);
+    }
 
     #[test]
     fn workload_runs_and_takes_cpu_time() {
