@@ -36,9 +36,10 @@ pub fn default_profile_path() -> anyhow::Result<std::path::PathBuf> {
 #[derive(clap::Args, Debug, Default)]
 pub struct StateFrom {
     /// Take the live state from this board's running augur daemon, http://host:port, instead of
-    /// reading it here: the daemon's speed readings span the last minutes, a one-off reading the
-    /// second the command runs in, which on a host whose speed moves in spells of seconds to
-    /// minutes says too little about how long the spell lasts and how far it moves.
+    /// reading it here: an answer in milliseconds where the command's own reading takes about
+    /// 5 s. The daemon's speed readings come at its probe budget (about one a minute at 5 %), the
+    /// command's own four back to back just before it predicts; on a host whose speed moves within
+    /// seconds the latter follows it better (docs/plan.md).
     #[arg(long, conflicts_with = "static")]
     pub state_from: Option<String>,
     /// File holding the bearer token of the --state-from daemon, where it wants one.

@@ -202,8 +202,8 @@ impl Daemon {
     }
 
     /// The daemon's live state: its sensors' newest snapshot, with the speed readings its probe
-    /// took over the last minutes — what a prediction made on its board by another process (a
-    /// command line, a scheduler's library) should follow rather than a one-off reading.
+    /// took over the last minutes, for a prediction made on its board by another process (`augur
+    /// predict --state-from`) without a reading of its own.
     pub fn state(&self) -> Result<crate::sense::Snapshot, RemoteError> {
         const STATE: &str = "GET /v1/state";
         let r = self
