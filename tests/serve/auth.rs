@@ -50,16 +50,8 @@ fn off_loopback_without_a_token_augur_refuses_to_start() {
 
 #[test]
 fn with_a_token_every_route_but_the_probes_needs_it() {
-    let dir = scratch("auth-token");
-    let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    config(
-        &dir,
-        "",
-        &format!("[auth]\ntoken_file = \"{}\"", token.display()),
-    );
-    let d = Daemon::start(&dir, &[]);
-    d.wait_ready();
+    let (d, _token) = with_token("auth-token", TOKEN);
+    let dir = d.dir.clone();
     let port = d.port;
     assert_eq!(get(port, "/live").unwrap().status, 200);
     assert_eq!(get(port, "/ready").unwrap().status, 200);

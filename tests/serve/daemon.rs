@@ -40,6 +40,22 @@ sample_hz = 20.0
     p
 }
 
+/// A daemon that wants `token` as its bearer token (`[auth] token_file`), started and ready, in
+/// a scratch directory of its own; with the token file's path, for the clients that send it.
+pub fn with_token(name: &str, token: &str) -> (Daemon, PathBuf) {
+    let dir = scratch(name);
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    config(
+        &dir,
+        "",
+        &format!("[auth]\ntoken_file = \"{}\"", file.display()),
+    );
+    let d = Daemon::start(&dir, &[]);
+    d.wait_ready();
+    (d, file)
+}
+
 pub struct Daemon {
     pub child: Child,
     pub port: u16,

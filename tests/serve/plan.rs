@@ -344,17 +344,8 @@ fn the_command_line_asks_a_remote_daemon_for_its_part() {
 /// daemon's 401 and its detail), planned with it.
 #[test]
 fn a_remote_daemon_with_a_token_is_asked_with_it() {
-    const TOKEN: &str = "plan-remote-token-0123456789abcdef";
-    let dir = scratch("plan-remote-token");
-    let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    config(
-        &dir,
-        "",
-        &format!("[auth]\ntoken_file = \"{}\"", token.display()),
-    );
-    let d = Daemon::start(&dir, &[]);
-    d.wait_ready();
+    let (d, token) = with_token("plan-remote-token", "plan-remote-token-0123456789abcdef");
+    let dir = d.dir.clone();
     let here = dir.join("here.json");
     std::fs::write(&here, crate::common::roofline_profile(2.0, 1)).unwrap();
     let url = format!("http://127.0.0.1:{}", d.port);
@@ -395,16 +386,8 @@ fn a_remote_daemon_with_a_token_is_asked_with_it() {
 #[test]
 fn the_command_line_takes_the_state_from_the_boards_daemon() {
     const TOKEN: &str = "state-from-token-0123456789abcdef";
-    let dir = scratch("state-from");
-    let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    config(
-        &dir,
-        "",
-        &format!("[auth]\ntoken_file = \"{}\"", token.display()),
-    );
-    let d = Daemon::start(&dir, &[]);
-    d.wait_ready();
+    let (d, token) = with_token("state-from", TOKEN);
+    let dir = d.dir.clone();
     let url = format!("http://127.0.0.1:{}", d.port);
     let here = dir.join("here.json");
     std::fs::write(&here, crate::common::roofline_profile(2.0, 1)).unwrap();
