@@ -375,6 +375,16 @@ impl Hyper {
     }
 }
 
+/// Lets the connection task just spawned run before the accept loop goes on. tokio puts a task
+/// spawned from a worker in that worker's LIFO slot, which no other worker may steal, so it runs
+/// only once the spawning task yields; under a burst of silent connections the accept loop is
+/// always ready (the next accept, the next eviction) and yields only when its cooperative budget
+/// of 128 operations runs out, so a fresh client's request, accepted and spawned, waited for up to
+/// that many turns of the loop before hyper read it.
+async fn handed_over() {
+    tokio::task::yield_now().await;
+}
+
 /// What wakes the accept loop.
 enum Step {
     Room(Option<Accepted>),
@@ -429,6 +439,7 @@ pub async fn serve(
         let tcp = match step {
             Step::Room(Some(conn)) => {
                 hyper.serve(&mut open, conn);
+                handed_over().await;
                 continue;
             }
             Step::Room(None) => continue,
@@ -463,6 +474,7 @@ pub async fn serve(
         };
         if spoke {
             hyper.serve(&mut open, conn);
+            handed_over().await;
         } else {
             open.room.push(conn, after(limits.header_timeout), cap);
         }
