@@ -12,7 +12,7 @@
 //!   AUGUR_LOAD_SECONDS (45). Targets: each rate held with no errors; predict p99 ≤ 2 ms and
 //!   ≤ 1.5 × the /live p99 of the same run.
 //! * `attack`: a fresh client's predict (a new connection per request, AUGUR_PROBE_RPS = 20 per
-//!   second) timed for AUGUR_ATTACK_SECONDS (30) on a quiet daemon, then as long again while
+//!   second) timed for AUGUR_ATTACK_SECONDS (30) on a quiet daemon and as long again while
 //!   AUGUR_ATTACK_IDLE (10000) idle connections and AUGUR_ATTACK_SLOWLORIS (100) slowloris clients
 //!   (a request head sent one byte every AUGUR_SLOWLORIS_PERIOD_MS, 2000) hold the daemon, whose
 //!   connection cap is AUGUR_LOAD_CAP (512, the default of `limits.max_connections`). The
@@ -20,7 +20,10 @@
 //!   the daemon stays at its cap without the attack turning into a connection flood. The attacker's
 //!   thread runs at nice AUGUR_ATTACK_NICE (19): a real attacker's own CPU is elsewhere, while
 //!   this one (scanning 10,000 sockets each second) shares the board's cores with the daemon and
-//!   the probe; 0 runs it as their equal. The daemon's
+//!   the probe; 0 runs it as their equal. Quiet and attacked parts alternate in
+//!   AUGUR_ATTACK_ROUNDS (3) rounds (quiet, then attacked, then 2 s for the daemon to see the
+//!   attacker's sockets close), so that a spell of the shared host falls on both sides of the
+//!   ratio; 1 is the two halves of earlier runs. The daemon's
 //!   RSS (VmRSS of /proc/PID/status) and its open sockets are sampled before, during and after.
 //!   AUGUR_ATTACK_DECOY=1 is a control, not the target's protocol: the attack goes to a second
 //!   daemon while the probe still times the first, which shows what the attack costs the host
@@ -445,6 +448,16 @@ struct AttackStats {
     trickled: usize,
 }
 
+impl AttackStats {
+    /// Adds another round's counts.
+    fn add(&mut self, o: AttackStats) {
+        self.opened += o.opened;
+        self.closed_by_daemon += o.closed_by_daemon;
+        self.refused += o.refused;
+        self.trickled += o.trickled;
+    }
+}
+
 /// The start of a request head that a slowloris client never finishes.
 const SLOW_HEAD: &[u8] =
     b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
@@ -690,6 +703,7 @@ fn attack(failed: &mut Vec<String>) {
     let reopen = knob("AUGUR_ATTACK_REOPEN", 500.0);
     let nice = knob("AUGUR_ATTACK_NICE", 19.0).clamp(0.0, 19.0) as i32;
     let per_conn_kib = knob("AUGUR_ATTACK_CONN_KIB", 64.0);
+    let rounds = knob("AUGUR_ATTACK_ROUNDS", 3.0).max(1.0) as usize;
     let nofile = raise_nofile();
     // Room for the probes, the daemon's pipes and this process's own files.
     let room = usize::try_from(nofile.saturating_sub(64 + slow as u64)).unwrap_or(usize::MAX);
@@ -714,7 +728,7 @@ fn attack(failed: &mut Vec<String>) {
     let body = json!({ "model": id }).to_string();
     warm_up(port, &body);
     println!(
-        "attack: a fresh connection per POST /v1/predict, {probe_rps}/s for {secs} s, quiet and then under {idle} idle + {slow} slowloris connections (cap {cap}; attacker at nice {nice}){}",
+        "attack: a fresh connection per POST /v1/predict, {probe_rps}/s for {secs} s quiet and {secs} s under {idle} idle + {slow} slowloris connections, in {rounds} alternating rounds (cap {cap}; attacker at nice {nice}){}",
         if decoy.is_some() {
             "; CONTROL: the attack aimed at a second daemon, not at the probed one"
         } else {
@@ -725,11 +739,6 @@ fn attack(failed: &mut Vec<String>) {
     let sockets_before = sockets(pid);
     // Sampled in both phases alike, so that the sampler's CPU beside the probe is in both.
     let others = descriptors(pid).saturating_sub(sockets_before);
-    let sampler = Sampler::start(pid, others);
-    let quiet = probe(port, &body, probe_rps, secs);
-    let (rss_quiet, sockets_quiet) = sampler.stop();
-
-    let sig = Signals::default();
     let plan = Plan {
         port: target,
         idle,
@@ -738,24 +747,40 @@ fn attack(failed: &mut Vec<String>) {
         reopen_per_second: reopen,
         nice,
     };
-    let t_attack = Instant::now();
-    let attacker = {
-        let sig = sig.clone();
-        std::thread::spawn(move || attacker(plan, sig))
-    };
-    let Signals { stop, open, ready } = sig;
-    while !ready.load(Ordering::SeqCst) && t_attack.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(50));
+    // Quiet and attacked parts alternate, so that a spell of the host lands in both alike rather
+    // than in one of two halves, which made the ratio pass or fail with the host's mood.
+    let part = secs / rounds as f64;
+    let (mut quiet, mut attacked) = (Outcome::default(), Outcome::default());
+    let (mut rss_quiet, mut sockets_quiet, mut rss_peak, mut sockets_peak) = (0, 0, 0, 0);
+    let (mut st, mut ramp, mut held) = (AttackStats::default(), 0.0f64, 0);
+    for _ in 0..rounds {
+        let sampler = Sampler::start(pid, others);
+        quiet = quiet.merge(probe(port, &body, probe_rps, part));
+        let (r, s) = sampler.stop();
+        (rss_quiet, sockets_quiet) = (rss_quiet.max(r), sockets_quiet.max(s));
+
+        let sig = Signals::default();
+        let t_attack = Instant::now();
+        let attacker = {
+            let sig = sig.clone();
+            std::thread::spawn(move || attacker(plan, sig))
+        };
+        let Signals { stop, open, ready } = sig;
+        while !ready.load(Ordering::SeqCst) && t_attack.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ramp = ramp.max(t_attack.elapsed().as_secs_f64());
+        let sampler = Sampler::start(pid, others);
+        attacked = attacked.merge(probe(port, &body, probe_rps, part));
+        held = held.max(open.load(Ordering::SeqCst));
+        let (r, s) = sampler.stop();
+        (rss_peak, sockets_peak) = (rss_peak.max(r), sockets_peak.max(s));
+        stop.store(true, Ordering::SeqCst);
+        st.add(attacker.join().expect("attacker"));
+        // The attacker's sockets are closed now; the daemon notices at once (EOF).
+        std::thread::sleep(Duration::from_secs(2));
     }
-    let ramp = t_attack.elapsed().as_secs_f64();
-    let sampler = Sampler::start(pid, others);
-    let attacked = probe(port, &body, probe_rps, secs);
-    let held = open.load(Ordering::SeqCst);
-    let (rss_peak, sockets_peak) = sampler.stop();
-    stop.store(true, Ordering::SeqCst);
-    let st = attacker.join().expect("attacker");
-    // The attacker's sockets are closed now; the daemon notices at once (EOF).
-    std::thread::sleep(Duration::from_secs(2));
+    let (quiet, attacked) = (quiet.sorted(), attacked.sorted());
     let rss_after = rss(pid);
     let sockets_after = sockets(pid);
     let alive = get(port, "/live").map(|r| r.status).ok() == Some(200);
@@ -765,7 +790,7 @@ fn attack(failed: &mut Vec<String>) {
     let (q, a) = (quiet.p99(), attacked.p99());
     let ratio = a / q;
     println!(
-        "  attack opened in {ramp:.1} s; attacker: {} connections opened, {} closed by the daemon, {} refused, {} bytes trickled; {held} held at the end",
+        "  attack opened in {ramp:.1} s at most; attacker: {} connections opened, {} closed by the daemon, {} refused, {} bytes trickled; {held} held at the end of a round at most",
         st.opened, st.closed_by_daemon, st.refused, st.trickled
     );
     println!("{}", quiet.show("quiet", secs));
