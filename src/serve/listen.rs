@@ -1,34 +1,34 @@
-//! The accept loop: HTTP/1.1 connections served by hyper with a header read timeout (which also
+//! The accept loops: HTTP/1.1 connections served by hyper with a header read timeout (which also
 //! bounds idle keep-alive connections: hyper runs it whenever a connection waits for the next
 //! request's head), under a cap on connections open at once.
 //!
-//! A connection that has sent nothing yet is not given to hyper: it waits in a room held by the
-//! accept loop itself, as its socket, its slot and a cancel signal, with no task, no hyper
-//! connection and no timer of its own. One peek after the accept tells the two apart (a fresh
-//! client has usually sent its request by then, and goes straight to hyper); a waiting connection
-//! goes to hyper at its first byte, and one timer for the whole room closes those still silent
-//! `header_timeout` after their accept. Hyper's header timeout starts only at that first byte, so a
-//! client may take up to twice `header_timeout` from connect to a complete head. The room is there
-//! for floods of connections that never send: each costs the accept loop an accept, a peek, a
-//! small future and a close, and a fresh client queued in the kernel behind a burst of them waits
-//! for that much, not for a task, a hyper connection and a timer made and unmade for each. That
-//! close is a reset (`SO_LINGER` zero, set on the doomed socket alone): it frees the socket at once,
-//! with no FIN handshake and no FIN_WAIT or TIME_WAIT state for clients that reconnect as soon as
-//! they are closed, and a client that never spoke has no answer to lose. Served connections close
-//! in order.
+//! Two accept loops (one per runtime worker, at most two) take connections from the one listener,
+//! so that a burst queued in the kernel is drained on two cores. A connection that has sent nothing
+//! yet is not given to hyper: it waits in a room held by the loop that accepted it, as its socket,
+//! its slot and a cancel signal, with no task, no hyper connection and no timer of its own. One
+//! peek after the accept tells the two apart (a fresh client has usually sent its request by then,
+//! and goes straight to hyper); a waiting connection goes to hyper at its first byte, and one timer
+//! per loop closes those still silent `header_timeout` after their accept. Hyper's header timeout
+//! starts only at that first byte, so a client may take up to twice `header_timeout` from connect
+//! to a complete head. The room is there for floods of connections that never send: each costs the
+//! accept loop an accept, a peek, a small future and a close, and a fresh client queued in the
+//! kernel behind a burst of them waits for that much, not for a task, a hyper connection and a
+//! timer made and unmade for each. That close is a reset (`SO_LINGER` zero, inherited from the
+//! listener, see [`bind`]): it frees the socket at once, with no system call to ask for it. Served
+//! connections close in order.
 //!
 //! Within a few slots of the cap (1/32 of it), each new connection asks the oldest to close, so a
-//! newcomer finds a slot free; at the cap itself the accept waits for one. The oldest is the
-//! oldest silent connection in the room while any waits there, closed at once by the accept loop
-//! (no other task is woken), and otherwise the oldest served one. A served connection asked to
-//! close that has a request in a handler or an answer being written closes after that answer; any
-//! other — idle between requests, or trickling a request's head — is closed at once, so its slot
-//! is free without waiting for a timeout. A fresh client therefore gets in even when thousands of
-//! idle or slow connections were opened before it, clients that were served keep their connections
-//! while silent ones make room, and descriptors stay bounded. The cap is held below the process's
-//! descriptor limit, with room for the state directory, the sensors and imports. (Written here,
-//! not taken from a crate: axum's `serve` has no connection cap and no header timeout, and tower's
-//! concurrency limits count requests, not connections.)
+//! newcomer finds a slot free; at the cap itself the accept waits for one. The loops keep one
+//! accept order between them: the oldest is the oldest silent connection while any waits, closed by
+//! the loop whose room holds it (no connection task is woken), and otherwise the oldest served one.
+//! A served connection asked to close that has a request in a handler or an answer being written
+//! closes after that answer; any other — idle between requests, or trickling a request's head — is
+//! closed at once, so its slot is free without waiting for a timeout. A fresh client therefore gets
+//! in even when thousands of idle or slow connections were opened before it, clients that were
+//! served keep their connections while silent ones make room, and descriptors stay bounded. The cap
+//! is held below the process's descriptor limit, with room for the state directory, the sensors and
+//! imports. (Written here, not taken from a crate: axum's `serve` has no connection cap and no
+//! header timeout, and tower's concurrency limits count requests, not connections.)
 use axum::Router;
 use axum::body::Body;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -41,8 +41,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::ReadBuf;
@@ -69,7 +69,15 @@ pub struct ConnLimits {
 const BACKLOG: u32 = 4096;
 
 /// A listener on `addr` with a deeper accept queue than tokio's default ([`BACKLOG`]), address
-/// reuse on, as `TcpListener::bind` sets it.
+/// reuse on, as `TcpListener::bind` sets it, and two options every accepted socket inherits from it
+/// (Linux copies a listener's socket options to the sockets it accepts), so that a silent
+/// connection costs no system call of its own for them:
+/// - `SO_LINGER` zero: a connection closed without being served is reset. An RST frees the socket
+///   at once, with no FIN handshake and no FIN_WAIT or TIME_WAIT state left in the kernel (under a
+///   flood of idle clients reconnecting as soon as they are closed, that cost is the daemon's),
+///   and a client that never spoke has no answer to lose. A connection handed to hyper has it
+///   turned off ([`Hyper::serve`]), so served connections close in order.
+/// - `TCP_NODELAY`: answers are small and clients wait for each; Nagle would only add latency.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -77,6 +85,8 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_zero_linger()?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
@@ -134,14 +144,25 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The open connections: those served, in accept order, each by the signal that asks it to close,
-/// and those waiting in the room.
-struct Open {
-    served: VecDeque<(u64, Weak<Notify>)>,
-    room: Room,
+/// What the accept loops share: the slots, and the open connections in accept order — those
+/// served, each by the signal that asks it to close, and those waiting silent, each by its cancel
+/// signal and deadline. Each loop polls the futures of its own silent connections; the order is
+/// one, so "the oldest" is the oldest whichever loop accepted it. (A `std` mutex: each hold is a
+/// few deque operations with no `.await` in it.)
+struct Shared {
     slots: Arc<Semaphore>,
     cap: usize,
-    accepted: u64,
+    accepted: AtomicU64,
+    book: Mutex<Book>,
+}
+
+#[derive(Default)]
+struct Book {
+    served: VecDeque<(u64, Weak<Notify>)>,
+    /// The silent connections' cancel signals with their deadlines, in accept order (so deadlines
+    /// are in order too): closing one is dropping its signal, and the next poll of its future by
+    /// the loop that holds it resets its socket and drops it and its slot.
+    waiting: VecDeque<(Instant, oneshot::Sender<()>)>,
 }
 
 /// An accepted connection with its slot, and its place in accept order.
@@ -158,10 +179,20 @@ enum AtCap {
     Retry,
 }
 
-impl Open {
+/// One accept loop's silent connections, each a future that resolves once it speaks or closes.
+type Room = FuturesUnordered<Waiting>;
+
+impl Shared {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic elsewhere while holding the book leaves deques that are still well formed.
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A slot for a new connection; at the cap, the oldest connections are asked to close until
     /// one frees its slot.
-    async fn admit(&mut self, hyper: &Hyper) -> OwnedSemaphorePermit {
+    async fn admit(&self, room: &mut Room, hyper: &Hyper) -> OwnedSemaphorePermit {
         loop {
             if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
                 return p;
@@ -170,11 +201,12 @@ impl Open {
             let retry = tokio::time::sleep(Duration::from_millis(20));
             let mut retry = std::pin::pin!(retry);
             loop {
-                // The room is polled here too: a waiting connection just evicted gives its slot
-                // back only when its future is polled, and one that speaks meanwhile is served.
+                // This loop's room is polled here too: a waiting connection just evicted gives its
+                // slot back only when its future is polled, and one that speaks meanwhile is
+                // served. One evicted from another loop's room is closed by that loop.
                 let woke = tokio::select! {
                     biased;
-                    Some(r) = self.room.waiting.next() => AtCap::Room(r),
+                    Some(r) = room.next() => AtCap::Room(r),
                     r = Arc::clone(&self.slots).acquire_owned() => match r {
                         Ok(p) => AtCap::Slot(p),
                         Err(_) => AtCap::Retry,
@@ -197,12 +229,19 @@ impl Open {
 
     /// Asks the oldest open connection to close, without waiting for it: the oldest silent one if
     /// any waits, else the oldest served one.
-    fn evict_oldest(&mut self) {
-        if self.room.evict_oldest() {
-            return;
+    fn evict_oldest(&self) {
+        let mut book = self.book();
+        while let Some((_, cancel)) = book.waiting.pop_front() {
+            if !cancel.is_closed() {
+                // Dropped once the book is let go: the drop wakes the loop that holds it.
+                drop(book);
+                drop(cancel);
+                return;
+            }
         }
-        while let Some((_, w)) = self.served.pop_front() {
+        while let Some((_, w)) = book.served.pop_front() {
             if let Some(n) = w.upgrade() {
+                drop(book);
                 n.notify_one();
                 return;
             }
@@ -211,61 +250,47 @@ impl Open {
 
     /// Counts a connection served. One that waited in the room may come after younger ones that
     /// spoke at once; it takes its place by accept order, so that "oldest" stays the oldest.
-    fn push_served(&mut self, seq: u64, n: &Arc<Notify>) {
-        let at = self.served.partition_point(|(s, _)| *s < seq);
-        self.served.insert(at, (seq, Arc::downgrade(n)));
-        if self.served.len() > 2 * self.cap {
-            self.served.retain(|(_, w)| w.strong_count() > 0);
+    fn push_served(&self, seq: u64, n: &Arc<Notify>) {
+        let mut book = self.book();
+        let at = book.served.partition_point(|(s, _)| *s < seq);
+        book.served.insert(at, (seq, Arc::downgrade(n)));
+        if book.served.len() > 2 * self.cap {
+            book.served.retain(|(_, w)| w.strong_count() > 0);
         }
     }
-}
 
-/// The connections that have sent nothing yet. Each is a future in `waiting`, and a cancel signal
-/// with its deadline in `order`, in accept order (so deadlines are in order too): closing one is
-/// dropping its signal, and the accept loop's next poll of `waiting` resets its socket and drops it
-/// and its slot.
-#[derive(Default)]
-struct Room {
-    waiting: FuturesUnordered<Waiting>,
-    order: VecDeque<(Instant, oneshot::Sender<()>)>,
-}
-
-impl Room {
-    fn push(&mut self, conn: Accepted, deadline: Instant, cap: usize) {
+    /// Puts a silent connection in `room`, and its signal in the shared order.
+    fn wait(&self, room: &mut Room, conn: Accepted, deadline: Instant) {
         let (cancel, cancelled) = oneshot::channel();
-        self.waiting.push(Waiting {
+        room.push(Waiting {
             conn: Some(conn),
             deadline,
             cancelled,
         });
-        self.order.push_back((deadline, cancel));
+        let mut book = self.book();
+        book.waiting.push_back((deadline, cancel));
         // The signals of connections gone to hyper stay until their deadline passes; under a
         // stream of them that is many more than can wait at once.
-        if self.order.len() > 2 * cap {
-            self.order.retain(|(_, c)| !c.is_closed());
+        if book.waiting.len() > 2 * self.cap {
+            book.waiting.retain(|(_, c)| !c.is_closed());
         }
     }
 
-    /// Closes the oldest waiting connection; `false` if none waits.
-    fn evict_oldest(&mut self) -> bool {
-        while let Some((_, cancel)) = self.order.pop_front() {
-            if !cancel.is_closed() {
-                return true;
+    /// Closes the connections still silent at their deadline, in every loop's room.
+    fn expire(&self, now: Instant) {
+        let mut expired = Vec::new();
+        {
+            let mut book = self.book();
+            while book.waiting.front().is_some_and(|(d, _)| *d <= now) {
+                expired.extend(book.waiting.pop_front());
             }
         }
-        false
-    }
-
-    /// Closes the connections still silent at their deadline.
-    fn expire(&mut self, now: Instant) {
-        while self.order.front().is_some_and(|(d, _)| *d <= now) {
-            self.order.pop_front();
-        }
+        drop(expired);
     }
 }
 
 /// A connection that has sent nothing yet: resolves to it and its slot once it has, or to nothing
-/// (its socket closed, its slot free) once cancelled, hung up, failed, or heard from only after its
+/// (its socket reset, its slot free) once cancelled, hung up, failed, or heard from only after its
 /// deadline.
 struct Waiting {
     conn: Option<Accepted>,
@@ -281,9 +306,7 @@ impl Future for Waiting {
         // The signal first: an evicted connection must give its slot back even if it has just
         // spoken, or the eviction frees nothing.
         if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            if let Some(conn) = this.conn.take() {
-                reset(&conn.tcp);
-            }
+            this.conn = None;
             return Poll::Ready(None);
         }
         let Some(conn) = &this.conn else {
@@ -308,17 +331,6 @@ impl Future for Waiting {
                 Poll::Ready(None)
             }
         }
-    }
-}
-
-/// Makes the close of a connection evicted or expired while still silent a reset: an RST frees the
-/// socket at once, with no FIN handshake and no FIN_WAIT or TIME_WAIT state left in the kernel
-/// (under a flood of idle clients reconnecting as soon as they are closed, that cost is the
-/// daemon's), and a client that never spoke has no answer to lose. Set only on the doomed socket,
-/// just before it is dropped; served connections keep their orderly close.
-fn reset(tcp: &TcpStream) {
-    if let Err(e) = tcp.set_zero_linger() {
-        tracing::debug!("cannot set SO_LINGER on a silent connection: {e}");
     }
 }
 
@@ -355,12 +367,16 @@ struct Hyper {
 
 impl Hyper {
     /// Serves the connection on its own task, which holds its slot until it closes.
-    fn serve(&self, open: &mut Open, conn: Accepted) {
+    fn serve(&self, shared: &Shared, conn: Accepted) {
         let Accepted { tcp, permit, seq } = conn;
-        // Answers are small and clients wait for each: Nagle would only add latency.
-        let _ = tcp.set_nodelay(true);
+        // The reset on close that the socket inherited from the listener ([`bind`]) is for
+        // connections closed unserved; a served one closes in order, its last answer sent.
+        #[allow(deprecated)] // deprecated for its blocking close, which `None` does not ask for
+        if let Err(e) = tcp.set_linger(None) {
+            tracing::warn!("cannot restore the orderly close of a connection: {e}");
+        }
         let evict = Arc::new(Notify::new());
-        open.push_served(seq, &evict);
+        shared.push_served(seq, &evict);
         let service = Counted {
             router: self.router.clone(),
             busy: Arc::new(AtomicUsize::new(0)),
@@ -393,6 +409,11 @@ enum Step {
     Accepted(std::io::Result<TcpStream>),
 }
 
+/// Accept loops on one listener: a burst of reopened silent connections queued in the kernel is
+/// drained on two cores at once, so a fresh client queued behind it waits about half as long.
+/// More loops would each be woken by every new connection for little more.
+const MAX_LOOPS: usize = 2;
+
 /// Serves `router` on `listener` until `stop` turns `true`, then stops accepting, closes the
 /// connections that have sent nothing, asks every other connection to finish its request and
 /// close, and returns once all have.
@@ -400,30 +421,65 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let cap = effective_cap(limits.max_connections);
-    let headroom = cap / 32;
-    let mut open = Open {
-        served: VecDeque::new(),
-        room: Room::default(),
+    let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(cap)),
         cap,
-        accepted: 0,
-    };
+        accepted: AtomicU64::new(0),
+        book: Mutex::new(Book::default()),
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let hyper = Hyper {
+    let hyper = Arc::new(Hyper {
         router,
         builder,
         stop: stop.clone(),
-    };
-    // One timer for the whole room: a silent connection lives at most an eighth of the timeout
-    // past its deadline (the hour's bound only keeps an absurd timeout from overflowing the clock).
-    let period =
-        (limits.header_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(3600));
+    });
+    let listener = Arc::new(listener);
+    let loops = tokio::runtime::Handle::current()
+        .metrics()
+        .num_workers()
+        .clamp(1, MAX_LOOPS);
+    // A set, so that aborting this future (the drain limit) aborts the loops too.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        set.spawn(accept_loop(
+            Arc::clone(&listener),
+            Arc::clone(&shared),
+            Arc::clone(&hyper),
+            limits.header_timeout,
+            stop.clone(),
+        ));
+    }
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            tracing::error!("an accept loop ended abnormally: {e}");
+        }
+    }
+    drop(listener);
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
+    let _ = shared.slots.acquire_many(all).await;
+}
+
+/// One accept loop: accepts until `stop`, hands connections that have spoken to hyper and keeps
+/// silent ones in its room; on `stop`, closes its room's connections.
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    shared: Arc<Shared>,
+    hyper: Arc<Hyper>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let headroom = shared.cap / 32;
+    let mut room = Room::new();
+    // One timer per loop for the whole room: a silent connection lives at most an eighth of the
+    // timeout past its deadline (the hour's bound only keeps an absurd timeout from overflowing
+    // the clock).
+    let period = (header_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(3600));
     let mut expiry = tokio::time::interval(period);
     expiry.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -431,21 +487,21 @@ pub async fn serve(
         // accept counts them; the stop before the accept, which a flood would never leave idle.
         let step = tokio::select! {
             biased;
-            Some(r) = open.room.waiting.next() => Step::Room(r),
+            Some(r) = room.next() => Step::Room(r),
             () = stopped(&mut stop) => Step::Stop,
-            _ = expiry.tick(), if !open.room.order.is_empty() => Step::Expire,
+            _ = expiry.tick(), if !room.is_empty() => Step::Expire,
             r = listener.accept() => Step::Accepted(r.map(|(tcp, _)| tcp)),
         };
         let tcp = match step {
             Step::Room(Some(conn)) => {
-                hyper.serve(&mut open, conn);
+                hyper.serve(&shared, conn);
                 handed_over().await;
                 continue;
             }
             Step::Room(None) => continue,
             Step::Stop => break,
             Step::Expire => {
-                open.room.expire(Instant::now());
+                shared.expire(Instant::now());
                 continue;
             }
             Step::Accepted(Ok(tcp)) => tcp,
@@ -455,36 +511,31 @@ pub async fn serve(
             }
         };
         let permit = tokio::select! {
-            p = open.admit(&hyper) => p,
+            p = shared.admit(&mut room, &hyper) => p,
             () = stopped(&mut stop) => break,
         };
         // Near the cap, the oldest connection is asked to close as this one comes in, so that the
         // next newcomer finds a slot free rather than waiting in the accept loop for an eviction
         // (under a flood of reopened idle connections, those waits queued a fresh client behind
         // the whole backlog).
-        if open.slots.available_permits() < headroom {
-            open.evict_oldest();
+        if shared.slots.available_permits() < headroom {
+            shared.evict_oldest();
         }
         let spoke = heard_from(&tcp);
-        open.accepted += 1;
         let conn = Accepted {
             tcp,
             permit,
-            seq: open.accepted,
+            seq: shared.accepted.fetch_add(1, Ordering::Relaxed) + 1,
         };
         if spoke {
-            hyper.serve(&mut open, conn);
+            hyper.serve(&shared, conn);
             handed_over().await;
         } else {
-            open.room.push(conn, after(limits.header_timeout), cap);
+            shared.wait(&mut room, conn, after(header_timeout));
         }
     }
-    drop(listener);
-    let Open { slots, room, .. } = open;
     // Silent connections would hold their slots until their deadline.
     drop(room);
-    let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
 }
 
 /// The router as one connection's service, counting the requests of the connection that are in a
