@@ -253,6 +253,8 @@ pub struct AnsweredKernel {
     pub latency_ms: f64,
     /// The first and last graph node it runs.
     pub nodes: [usize; 2],
+    /// This kernel and the rest run as a model of their own, where the daemon says.
+    pub suffix_ms: Option<f64>,
 }
 
 impl Answered {
@@ -272,7 +274,7 @@ impl Answered {
             return bad("its latency or interval is not a finite number".into());
         }
         for (i, k) in self.kernels.iter().enumerate() {
-            if !finite(k.latency_ms) {
+            if !finite(k.latency_ms) || k.suffix_ms.is_some_and(|v| !finite(v)) {
                 return bad(format!("kernel {i} has no finite latency"));
             }
             let [lo, hi] = k.nodes;
@@ -401,6 +403,23 @@ impl<'a> Alone<'a> {
     }
 }
 
+/// Fills each kernel's `suffix_ms` in `p` (made by `predictor` from `d` and `base`, with its
+/// kernels): what a board that sends the rest of the model here after a cut at that kernel would
+/// have it cost, the part's working set its own. Nothing where the profile has no cache curve.
+pub fn suffixes(
+    predictor: &Predictor,
+    d: &Decomposition,
+    base: &BasePrediction,
+    p: &mut crate::predict::Prediction,
+) {
+    let alone = Alone::new(predictor, d, base, p);
+    let n = alone.live.len();
+    let figures: Vec<Option<f64>> = (0..n).map(|k| alone.ms(k..n)).collect();
+    for (k, ms) in p.kernels.iter_mut().flatten().zip(figures) {
+        k.suffix_ms = ms;
+    }
+}
+
 /// The options for a model, best first by `ask.by`: all local at each of `local.threads`; with
 /// remote boards (which need `ask.link`), each cut that is a kernel boundary on both boards as a
 /// split, and all remote.
@@ -476,10 +495,12 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                 let local_ms = alone_here
                     .ms(0..c.kernels_before)
                     .unwrap_or_else(|| here.head(c.kernels_before));
-                let remote_ms = alone_there
-                    .as_ref()
-                    .and_then(|a| a.ms(rk..a.d.kernels.len()))
-                    .unwrap_or_else(|| there.total() - there.head(rk));
+                let remote_ms = match (alone_there, &r.source) {
+                    (Some(a), _) => a.ms(rk..a.d.kernels.len()),
+                    (None, Source::Answered(a)) => a.kernels.get(rk).and_then(|k| k.suffix_ms),
+                    _ => None,
+                }
+                .unwrap_or_else(|| there.total() - there.head(rk));
                 let bytes = c.bytes + m.output_bytes;
                 let transfer = link.transfer_ms(bytes);
                 let [a, b] = here.interval(local_ms);

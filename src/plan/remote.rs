@@ -78,6 +78,7 @@ struct PredictAnswer {
 struct KernelAnswer {
     latency_ms: f64,
     nodes: Option<[usize; 2]>,
+    suffix_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +190,7 @@ impl Daemon {
             answered.push(AnsweredKernel {
                 latency_ms: k.latency_ms,
                 nodes,
+                suffix_ms: k.suffix_ms,
             });
         }
         Ok(Part {

@@ -385,6 +385,7 @@ fn answered_by(b: &Board) -> Answered {
             .map(|(i, n)| AnsweredKernel {
                 latency_ms: (i + 1) as f64,
                 nodes: [*n.iter().min().unwrap(), *n.iter().max().unwrap()],
+                suffix_ms: None,
             })
             .collect();
     let total: f64 = kernels.iter().map(|k| k.latency_ms).sum();
@@ -471,6 +472,7 @@ fn cuts_inside_an_answered_kernel_are_skipped() {
     let merged = AnsweredKernel {
         latency_ms: a.kernels[k - 1].latency_ms + a.kernels[k].latency_ms,
         nodes: [a.kernels[k - 1].nodes[0], a.kernels[k].nodes[1]],
+        suffix_ms: None,
     };
     a.kernels.splice(k - 1..=k, [merged]);
     let ask = Ask {
@@ -487,6 +489,7 @@ fn cuts_inside_an_answered_kernel_are_skipped() {
         kernels: vec![AnsweredKernel {
             latency_ms: 5.0,
             nodes: [0, n - 1],
+            suffix_ms: None,
         }],
         latency_ms: 5.0,
         interval_ms: [4.0, 6.0],
@@ -509,6 +512,7 @@ fn an_answer_of_another_graph_is_refused() {
         kernels: vec![AnsweredKernel {
             latency_ms: ms,
             nodes,
+            suffix_ms: None,
         }],
         latency_ms: 1.0,
         interval_ms: [0.5, 2.0],
@@ -577,4 +581,63 @@ fn a_prefix_that_fits_the_caches_is_priced_as_it_runs_alone_not_as_its_share_of_
     assert!((cut_cached.local_ms - cut_plain.local_ms).abs() < 1e-9 * cut_plain.local_ms.max(1.0));
     // The suffix (the rest, still larger than the caches) keeps a cost beyond the plain board's.
     assert!(cut_cached.remote_ms > cut_plain.remote_ms);
+}
+
+#[test]
+fn a_daemon_s_suffix_figures_price_the_suffix_as_its_profile_would() {
+    let g = cnn(128);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let (here, there) = (board(&g, 1000.0, 1), cached_board(&g, 1000.0, 1));
+    // What the daemon running `there` answers with `"kernels": true`.
+    let mut p = there
+        .predictor
+        .predict(&there.d, &there.base, &Snapshot::default(), 1, true);
+    suffixes(&there.predictor, &there.d, &there.base, &mut p);
+    let kernels: Vec<AnsweredKernel> = p
+        .kernels
+        .iter()
+        .flatten()
+        .map(|k| AnsweredKernel {
+            latency_ms: k.latency_ms,
+            nodes: k.nodes.unwrap(),
+            suffix_ms: k.suffix_ms,
+        })
+        .collect();
+    assert!(kernels.iter().all(|k| k.suffix_ms.is_some()));
+    let sum: f64 = kernels.iter().map(|k| k.latency_ms).sum();
+    // The whole model from its first kernel is the whole model's own figure, not a part's.
+    assert!((kernels[0].suffix_ms.unwrap() - sum).abs() < 1e-9 * sum);
+    let answered = Answered {
+        kernels,
+        latency_ms: p.latency_ms,
+        interval_ms: p.interval_ms,
+    };
+    let by_daemon = plan_answered(&g, &here, &answered, &ask).unwrap();
+    let by_file = plan_of(&g, &here, Some(&there), &ask).unwrap();
+    let m = Prepared::new(&g, &here.d, CutOptions::default());
+    let bounds = cuts::kernel_boundaries(&there.d, m.nodes);
+    let by_cut = |p: &Plan, cut: &str| {
+        p.options
+            .iter()
+            .find(|o| o.placement == Placement::Split && o.cut.as_deref() == Some(cut))
+            .map(|o| o.remote_ms)
+            .unwrap()
+    };
+    let mut cheaper = 0;
+    for c in &m.cuts {
+        let (daemon, file) = (by_cut(&by_daemon, &c.name), by_cut(&by_file, &c.name));
+        assert!(
+            (daemon - file).abs() < 1e-9 * file.max(1.0),
+            "{}: {daemon} vs {file}",
+            c.name
+        );
+        // A tail that fits the caches costs less than its share of the whole.
+        let k = bounds[c.position].unwrap();
+        let share: f64 = answered.kernels[k..].iter().map(|k| k.latency_ms).sum();
+        cheaper += usize::from(daemon < share * 0.99);
+    }
+    assert!(cheaper > 0, "no suffix ran cheaper alone");
 }

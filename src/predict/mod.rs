@@ -59,6 +59,11 @@ pub struct KernelPrediction {
     /// absent where the decomposition has no node lists (one read back from JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<[usize; 2]>,
+    /// Live ms of this kernel and every one after it run as a model of their own (the suffix of a
+    /// split at this kernel's start, its working set its own), for another board planning a split
+    /// with this one; filled by `plan::suffixes` where the profile has a cache curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -371,6 +376,7 @@ impl Predictor {
                         .kernel_nodes
                         .get(i)
                         .and_then(|n| Some([*n.iter().min()?, *n.iter().max()?])),
+                    suffix_ms: None,
                 });
             }
         }

@@ -121,9 +121,15 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             base: &entry.base,
             threads,
         };
-        engine
+        let mut p = engine
             .predictor
-            .predict_live(&job, &state, &learner, r.kernels)
+            .predict_live(&job, &state, &learner, r.kernels);
+        // Asked with its kernels, the answer carries what a board splitting the model with this
+        // one needs: each suffix priced as it would run here on its own.
+        if r.kernels {
+            crate::plan::suffixes(&engine.predictor, &entry.decomposition, &entry.base, &mut p);
+        }
+        p
     };
     if let Some(e) = unusable(p.latency_ms) {
         return Err(e);
