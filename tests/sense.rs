@@ -423,7 +423,16 @@ fn observe(sampler: &Sampler, settle: Duration, span: Duration) -> Phase {
     let mut snap = sampler.snapshot_arc();
     let (mut c_runs, mut m_runs) = (snap.probe.compute_runs, snap.probe.memory_runs);
     let end = Instant::now() + span;
-    while Instant::now() < end {
+    // A phase lasts `span`, and longer until each probe has run once: under the load on a busy
+    // host the sampler's probes can be starved past the span. The wait ends well before the
+    // loads' own ten seconds, so an "on" phase stays on.
+    const STARVED: Duration = Duration::from_secs(6);
+    loop {
+        let now = Instant::now();
+        let unprobed = compute.is_empty() || memory.is_empty();
+        if now >= end && (!unprobed || now >= end + STARVED) {
+            break;
+        }
         snap = sampler.wait_for(snap.seq + 1, Duration::from_secs(2));
         busy.extend(snap.utilization.busy.latest);
         own.extend(snap.own_cpu.latest);
