@@ -70,8 +70,8 @@ if os.environ.get("CUT_REMOTE") != "profile":
 STATE = ["--state-from", REMOTE] if daemon is not None and os.environ.get("CUT_LOCAL") == "daemon" else []
 
 
-def plan(m):
-    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", REMOTE, "--link-mbps", "1000", "--json"] + STATE)
+def plan(m, remote=None):
+    r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", remote or REMOTE, "--link-mbps", "1000", "--json"] + STATE)
     if r.returncode != 0:
         print(m, "plan failed", r.stderr.strip(), file=sys.stderr)
         return None
@@ -117,6 +117,14 @@ for p in range(PASSES):
             for half, key in (("prefix", "local_ms"), ("suffix", "remote_ms")):
                 c["predicted"][half].append(o[key] if o else None)
                 c["measured"][half].append(bench(f"{c['dir']}/{half}.onnx"))
+        # A diagnostic beside the verdict (CUT_ALSO_PROFILE=1), asked after the timings so that
+        # they follow their own plan as before: the suffix as the profile file predicts it, for a
+        # quiet board, each half's working set on its own.
+        if daemon is not None and os.environ.get("CUT_ALSO_PROFILE") == "1":
+            filed = {o["cut"]: o["remote_ms"] for o in plan(m, P) or []
+                     if o["placement"] == "split" and o["threads"] == 1}
+            for c in (c for c in cuts if c["model"] == m):
+                c.setdefault("suffix_profile", []).append(filed.get(c["cut"]))
         print(f"pass {p + 1}/{PASSES} {m}", file=sys.stderr, flush=True)
 json.dump({"cuts": cuts, "wholes": wholes, "remote": REMOTE}, open(f"{OUT}/cuts.json", "w"), indent=1)
 if daemon is not None:
