@@ -109,7 +109,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
     let deadline_ms = deadline(r.deadline_ms)?;
     let (state, changed) = body::what_if(&live, r.state.as_ref(), cores)?;
     let entry = lookup(&app, &engine, model).await?;
-    let p = {
+    let mut p = {
         let learner = app
             .journal
             .learner()
@@ -121,16 +121,16 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             base: &entry.base,
             threads,
         };
-        let mut p = engine
+        engine
             .predictor
-            .predict_live(&job, &state, &learner, r.kernels);
-        // Asked with its kernels, the answer carries what a board splitting the model with this
-        // one needs: each suffix priced as it would run here on its own.
-        if r.kernels {
-            crate::plan::suffixes(&engine.predictor, &entry.decomposition, &entry.base, &mut p);
-        }
-        p
+            .predict_live(&job, &state, &learner, r.kernels)
     };
+    // Asked with its kernels, the answer carries what a board splitting the model with this one
+    // needs: each suffix priced as it would run here on its own (after the learner's lock is let
+    // go: it is a pass per kernel).
+    if r.kernels {
+        crate::plan::suffixes(&engine.predictor, &entry.decomposition, &entry.base, &mut p);
+    }
     if let Some(e) = unusable(p.latency_ms) {
         return Err(e);
     }
