@@ -10,6 +10,15 @@ half minute), and the check waits for its first four speed readings, the fewest 
 prefix's figure follows `augur plan`'s own reading of the state (CUT_LOCAL=daemon: the same
 daemon's, `--state-from`).
 
+The stand-in shares this board with the check's own timings, which a server's daemon never sees:
+the prefixes and whole models are the other board's work, and they ran on the core beside its
+probes, so it read them as other load and its suffix figures came out 12–25 % above what the
+suffix then took alone. So the check stops the stand-in (SIGSTOP) while it times and, before each
+plan, lets it run on a board with nothing of the check's running until its sampling window has
+passed and it has taken CUT_QUIET_RUNS (3) fresh reference readings — the board as a server's
+daemon would read it (CUT_PAUSE=0: the stand-in runs throughout, as before). Its probe budget is
+then 10 % (CUT_PROBE_BUDGET), for those readings to come within seconds.
+
 Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
 model and its halves, so every prediction is of the state just before its measurement. Per half, the
 error is of the mean prediction against the mean measurement; the noise floor is each half's last
@@ -18,7 +27,7 @@ a bias of the halves can be told from one of the model (its error under `augur b
 halves that run faster or slower than their part of the whole (the sum of the halves over the
 whole)."""
 # Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]
-import json, subprocess, sys, os, statistics as st, tempfile, time, urllib.request
+import atexit, json, signal, subprocess, sys, os, statistics as st, tempfile, time, urllib.request
 
 A, P, Z, OUT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 2
@@ -41,11 +50,18 @@ daemon = None
 if os.environ.get("CUT_REMOTE") != "profile":
     port = os.environ.get("CUT_PORT", "19747")
     state = tempfile.mkdtemp(prefix="augur-cut-remote-")
-    budget = os.environ.get("CUT_PROBE_BUDGET", "0.03")
+    PAUSE = os.environ.get("CUT_PAUSE", "1") != "0"
+    budget = os.environ.get("CUT_PROBE_BUDGET", "0.1" if PAUSE else "0.03")
     daemon = subprocess.Popen([A, "serve", "--profile", P, "--listen", f"127.0.0.1:{port}",
                                "--state-dir", state, "--probe-budget", budget],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     REMOTE = f"http://127.0.0.1:{port}"
+
+    def _end_stand_in():
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGCONT)
+            daemon.terminate()
+    atexit.register(_end_stand_in)
     for _ in range(300):
         try:
             if urllib.request.urlopen(f"{REMOTE}/ready", timeout=1).status == 200:
@@ -63,7 +79,31 @@ if os.environ.get("CUT_REMOTE") != "profile":
         if len(snap["probe"].get("reference_history_cpu_ms") or []) >= 4:
             break
         time.sleep(1)
-    print(f"remote: {REMOTE} (augur serve, probe budget {budget}, state {state})", file=sys.stderr)
+    print(f"remote: {REMOTE} (augur serve, probe budget {budget}, state {state}, "
+          f"{'paused while timing' if PAUSE else 'running throughout'})", file=sys.stderr)
+
+
+def reference_runs():
+    return json.load(urllib.request.urlopen(f"{REMOTE}/v1/state", timeout=5))["snapshot"]["probe"]["reference_runs"]
+
+
+def stand_in(run_it):
+    """Resumes the stand-in and waits for its quiet readings (run_it), or stops it before timing."""
+    if daemon is None or not PAUSE:
+        return
+    if not run_it:
+        daemon.send_signal(signal.SIGSTOP)
+        return
+    daemon.send_signal(signal.SIGCONT)
+    t0, n0 = time.monotonic(), reference_runs()
+    want = int(os.environ.get("CUT_QUIET_RUNS", "3"))
+    # The window (5 s by default) must also have passed, so that its utilisation no longer
+    # counts the timings before the pause.
+    while time.monotonic() - t0 < 6 or reference_runs() - n0 < want:
+        if time.monotonic() - t0 > 120:
+            print("the stand-in took no fresh readings in 120 s; planning with what it has", file=sys.stderr)
+            break
+        time.sleep(0.5)
 
 
 # This board's live state: `augur plan`'s own reading; CUT_LOCAL=daemon takes the same daemon's.
@@ -105,7 +145,9 @@ print(f"{len(cuts)} cuts", file=sys.stderr)
 
 for p in range(PASSES):
     for m in wholes:
+        stand_in(True)
         opts = plan(m)
+        stand_in(False)
         if opts is None:
             continue
         by_cut = {o["cut"]: o for o in opts if o["placement"] == "split" and o["threads"] == 1}
@@ -128,6 +170,7 @@ for p in range(PASSES):
         print(f"pass {p + 1}/{PASSES} {m}", file=sys.stderr, flush=True)
 json.dump({"cuts": cuts, "wholes": wholes, "remote": REMOTE}, open(f"{OUT}/cuts.json", "w"), indent=1)
 if daemon is not None:
+    daemon.send_signal(signal.SIGCONT)
     daemon.terminate()
     daemon.wait()
 
