@@ -108,6 +108,33 @@ fn version_and_device_checks() {
         err.contains("another board") && err.contains("tract 0.0.1"),
         "{err}"
     );
+    // A profile whose reference readings were taken bare (made before the calibration took them
+    // as the live probe does) says so: its live speed term predicts low.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    v["reference"]["workload_cpu_ms"] = 20.0.into();
+    v["reference"]["workload_warm"] = true.into();
+    let fresh = dir.join("warm.json");
+    std::fs::write(&fresh, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (_, warnings) =
+        augur::profile::Profile::load(&fresh, &augur::profile::tract_runtime()).unwrap();
+    assert!(
+        !warnings.iter().any(|w| w.contains("warm-up")),
+        "{warnings:?}"
+    );
+    v["reference"]
+        .as_object_mut()
+        .unwrap()
+        .remove("workload_warm");
+    let bare = dir.join("bare.json");
+    std::fs::write(&bare, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (_, warnings) =
+        augur::profile::Profile::load(&bare, &augur::profile::tract_runtime()).unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("warm-up") && w.contains("calibrate")),
+        "{warnings:?}"
+    );
     std::fs::write(dir.join("torn.json"), b"{\"format_version\": 1, \"dev").unwrap();
     let o = augur()
         .args(["predict", "--profile"])

@@ -7,12 +7,14 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// The journal format this augur writes. Format 2 (string keys, networks of `model::families`) is
-/// read and rewritten; format 1 numbered networks of an older generator and is refused.
-pub const FORMAT: u32 = 3;
+/// The journal format this augur writes and reads. Formats 2 and 3 are refused for their reference
+/// readings (three bare passes, where the live probe warms up first: see
+/// `calibrate::speed::Reader::read`), which a resumed calibration would mix with its own; format 1
+/// numbered networks of an older generator.
+pub const FORMAT: u32 = 4;
 
-/// The last format with string keys, converted on open.
-const KEYED: u32 = 2;
+/// The formats whose readings were taken bare.
+const BARE_READINGS: [u32; 2] = [2, 3];
 
 /// First line of a journal: the conditions its measurements are valid for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,9 +80,13 @@ pub enum JournalError {
     )]
     Conditions { path: PathBuf, found: String },
     #[error(
-        "{path} is a journal of format {found}, which this augur cannot read (it reads {KEYED} and {FORMAT}); remove it or calibrate into another --out"
+        "{path} is a journal of format {found}, which this augur cannot read (it reads {FORMAT}); remove it or calibrate into another --out"
     )]
     Format { path: PathBuf, found: u32 },
+    #[error(
+        "{path} is a journal of format {found}: its reference readings were taken without the live probe's warm-up, and a profile made from them takes a quiet board for one about 15 % faster; remove it to measure afresh, or calibrate into another --out"
+    )]
+    BareReadings { path: PathBuf, found: u32 },
 }
 
 pub struct Journal {
@@ -94,8 +100,7 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or creates) the journal. An existing journal taken under other conditions is an error,
-    /// never silently mixed in; a torn last line (the process was killed mid-write) is dropped; a
-    /// journal of format 2 is converted and rewritten in this format.
+    /// never silently mixed in; a torn last line (the process was killed mid-write) is dropped.
     pub fn open(path: &Path, header: &Header) -> Result<Journal, JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_path_buf(),
@@ -203,8 +208,7 @@ impl Journal {
     }
 }
 
-/// The entries of an existing journal, and whether the file must be rewritten (it was empty or of
-/// format 2).
+/// The entries of an existing journal, and whether the file must be rewritten (it was empty).
 fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bool), JournalError> {
     let mut lines = f.lines();
     let Some(Ok(first)) = lines.next() else {
@@ -225,61 +229,23 @@ fn read(path: &Path, f: impl BufRead, header: &Header) -> Result<(Vec<Entry>, bo
                 .unwrap_or_else(|| "unreadable header".into()),
         });
     }
-    let entries: Vec<Entry> = match format {
-        FORMAT => lines
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect(),
-        KEYED => lines
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Keyed>(&l).ok())
-            .filter_map(Keyed::convert)
-            .collect(),
-        found => {
-            return Err(JournalError::Format {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
-    };
-    Ok((entries, format != FORMAT))
-}
-
-/// An entry of format 2: `{"key": "innet/3/7" | "reference/2" | <config key>, …measurement}`.
-#[derive(Deserialize)]
-struct Keyed {
-    key: String,
-    #[serde(flatten)]
-    m: Measurement,
-}
-
-impl Keyed {
-    fn convert(self) -> Option<Entry> {
-        let window = Window {
-            attempts: 1,
-            ..Window::default()
-        };
-        if let Some(n) = self.key.strip_prefix("reference/") {
-            return Some(Entry::Reference {
-                n: n.parse().ok()?,
-                cpu_ms: self.m.median_ms,
-            });
-        }
-        if let Some(rest) = self.key.strip_prefix("innet/") {
-            let (i, k) = rest.split_once('/')?;
-            return Some(Entry::InNetwork {
-                network: i.parse().ok()?,
-                index: k.parse().ok()?,
-                measurement: self.m,
-                window,
-            });
-        }
-        Some(Entry::Kernel {
-            config: self.key,
-            measurement: self.m,
-            window,
-        })
+    if BARE_READINGS.contains(&format) {
+        return Err(JournalError::BareReadings {
+            path: path.to_path_buf(),
+            found: format,
+        });
     }
+    if format != FORMAT {
+        return Err(JournalError::Format {
+            path: path.to_path_buf(),
+            found: format,
+        });
+    }
+    let entries = lines
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    Ok((entries, false))
 }
 
 #[cfg(test)]
@@ -370,42 +336,24 @@ mod tests {
     }
 
     #[test]
-    fn a_format_2_journal_is_converted_and_rewritten() {
+    fn a_journal_with_bare_readings_is_refused_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
-        let old = Header {
-            journal: KEYED,
-            ..header()
-        };
-        let line = |key: &str, ms: f64| {
-            let mut v = serde_json::to_value(m("x", ms)).unwrap();
-            v["key"] = key.into();
-            serde_json::to_string(&v).unwrap()
-        };
-        let text = [
-            serde_json::to_string(&old).unwrap(),
-            line("reference/1", 20.0),
-            line("innet/3/5", 1.5),
-            line("pointwise|…", 2.5),
-        ]
-        .join("\n")
-            + "\n";
-        std::fs::write(&p, text).unwrap();
-        let j = Journal::open(&p, &header()).unwrap();
-        assert_eq!(j.len(), 3);
-        assert_eq!(j.references(), 1);
-        assert!(j.has_network(3));
-        assert!(matches!(
-            j.entries()[1],
-            Entry::InNetwork {
-                network: 3,
-                index: 5,
-                ..
-            }
-        ));
-        let first = std::fs::read_to_string(&p).unwrap();
-        let h: Header = serde_json::from_str(first.lines().next().unwrap()).unwrap();
-        assert_eq!(h.journal, FORMAT);
-        assert_eq!(Journal::open(&p, &header()).unwrap().len(), 3);
+        for found in [2, 3] {
+            let old = Header {
+                journal: found,
+                ..header()
+            };
+            let reading = serde_json::to_string(&Entry::Reference { n: 1, cpu_ms: 20.0 }).unwrap();
+            std::fs::write(
+                &p,
+                serde_json::to_string(&old).unwrap() + "\n" + &reading + "\n",
+            )
+            .unwrap();
+            let e = Journal::open(&p, &header()).err().unwrap();
+            assert!(matches!(e, JournalError::BareReadings { .. }), "{e}");
+            let e = e.to_string();
+            assert!(e.contains("warm-up") && e.contains("remove it"), "{e}");
+        }
     }
 }

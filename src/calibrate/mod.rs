@@ -195,6 +195,7 @@ fn assemble(
             reference::identity()
         },
         workload_cpu_ms: c.nominal,
+        workload_warm: c.nominal > 0.0,
         cache: cache_curve(&device, progress),
     };
     let split = compose::split(

@@ -9,7 +9,8 @@ use crate::workload::reference::ReferenceWorkload;
 use std::time::Duration;
 
 /// Time between two readings: shorter than the regimes seen on a shared host (seconds to tens of
-/// seconds), long enough that the readings (~3 passes of ~25 ms) cost about 5 % of the time.
+/// seconds), long enough that the readings (150 ms of passes, then 3 of ~25 ms) cost about 15 % of
+/// the time.
 pub const EVERY: Duration = Duration::from_millis(1500);
 
 /// Readings before and after a window that differ by more than this share: the speed switched.
@@ -103,12 +104,15 @@ impl Reader {
         Reader { workload }
     }
 
-    /// One reading: the median CPU ms of three passes. The calibration thread has been running, so
-    /// no warm-up pass is needed (see `ReferenceWorkload::read` for a thread that slept).
+    /// One reading: the median CPU ms of three passes, taken the way the live probe takes its own
+    /// (after the same 150 ms of passes not counted). The profile's nominal reading is what every
+    /// live reading is divided by, so the two must be taken alike: three bare passes right after
+    /// a measurement — the reading thread idle while the runtime ran, the caches full of the
+    /// measurement's buffers — read about 15 % slower than the probe's on the same board at the
+    /// same speed, and a profile so made took a quiet board for one 15 % faster than calibration
+    /// and predicted low.
     pub fn read(&self) -> Option<f64> {
-        let w = self.workload.as_ref()?;
-        let passes: Vec<f64> = (0..3).filter_map(|_| w.pass_cpu_ms().ok()).collect();
-        crate::util::percentile(passes, 0.5)
+        self.workload.as_ref()?.median_cpu_ms(3).ok()
     }
 }
 

@@ -102,6 +102,11 @@ pub struct Reference {
     /// CPU milliseconds of one pass of the reference workload, median over the calibration.
     #[serde(default)]
     pub workload_cpu_ms: f64,
+    /// Whether those readings were taken as the live probe takes its own (after its warm-up).
+    /// False in profiles made before: their three bare passes after each measurement read slower
+    /// than the probe on the same board, so a live reading took a quiet board for a faster one.
+    #[serde(default)]
+    pub workload_warm: bool,
     /// What a byte costs to stream by working-set size (empty in profiles made before it was
     /// swept: those predict with the nominal cache size, as they were fitted).
     #[serde(default)]
@@ -216,6 +221,11 @@ impl Profile {
             warnings.push(format!(
                 "{p}: profile was made on another board ({}, {} cores); this is {} with {} cores — predictions may be off; run `augur calibrate`",
                 profile.device.cpu_model, profile.device.cores, here.cpu_model, here.cores
+            ));
+        }
+        if profile.reference.workload_cpu_ms > 0.0 && !profile.reference.workload_warm {
+            warnings.push(format!(
+                "{p}: its reference readings were taken without the live probe's warm-up, so the live speed term takes a quiet board for one about 15 % faster and predicts low; run `augur calibrate` again"
             ));
         }
         if profile.runtime != runtime_now {
