@@ -515,6 +515,29 @@ impl Predictor {
     /// Per kernel: quiet-board ms and whether the roofline fallback gave it. Models repeat layers
     /// (resnet50's 73 kernels are 40 configurations), so each distinct one is evaluated once, and the
     /// regressors run kind by kind over all of a model's kernels at once.
+    /// A matrix-vector product (one row through a weight matrix: a classifier head at batch 1)
+    /// does two FLOPs per weight it reads once, so its time is the time to stream its bytes: priced
+    /// from the board's swept cost per byte at the hot end of the cache curve, with
+    /// [`Predictor::cache_ms`] adding what the run's working set costs over that, as for every
+    /// kind learned inside networks. The regressor of its kind learns mostly matrix products over
+    /// many rows; the few heads in the calibration networks left it two to three times over on a
+    /// head run alone (a split's suffix), while the curve's figure is the timed cost of that
+    /// stream. None for other kernels, or without a curve.
+    fn streamed_ms(&self, k: &Kernel) -> Option<f64> {
+        let rows: usize = k.output_shape.iter().product::<usize>() / k.cout.max(1);
+        if k.kind != KernelKind::MatMul
+            || k.weight_bytes == 0
+            || rows != 1
+            || !self.in_network(k.kind)
+        {
+            return None;
+        }
+        let hot = self.cache_curve()?.seconds_per_byte(0.0)?;
+        let p = self.profile.as_ref()?;
+        let bytes = (k.weight_bytes + k.input_bytes + k.output_bytes) as f64;
+        Some((bytes * hot + p.roofline.overhead_seconds) * 1e3)
+    }
+
     fn kernel_predictions(&self, d: &Decomposition) -> Vec<(f64, bool)> {
         let Some(p) = &self.profile else {
             return d
@@ -533,6 +556,10 @@ impl Predictor {
             let composition = p.composition.get(&g.kind);
             for &(i, row) in &g.members {
                 let Some(k) = d.kernels.get(i) else { continue };
+                if let Some(ms) = self.streamed_ms(k) {
+                    out[i] = (ms, false);
+                    continue;
+                }
                 let inside = composition
                     .map(|c| c.factor(memory_share_of(&p.roofline, k)))
                     .unwrap_or(1.0);
@@ -618,8 +645,96 @@ mod tests {
                 kinds: BTreeMap::from([(KernelKind::Conv, Efficiency::constant(0.9))]),
                 pooled: Efficiency::constant(0.2),
                 network_error: BTreeMap::new(),
+                reference_ratio: BTreeMap::new(),
             }),
         }
+    }
+
+    #[test]
+    fn a_classifier_head_is_priced_as_the_stream_of_its_weights_at_the_run_s_working_set() {
+        const MIB: u64 = 1 << 20;
+        // A head of 2 048 × 1 000 weights (8 MB) behind a pooled feature map, and a product of
+        // many rows, which stays with its regressor.
+        let mut b = GraphBuilder::new("head");
+        let x = b.input(&[1, 2048, 7, 7]);
+        let y = b.global_avg_pool(x).unwrap();
+        let y = b.flatten(y, 1).unwrap();
+        let y = b.gemm(y, 1000, true).unwrap();
+        let g = b.finish(&[y]).unwrap();
+        let d = decompose(&g, &FusionRules::tract_default()).unwrap();
+        let head = d
+            .kernels
+            .iter()
+            .position(|k| k.kind == KernelKind::MatMul)
+            .unwrap();
+        let k = &d.kernels[head];
+        let mut prof = profile(1, false);
+        prof.cache_model = true;
+        prof.reference.cache =
+            CacheCurve::from_bandwidths(&[(MIB, 100e9), (4 * MIB, 30e9), (64 * MIB, 15e9)]);
+        let regressor = |in_network| crate::profile::Regressor {
+            base: 0.0,
+            trees: Vec::new(),
+            samples: 10,
+            holdout_error: None,
+            in_network,
+            fast: Vec::new(),
+        };
+        prof.regressors.insert(KernelKind::MatMul, regressor(true));
+        let p = Predictor::new(Some(prof.clone()), Roofline::default());
+        let bytes = (k.weight_bytes + k.input_bytes + k.output_bytes) as f64;
+        let hot = (bytes / 100e9 + prof.roofline.overhead_seconds) * 1e3;
+        let base = p.base(&d);
+        // Hot, plus what its recycled bytes cost over hot at this run's working set (~8 MB).
+        let extra = p.cache_ms(k, footprint(&d)).unwrap();
+        assert!(extra > 0.0);
+        assert!((base.kernels[head].0 - (hot + extra)).abs() < 1e-12);
+        // That is about its bytes at the curve's cost per byte there, and the launch.
+        let at = prof
+            .reference
+            .cache
+            .seconds_per_byte(footprint(&d))
+            .unwrap();
+        let streamed = (bytes * at + prof.roofline.overhead_seconds) * 1e3;
+        assert!(
+            (base.kernels[head].0 / streamed - 1.0).abs() < 0.01,
+            "{} vs {streamed}",
+            base.kernels[head].0
+        );
+        // A profile whose kind was fitted on kernels timed alone, or without a curve, keeps the
+        // regressor's figure.
+        prof.regressors.insert(KernelKind::MatMul, regressor(false));
+        let alone = Predictor::new(Some(prof.clone()), Roofline::default());
+        assert!(alone.streamed_ms(k).is_none());
+        prof.regressors.insert(KernelKind::MatMul, regressor(true));
+        prof.reference.cache = CacheCurve::default();
+        assert!(
+            Predictor::new(Some(prof), Roofline::default())
+                .streamed_ms(k)
+                .is_none()
+        );
+        // A product over many rows is no head.
+        let mut rows = k.clone();
+        rows.output_shape = vec![1, 49, 1000];
+        assert!(p.streamed_ms(&rows).is_none());
+    }
+
+    #[test]
+    fn a_live_parallel_reading_is_compared_with_the_ratio_calibration_measured_where_it_did() {
+        let mut prof = profile(1, true);
+        let fitted = Predictor::new(Some(prof.clone()), Roofline::default());
+        let predicted = fitted.expected_parallel_ratio(2).unwrap();
+        assert!(predicted > 0.0 && predicted < 1.0, "{predicted}");
+        if let Some(s) = prof.thread_scaling.as_mut() {
+            s.reference_ratio.insert(2, 0.8);
+        }
+        let measured = Predictor::new(Some(prof), Roofline::default());
+        assert_eq!(measured.expected_parallel_ratio(2), Some(0.8));
+        // A count calibration did not read falls back on the fits.
+        assert_eq!(
+            measured.expected_parallel_ratio(3),
+            fitted.expected_parallel_ratio(3)
+        );
     }
 
     fn eff(k: KernelKind) -> f64 {
