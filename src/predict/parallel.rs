@@ -69,9 +69,18 @@ impl Predictor {
     }
 
     /// The profile's quiet-board wall time of the reference networks at `threads` over that at
-    /// one thread; None where it cannot be predicted. Worked out once per thread count.
+    /// one thread: as calibration measured it where it did, else as its thread fits predict it;
+    /// None where neither is known. Worked out once per thread count.
     pub(super) fn expected_parallel_ratio(&self, threads: usize) -> Option<f64> {
         let profile = self.profile.as_ref()?;
+        if let Some(r) = profile
+            .thread_scaling
+            .as_ref()
+            .and_then(|s| s.reference_ratio.get(&threads))
+            .filter(|r| r.is_finite() && **r > 0.0)
+        {
+            return Some(*r);
+        }
         if let Some(r) = self
             .parallel_expected
             .lock()

@@ -87,6 +87,12 @@ pub struct ThreadScaling {
     /// from their kernels' fitted speed-ups (absent where no network was held out).
     #[serde(default)]
     pub network_error: BTreeMap<usize, f64>,
+    /// Per thread count beyond one: the reference workload's parallel ratio (wall time of a pass
+    /// at that count over one at a single thread) measured here at calibration, the way the live
+    /// probe measures it — what a live reading is compared with (absent in profiles made before:
+    /// they compare it with the ratio these fits predict for the same networks).
+    #[serde(default)]
+    pub reference_ratio: BTreeMap<usize, f64>,
 }
 
 impl ThreadScaling {
@@ -157,6 +163,7 @@ mod tests {
             kinds: BTreeMap::from([(KernelKind::Conv, Efficiency::constant(0.9))]),
             pooled: Efficiency::constant(0.3),
             network_error: BTreeMap::new(),
+            reference_ratio: BTreeMap::new(),
         };
         assert_eq!(s.efficiency(&k), 0.3);
         k.kind = KernelKind::Conv;

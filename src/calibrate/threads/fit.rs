@@ -138,6 +138,7 @@ fn fit_weighted(
         kinds,
         pooled,
         network_error: BTreeMap::new(),
+        reference_ratio: BTreeMap::new(),
     };
     scaling.network_error = network_errors(&scaling, checks);
     Some(scaling)

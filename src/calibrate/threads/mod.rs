@@ -18,6 +18,7 @@ use crate::kernels::Kernel;
 use crate::profile::threads::{ThreadScaling, log_work};
 use crate::profile::{DeviceInfo, Profile};
 use crate::runtime::{Backend, RunSpec};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Share of the calibration's measuring budget the phase takes (about 2.4 minutes of the standard
@@ -84,7 +85,40 @@ pub fn phase(
             ),
         ),
     }
-    fitted.map(|f| f.scaling)
+    fitted.map(|f| ThreadScaling {
+        reference_ratio: reference_ratios(&counts, progress),
+        ..f.scaling
+    })
+}
+
+/// Readings of the reference workload's parallel ratio taken per count.
+const REFERENCE_READINGS: usize = 9;
+
+/// The reference workload's parallel ratio at each count beyond one, the median of
+/// [`REFERENCE_READINGS`] readings taken as the live probe takes them. A live reading is divided by
+/// it to tell what the other cores give now against calibration; the ratio the thread fits
+/// predict for the same networks missed the measured one by about a tenth on a two-core VM, which
+/// a live reading then carried as a slowdown the board did not have. Empty where the workload
+/// cannot run (the prediction then falls back on the fits).
+fn reference_ratios(counts: &[usize], progress: Progress) -> BTreeMap<usize, f64> {
+    let Ok(w) = crate::workload::reference::ReferenceWorkload::new() else {
+        note(
+            progress,
+            "thread scaling: the reference workload cannot run; its parallel ratio is predicted from the fits".into(),
+        );
+        return BTreeMap::new();
+    };
+    counts
+        .iter()
+        .filter(|&&n| n >= 2)
+        .filter_map(|&n| {
+            let readings: Vec<f64> = (0..REFERENCE_READINGS)
+                .filter_map(|_| w.parallel_ratio(n).ok().map(|(r, _)| r))
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .collect();
+            crate::util::percentile(readings, 0.5).map(|r| (n, r))
+        })
+        .collect()
 }
 
 /// Measures and fits the thread scaling of the profile at `opts.out` again and saves it in place.
