@@ -107,10 +107,10 @@ impl Reader {
     /// One reading: the median CPU ms of three passes, taken the way the live probe takes its own
     /// (after the same 150 ms of passes not counted). The profile's nominal reading is what every
     /// live reading is divided by, so the two must be taken alike: three bare passes right after
-    /// a measurement — the reading thread idle while the runtime ran, the caches full of the
-    /// measurement's buffers — read about 15 % slower than the probe's on the same board at the
-    /// same speed, and a profile so made took a quiet board for one 15 % faster than calibration
-    /// and predicted low.
+    /// a measurement read about 15 % slower than the probe's on the same board at the same speed
+    /// (a calibration's first readings, after the workload's own warm-up, against the rest), and a
+    /// profile so made took a quiet board for one 10–15 % faster than calibration and predicted
+    /// low.
     pub fn read(&self) -> Option<f64> {
         self.workload.as_ref()?.median_cpu_ms(3).ok()
     }

@@ -520,9 +520,9 @@ impl Predictor {
     /// from the board's swept cost per byte at the hot end of the cache curve, with
     /// [`Predictor::cache_ms`] adding what the run's working set costs over that, as for every
     /// kind learned inside networks. The regressor of its kind learns mostly matrix products over
-    /// many rows; the few heads in the calibration networks left it two to three times over on a
-    /// head run alone (a split's suffix), while the curve's figure is the timed cost of that
-    /// stream. None for other kernels, or without a curve.
+    /// many rows; the few heads in the calibration networks left it 30–170 % over on a head run
+    /// alone (a split's suffix), while the curve's figure is the timed cost of that stream. None
+    /// for other kernels, or without a curve.
     fn streamed_ms(&self, k: &Kernel) -> Option<f64> {
         let rows: usize = k.output_shape.iter().product::<usize>() / k.cout.max(1);
         if k.kind != KernelKind::MatMul
