@@ -73,6 +73,18 @@ fn main() {
     let cached = time(15, 2000, || {
         std::hint::black_box(predictor.predict(std::hint::black_box(&d), &base, &state, 1, false));
     });
+    // Another thread count than the profile's: every kernel's speed-up is evaluated too (the
+    // thread scaling's lines, or its trees where calibration kept them).
+    let other = if predictor.base_threads() == 1 { 2 } else { 1 };
+    let scaled = time(15, 500, || {
+        std::hint::black_box(predictor.predict(
+            std::hint::black_box(&d),
+            &base,
+            &state,
+            other,
+            false,
+        ));
+    });
     let mut learner = Learner::new(4096);
     let job = Job {
         model: "resnet50",
@@ -100,5 +112,6 @@ fn main() {
     );
     println!("predict from a cached decomposition and base (daemon hot path): {cached:.2} µs");
     println!("predict with the live state and the online correction: {learned:.2} µs");
+    println!("predict at {other} threads (thread scaling evaluated): {scaled:.2} µs");
     println!("one online update: {update:.3} µs");
 }

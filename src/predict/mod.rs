@@ -485,8 +485,11 @@ impl Predictor {
             .as_ref()
             .and_then(|p| p.thread_scaling.as_ref());
         let mut notes = Vec::new();
-        let eff = |k: &crate::kernels::Kernel| match scaling {
-            Some(s) => s.efficiency(k),
+        // The decomposition's cached features: the trees, where a profile has them, split on them.
+        let eff = |i: usize, k: &crate::kernels::Kernel| match scaling {
+            Some(s) => {
+                s.efficiency_at(k.kind, crate::profile::threads::log_work(k), &d.features(i))
+            }
             None => UNCALIBRATED_EFFICIENCY,
         };
         match scaling {
@@ -504,7 +507,8 @@ impl Predictor {
         let factors = d
             .kernels
             .iter()
-            .map(|k| crate::profile::threads::factor(eff(k), from, threads))
+            .enumerate()
+            .map(|(i, k)| crate::profile::threads::factor(eff(i, k), from, threads))
             .collect();
         ThreadScale {
             factors: Some(factors),
@@ -646,6 +650,7 @@ mod tests {
                 pooled: Efficiency::constant(0.2),
                 network_error: BTreeMap::new(),
                 reference_ratio: BTreeMap::new(),
+                trees: BTreeMap::new(),
             }),
         }
     }

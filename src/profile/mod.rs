@@ -215,6 +215,9 @@ impl Profile {
                 detail: e.to_string(),
             })?;
         profile.regressors.values_mut().for_each(Regressor::compile);
+        if let Some(s) = profile.thread_scaling.as_mut() {
+            s.compile();
+        }
         let mut warnings = Vec::new();
         let here = DeviceInfo::detect(&crate::util::roots::Roots::default());
         if !profile.device.same_board(&here) {

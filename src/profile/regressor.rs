@@ -68,7 +68,7 @@ pub struct Split {
 }
 
 impl FlatTree {
-    fn eval(&self, x: &[f64; N_FEATURES]) -> f64 {
+    pub(crate) fn eval(&self, x: &[f64; N_FEATURES]) -> f64 {
         let mut i = 0usize;
         for _ in 0..self.depth {
             let Some(s) = self.splits.get(i) else {
@@ -161,7 +161,7 @@ pub struct FastTree {
 const _: () = assert!(N_FEATURES == 16 && DEPTH == 5);
 
 impl FastTree {
-    fn new(t: &FlatTree) -> Option<FastTree> {
+    pub(crate) fn new(t: &FlatTree) -> Option<FastTree> {
         if t.depth as usize != DEPTH || t.splits.len() != 31 || t.leaves.len() != 32 {
             return None;
         }
@@ -188,7 +188,7 @@ impl FastTree {
     }
 
     #[inline]
-    fn eval(&self, x: &[f32; N_FEATURES]) -> f32 {
+    pub(crate) fn eval(&self, x: &[f32; N_FEATURES]) -> f32 {
         let mut i = 0usize;
         for _ in 0..DEPTH {
             let j = i & 31;
@@ -277,6 +277,21 @@ fn train(
     y: &[f64],
     seed: u64,
 ) -> Result<(f64, Vec<FlatTree>), RegressorError> {
+    train_weighted(rows, y, &vec![1.0; rows.len()], seed)
+}
+
+/// Boosted trees of depth [`DEPTH`] fitted to `y` over kernel feature rows, each row weighted by
+/// `w`: the base score and the trees. Shared by the latency regressors and the thread scaling's
+/// per-kind efficiency trees.
+pub(crate) fn train_weighted(
+    rows: &[[f64; N_FEATURES]],
+    y: &[f64],
+    w: &[f64],
+    seed: u64,
+) -> Result<(f64, Vec<FlatTree>), RegressorError> {
+    if rows.len() < 4 || y.len() != rows.len() || w.len() != rows.len() {
+        return Err(RegressorError::TooFew(rows.len().min(y.len()).min(w.len())));
+    }
     use forust_ml::GradientBooster;
     use forust_ml::objective::ObjectiveType;
     // forust's Matrix is column-major.
@@ -297,8 +312,7 @@ fn train(
         .set_parallel(false)
         .set_seed(seed)
         .set_initialize_base_score(true);
-    let w = vec![1.0; n];
-    gb.fit(&m, y, &w, None)
+    gb.fit(&m, y, w, None)
         .map_err(|e| RegressorError::Training(e.to_string()))?;
     let trees = gb
         .trees

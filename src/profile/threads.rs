@@ -6,7 +6,14 @@
 //! costs that do not split (scheduling, synchronising the threads), large ones split almost fully.
 //! `work` is the kernel's FLOPs, or the bytes it reads and writes where that is more (data movement
 //! does no arithmetic); the coefficients are fitted by calibration (`calibrate`'s thread phase).
-use crate::kernels::{Kernel, KernelKind};
+//!
+//! Where calibration found that the kernel's shape says more than its size (a grouped convolution
+//! splits worse than a dense one of the same work; an elementwise kernel after a split one reads
+//! what the other core wrote), a kind's efficiency is given instead by boosted trees over the
+//! kernel's features ([`EfficiencyTrees`]), kept only when they predicted the held-out networks'
+//! speed-ups better than the lines.
+use super::regressor::{FastTree, FlatTree};
+use crate::kernels::{Kernel, KernelKind, N_FEATURES, features};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -74,6 +81,46 @@ impl Efficiency {
     }
 }
 
+/// A kind's parallel efficiency as boosted trees over the kernel's features
+/// ([`crate::kernels::features`]): base + Σ trees, clamped to [[`MIN_EFFICIENCY`], 1].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EfficiencyTrees {
+    pub base: f64,
+    pub trees: Vec<FlatTree>,
+    /// (kernel, thread count) pairs it was fitted on.
+    pub samples: usize,
+    /// The trees in evaluation form ([`FastTree`]), filled by [`EfficiencyTrees::compile`]:
+    /// a prediction at another thread count evaluates them for every kernel of the model.
+    #[serde(skip)]
+    pub fast: Vec<FastTree>,
+}
+
+impl EfficiencyTrees {
+    /// Builds the evaluation form of the trees (all or none, as the latency regressors do).
+    pub fn compile(&mut self) {
+        self.fast = self
+            .trees
+            .iter()
+            .map(FastTree::new)
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+    }
+
+    pub fn at(&self, x: &[f64; N_FEATURES]) -> f64 {
+        let e = if !self.fast.is_empty() && self.fast.len() == self.trees.len() {
+            let x32 = x.map(|v| v as f32);
+            self.base + self.fast.iter().map(|t| t.eval(&x32)).sum::<f32>() as f64
+        } else {
+            self.base + self.trees.iter().map(|t| t.eval(x)).sum::<f64>()
+        };
+        if e.is_finite() {
+            e.clamp(MIN_EFFICIENCY, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// What calibration measured of thread scaling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThreadScaling {
@@ -93,6 +140,11 @@ pub struct ThreadScaling {
     /// they compare it with the ratio these fits predict for the same networks).
     #[serde(default)]
     pub reference_ratio: BTreeMap<usize, f64>,
+    /// Per kind, where they were kept: the efficiency as trees over the kernel's features, which
+    /// take the place of the kind's line (absent in profiles made before, and where the lines
+    /// predicted the held-out networks as well).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trees: BTreeMap<KernelKind, EfficiencyTrees>,
 }
 
 impl ThreadScaling {
@@ -103,7 +155,23 @@ impl ThreadScaling {
 
     /// The parallel efficiency of kernel `k`.
     pub fn efficiency(&self, k: &Kernel) -> f64 {
-        self.efficiency_of(k.kind).at(log_work(k))
+        match self.trees.get(&k.kind) {
+            Some(t) => t.at(&features(k)),
+            None => self.efficiency_of(k.kind).at(log_work(k)),
+        }
+    }
+
+    /// Compiles the trees of every kind ([`EfficiencyTrees::compile`]).
+    pub fn compile(&mut self) {
+        self.trees.values_mut().for_each(EfficiencyTrees::compile);
+    }
+
+    /// As [`ThreadScaling::efficiency`], for a kernel known by its kind, size and features.
+    pub fn efficiency_at(&self, kind: KernelKind, log_work: f64, x: &[f64; N_FEATURES]) -> f64 {
+        match self.trees.get(&kind) {
+            Some(t) => t.at(x),
+            None => self.efficiency_of(kind).at(log_work),
+        }
     }
 
     /// The most threads calibrated.
@@ -164,6 +232,7 @@ mod tests {
             pooled: Efficiency::constant(0.3),
             network_error: BTreeMap::new(),
             reference_ratio: BTreeMap::new(),
+            trees: BTreeMap::new(),
         };
         assert_eq!(s.efficiency(&k), 0.3);
         k.kind = KernelKind::Conv;

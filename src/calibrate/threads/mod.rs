@@ -14,7 +14,7 @@ use super::measure;
 use super::options::Options;
 use super::progress::{Event, Phase, Progress, note};
 use super::target::fit_target;
-use crate::kernels::Kernel;
+use crate::kernels::{Kernel, features};
 use crate::profile::threads::{ThreadScaling, log_work};
 use crate::profile::{DeviceInfo, Profile};
 use crate::runtime::{Backend, RunSpec};
@@ -162,6 +162,18 @@ fn summary(f: &Fitted) -> String {
         (Weighting::Even, Some(e)) => format!(" (fitted by time: {:.1} %)", e * 100.0),
         (Weighting::ByTime, Some(e)) => format!(" (every sample alike: {:.1} %)", e * 100.0),
     };
+    let other = match f.lines_error {
+        Some(e) => format!(
+            "{other}; trees over the kernels' shapes in place of the lines for {} (lines alone: {:.1} %)",
+            s.trees
+                .keys()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            e * 100.0
+        ),
+        None => other,
+    };
     format!(
         "thread scaling: counts {:?}; efficiency (10^4 → 10^8 FLOPs{}) {}; held-out networks' speed-up error {}{other}",
         s.counts,
@@ -229,7 +241,7 @@ fn measure_all(
                 }
             });
         if let (true, Some(k)) = (ok, kernel) {
-            samples.extend(pairs(k.kind, log_work(&k), counts, &ms));
+            samples.extend(pairs(k.kind, log_work(&k), features(&k), counts, &ms));
         }
         tick(samples.len(), networks);
     }
@@ -251,8 +263,8 @@ fn measure_all(
                 if held_out(i) {
                     checks.push(Check { kernels });
                 } else {
-                    for (kind, lw, ms) in &kernels {
-                        samples.extend(pairs(*kind, *lw, counts, ms));
+                    for k in &kernels {
+                        samples.extend(pairs(k.kind, k.log_work, k.features, counts, &k.ms));
                     }
                 }
             }
@@ -315,9 +327,12 @@ fn time_network(
                     .map(|v| v.get(k).copied())
                     .collect::<Option<_>>()?;
                 // A kernel the runtime folded into a neighbour got no time of its own.
-                ms.iter()
-                    .all(|t| *t > 0.0)
-                    .then(|| (kernel.kind, log_work(kernel), ms))
+                ms.iter().all(|t| *t > 0.0).then(|| Timed {
+                    kind: kernel.kind,
+                    log_work: log_work(kernel),
+                    features: features(kernel),
+                    ms,
+                })
             })
             .collect(),
     ))
