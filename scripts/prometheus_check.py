@@ -6,9 +6,12 @@ Starts `augur serve` on a loopback port with a temporary state directory, posts 
 predictions and observations for a while, runs `promtool check metrics` on its /metrics (no
 problem allowed), starts a Prometheus server (loopback, temporary storage, 1 s scrapes, the alert
 rules loaded) scraping it, then asks Prometheus's HTTP API for `up{job="augur"}`, an augur series,
-the rules, and every `expr` of dashboards/*.json. A dashboard query must return data; one that
-reads a sensor this machine does not have (its `augur_sensor_up` is 0) is reported as skipped,
-with the sensor's reason. Exits non-zero on any failure. Standard library only; every wait is
+the rules, and every `expr` of dashboards/*.json. A second `augur serve` reads sysfs from a
+recorded Jetson tree (tests/fixtures/jetson/sys: thermal zones, cpufreq limits, INA3221 power
+rails), so the panels of sensors a VM lacks are queried against real series of the daemon's own
+making — fixture readings, labelled as such by their `instance`. A dashboard query must return
+data; one that reads a sensor neither daemon has (its `augur_sensor_up` is 0 on both: the
+hardware counters, which no file can stand in for) is reported as skipped, with the reason. Exits non-zero on any failure. Standard library only; every wait is
 bounded and both servers are stopped on the way out.
 """
 
@@ -99,8 +102,8 @@ def wait_for(what, check, seconds):
 class Daemon:
     """`augur serve` on a free loopback port."""
 
-    def __init__(self, exe, tmp):
-        self.log = open(os.path.join(tmp, "augur.log"), "w+")
+    def __init__(self, exe, tmp, name="augur", extra=()):
+        self.log = open(os.path.join(tmp, f"{name}.log"), "w+")
         self.proc = subprocess.Popen(
             [
                 exe,
@@ -108,9 +111,10 @@ class Daemon:
                 "--listen",
                 f"{HOST}:0",
                 "--state-dir",
-                os.path.join(tmp, "state"),
+                os.path.join(tmp, f"{name}-state"),
                 "--profile",
                 os.path.join(tmp, "no-profile.json"),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -141,7 +145,7 @@ class Daemon:
 
 
 class Prometheus:
-    def __init__(self, tmp, target, rules):
+    def __init__(self, tmp, targets, rules):
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         cfg = os.path.join(tmp, "prometheus.yml")
@@ -150,7 +154,7 @@ class Prometheus:
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                 f"rule_files:\n  - {rules}\n"
                 "scrape_configs:\n  - job_name: augur\n    static_configs:\n"
-                f"      - targets: ['{target}']\n"
+                f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
             )
         self.log = open(os.path.join(tmp, "prometheus.log"), "w+")
         self.proc = subprocess.Popen(
@@ -259,7 +263,7 @@ def main():
     exe = os.path.abspath(args.augur)
     rules = os.path.abspath("dashboards/alerts.yml")
     tmp = tempfile.mkdtemp(prefix="augur-prometheus-")
-    daemon = prom = None
+    daemon = board = prom = None
     failures = []
     passed = [0]
     skipped_total = [0]
@@ -268,7 +272,12 @@ def main():
         log(f"== augur serve on {daemon.url} (state in {tmp})")
         wait_for("augur /ready", lambda: http("GET", f"{daemon.url}/ready")[0] == 200, 90)
 
-        prom = Prometheus(tmp, daemon.addr, rules)
+        fixture = os.path.abspath("tests/fixtures/jetson/sys")
+        board = Daemon(exe, tmp, "board", ["--set", f"sense.sysfs_root={fixture}"])
+        log(f"== augur serve on {board.url} reading sysfs from {fixture}")
+        wait_for("the fixture board's /ready", lambda: http("GET", f"{board.url}/ready")[0] == 200, 90)
+
+        prom = Prometheus(tmp, [daemon.addr, board.addr], rules)
         log(f"== prometheus on {prom.url}, scraping every 1 s")
         try:
             wait_for("prometheus /-/ready", lambda: http("GET", f"{prom.url}/-/ready")[0] == 200, 60)
@@ -282,28 +291,29 @@ def main():
         failures += errors
         log(f"   {len(ids)} models imported, {len(errors)} unexpected answers")
 
-        log("== promtool check metrics on /metrics")
-        status, metrics = http("GET", f"{daemon.url}/metrics")
-        if status != 200:
-            failures.append(f"GET /metrics: {status}")
-        lint = subprocess.run(
-            ["promtool", "check", "metrics"], input=metrics, capture_output=True, timeout=30
-        )
-        problems = (lint.stdout + lint.stderr).decode().strip()
-        families = len(re.findall(rb"^# TYPE ", metrics, re.M))
-        if lint.returncode != 0 or problems:
-            failures.append(f"promtool check metrics (exit {lint.returncode}):\n{problems}")
-        else:
-            passed[0] += 1
-            log(f"   0 problems in {families} families")
+        for d in (daemon, board):
+            log(f"== promtool check metrics on {d.url}/metrics")
+            status, metrics = http("GET", f"{d.url}/metrics")
+            if status != 200:
+                failures.append(f"GET {d.url}/metrics: {status}")
+            lint = subprocess.run(
+                ["promtool", "check", "metrics"], input=metrics, capture_output=True, timeout=30
+            )
+            problems = (lint.stdout + lint.stderr).decode().strip()
+            families = len(re.findall(rb"^# TYPE ", metrics, re.M))
+            if lint.returncode != 0 or problems:
+                failures.append(f"promtool check metrics on {d.url} (exit {lint.returncode}):\n{problems}")
+            else:
+                passed[0] += 1
+                log(f"   0 problems in {families} families")
 
         def up():
             r, _ = prom.query('up{job="augur"}')
-            return bool(r) and r[0]["value"][1] == "1"
+            return len(r or []) == 2 and all(s["value"][1] == "1" for s in r)
 
-        wait_for('up{job="augur"} == 1', up, 30)
+        wait_for('up{job="augur"} == 1 for both daemons', up, 30)
         passed[0] += 1
-        log('== up{job="augur"} is 1')
+        log('== up{job="augur"} is 1 for both daemons')
         r, err = prom.query('augur_build_info{job="augur"}')
         if not r:
             failures.append(f"augur_build_info has no series in Prometheus ({err})")
@@ -322,7 +332,10 @@ def main():
             log(f"   {rules_loaded} alert rules loaded")
 
         sensors, _ = prom.query('augur_sensor_up{job="augur"}')
-        sensor_up = {s["metric"].get("sensor"): s["value"][1] == "1" for s in sensors or []}
+        sensor_up = {}
+        for s in sensors or []:
+            name = s["metric"].get("sensor")
+            sensor_up[name] = sensor_up.get(name, False) or s["value"][1] == "1"
         status, body = http("GET", f"{daemon.url}/v1/state")
         reasons = {}
         cpus = []
@@ -360,14 +373,15 @@ def main():
             failures.append(f"{path}: `{q}`: {what}")
         passed[0] += answered
         skipped_total[0] = skipped
-        log(f"   {answered} returned data, {skipped} skipped for what this machine lacks")
+        log(f"   {answered} returned data, {skipped} skipped for what neither this machine nor the fixture has")
     finally:
         if prom:
             prom.stop()
-        if daemon:
-            daemon.stop()
-            if daemon.proc.returncode not in (0, None):
-                failures.append(f"augur serve exited with {daemon.proc.returncode}:\n{daemon.tail()}")
+        for d in (daemon, board):
+            if d:
+                d.stop()
+                if d.proc.returncode not in (0, None):
+                    failures.append(f"augur serve exited with {d.proc.returncode}:\n{d.tail()}")
         if failures and daemon:
             log("-- augur log --\n" + daemon.tail())
         shutil.rmtree(tmp, ignore_errors=True)
