@@ -161,7 +161,7 @@ pub struct FastTree {
 const _: () = assert!(N_FEATURES == 16 && DEPTH == 5);
 
 impl FastTree {
-    pub(crate) fn new(t: &FlatTree) -> Option<FastTree> {
+    fn new(t: &FlatTree) -> Option<FastTree> {
         if t.depth as usize != DEPTH || t.splits.len() != 31 || t.leaves.len() != 32 {
             return None;
         }
@@ -199,16 +199,20 @@ impl FastTree {
     }
 }
 
+/// The evaluation form of `trees`: all or none (empty where a tree has another shape, and the
+/// serialised walk is kept for the whole ensemble).
+pub(crate) fn compile_trees(trees: &[FlatTree]) -> Vec<FastTree> {
+    trees
+        .iter()
+        .map(FastTree::new)
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
 impl Regressor {
-    /// Builds the evaluation form of the trees (all or none: a tree of another shape keeps the
-    /// serialised walk for the whole regressor).
+    /// Builds the evaluation form of the trees ([`compile_trees`]).
     pub fn compile(&mut self) {
-        self.fast = self
-            .trees
-            .iter()
-            .map(FastTree::new)
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
+        self.fast = compile_trees(&self.trees);
     }
 
     pub fn predict_ms(&self, roofline: &Roofline, k: &Kernel) -> f64 {

@@ -98,12 +98,7 @@ pub struct EfficiencyTrees {
 impl EfficiencyTrees {
     /// Builds the evaluation form of the trees (all or none, as the latency regressors do).
     pub fn compile(&mut self) {
-        self.fast = self
-            .trees
-            .iter()
-            .map(FastTree::new)
-            .collect::<Option<Vec<_>>>()
-            .unwrap_or_default();
+        self.fast = super::regressor::compile_trees(&self.trees);
     }
 
     pub fn at(&self, x: &[f64; N_FEATURES]) -> f64 {
