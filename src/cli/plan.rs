@@ -193,6 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         base: &here.base,
         state: &state,
         threads: &threads,
+        learned: None,
     };
     let mut remotes: Vec<Remote> = there
         .iter()

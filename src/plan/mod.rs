@@ -33,7 +33,7 @@ pub use cuts::{Cut, CutOptions};
 use crate::kernels::Decomposition;
 use crate::model::Graph;
 use crate::predict::deadline::ErrorModel;
-use crate::predict::{BasePrediction, Predictor};
+use crate::predict::{BasePrediction, Job, Learner, Predictor};
 use crate::sense::Snapshot;
 use serde::Serialize;
 
@@ -215,6 +215,10 @@ pub struct Local<'a> {
     pub base: &'a BasePrediction,
     pub state: &'a Snapshot,
     pub threads: &'a [usize],
+    /// What this board's online learner has learned, and the model's name there: the local
+    /// figures are then corrected as `/v1/predict` corrects its answer, so that a plan and a
+    /// prediction of the same model agree. None (the command line) plans from the state alone.
+    pub learned: Option<(&'a Learner, &'a str)>,
 }
 
 /// A board that can run a suffix or the whole model.
@@ -464,9 +468,22 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
     let whole_peak = m.prefix_peaks.last().copied().unwrap_or(0);
     let mut options = Vec::new();
     for &threads in local.threads {
-        let p = local
-            .predictor
-            .predict(local.d, local.base, local.state, threads, true);
+        let p = match local.learned {
+            Some((learner, model)) => {
+                let job = Job {
+                    model,
+                    d: local.d,
+                    base: local.base,
+                    threads,
+                };
+                local
+                    .predictor
+                    .predict_live(&job, local.state, learner, true)
+            }
+            None => local
+                .predictor
+                .predict(local.d, local.base, local.state, threads, true),
+        };
         let here = Part::of(&p);
         let alone_here = Alone::new(local.predictor, local.d, local.base, &p);
         let total = here.total();

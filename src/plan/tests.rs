@@ -75,6 +75,7 @@ fn plan_here(g: &Graph, here: &Board, remotes: &[Remote], ask: &Ask) -> Result<P
         base: &here.base,
         state: &state,
         threads: &threads,
+        learned: None,
     };
     plan(&m, &local, remotes, ask)
 }

@@ -587,3 +587,43 @@ fn one_remote_line(out: &std::process::Output) -> (String, String) {
     let line = said[0].to_string();
     (line, err)
 }
+
+/// The daemon's plan answers its local options as its predictions are answered: corrected by what
+/// the learner learned of the model, so a plan and a prediction of one model agree.
+#[test]
+fn the_daemons_plan_follows_what_its_learner_learned() {
+    let dir = scratch("plan-learned");
+    config(&dir, "", "");
+    let d = Daemon::start(&dir, &[]);
+    let port = d.port;
+    d.wait_ready();
+    let id = id_of(port, "squeezenet1_1_224.onnx");
+    let predicted = |port: u16| {
+        let r = post_json(port, "/v1/predict", &json!({"model": id})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["latency_ms"].as_f64().unwrap()
+    };
+    let planned = |port: u16| {
+        let r = post_json(port, "/v1/plan", &json!({"model": id})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["options"][0]["local_ms"].as_f64().unwrap()
+    };
+    let before = predicted(port);
+    // The model runs 1.6 times slower than predicted, over and over.
+    for _ in 0..30 {
+        let ms = 1.6 * before;
+        let r = post_json(port, "/v1/observe", &json!({"model": id, "latency_ms": ms})).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (after, plan) = (predicted(port), planned(port));
+    assert!(
+        after > 1.2 * before,
+        "the learner learned nothing: {before} → {after} ms"
+    );
+    // The live state moves a little between two calls; the learned factor (≥ 1.2) would not.
+    let ratio = plan / after;
+    assert!(
+        (0.92..1.08).contains(&ratio),
+        "plan {plan} ms against prediction {after} ms"
+    );
+}

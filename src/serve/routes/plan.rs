@@ -477,12 +477,19 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
                 ),
             });
         }
+        // The learner's correction of this model, as `/v1/predict` answers it.
+        let learner = app
+            .journal
+            .learner()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let local = Local {
             predictor: &engine.predictor,
             d: &entry.decomposition,
             base: &entry.base,
             state: &state,
             threads: &c.threads,
+            learned: Some((&learner, &entry.id)),
         };
         let remotes: Vec<Remote> = there
             .iter()
