@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = RunSpec {
         threads: 1,
         warmup: 2,
+        warmup_seconds: 0.0,
         runs: 10,
         max_seconds: 10.0,
     };

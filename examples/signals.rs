@@ -231,6 +231,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = RunSpec {
         threads: 1,
         warmup: 1,
+        warmup_seconds: 0.0,
         runs: 3,
         max_seconds: 5.0,
     };

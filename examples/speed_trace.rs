@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = RunSpec {
         threads: 1,
         warmup: 1,
+        warmup_seconds: 0.0,
         runs: 5,
         max_seconds: 10.0,
     };

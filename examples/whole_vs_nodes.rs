@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = RunSpec {
         threads: 1,
         warmup: 2,
+        warmup_seconds: 0.0,
         runs: 9,
         max_seconds: 3.0,
     };

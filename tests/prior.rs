@@ -62,6 +62,7 @@ fn every_generated_family_runs_in_tract_per_node() {
     let spec = RunSpec {
         threads: 1,
         warmup: 0,
+        warmup_seconds: 0.0,
         runs: 3,
         max_seconds: 0.1,
     };

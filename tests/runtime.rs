@@ -64,6 +64,7 @@ fn prepared_models_are_timed_again_and_per_node() {
     let spec = RunSpec {
         runs: 5,
         warmup: 1,
+        warmup_seconds: 0.0,
         ..Default::default()
     };
     sane(&p.time(&spec).unwrap());
@@ -74,6 +75,30 @@ fn prepared_models_are_timed_again_and_per_node() {
     assert!(nodes.iter().map(|n| n.median_ms).sum::<f64>() > 0.0);
 }
 
+/// Warm-up goes on by time as well as by count, and only when warm-up was asked for.
+#[test]
+fn warm_up_lasts_its_seconds_as_well_as_its_runs() {
+    let p = TractBackend::new().prepare(&relu_model()).unwrap();
+    let warm_ups = |warmup: usize, warmup_seconds: f64| {
+        let spec = RunSpec {
+            runs: 3,
+            warmup,
+            warmup_seconds,
+            ..Default::default()
+        };
+        let mut n = 0;
+        p.time_with_progress(&spec, &mut |g| {
+            n += usize::from(g.phase == augur::runtime::Phase::WarmUp)
+        })
+        .unwrap();
+        n
+    };
+    assert_eq!(warm_ups(1, 0.0), 1);
+    assert_eq!(warm_ups(0, 0.05), 0, "no warm-up asked for, none given");
+    // A 1,024-element ReLU runs in microseconds: 50 ms hold far more than two runs.
+    assert!(warm_ups(1, 0.05) > 2);
+}
+
 #[test]
 fn a_zoo_model_is_benched() {
     let path = common::zoo_model("mobilenet_v3_small_224");
@@ -81,6 +106,7 @@ fn a_zoo_model_is_benched() {
     let spec = RunSpec {
         runs: 3,
         warmup: 1,
+        warmup_seconds: 0.0,
         ..Default::default()
     };
     let t = TractBackend::new().time_onnx(&bytes, &spec).unwrap();

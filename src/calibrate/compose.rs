@@ -204,6 +204,7 @@ pub fn fit(
     let spec = RunSpec {
         threads: profile.threads.max(1),
         warmup: 2,
+        warmup_seconds: 0.0,
         runs: 7,
         max_seconds: 5.0,
     };

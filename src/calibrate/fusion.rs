@@ -167,6 +167,7 @@ fn detect_by_timing(backend: &dyn Backend, threads: usize) -> Result<FusionRules
     let spec = RunSpec {
         threads,
         warmup: 3,
+        warmup_seconds: 0.0,
         runs: 15,
         max_seconds: 2.0,
     };

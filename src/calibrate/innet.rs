@@ -43,6 +43,7 @@ pub(crate) fn measure_network(
     let spec = RunSpec {
         threads,
         warmup: 2,
+        warmup_seconds: 0.0,
         runs: 7,
         max_seconds: 2.0,
     };

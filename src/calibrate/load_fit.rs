@@ -217,12 +217,14 @@ fn time_probes(probes: &[Probe]) -> Result<Vec<f64>, FitError> {
     let burn = RunSpec {
         threads: 1,
         warmup: 0,
+        warmup_seconds: 0.0,
         runs: 100_000,
         max_seconds: 0.15,
     };
     let spec = RunSpec {
         threads: 1,
         warmup: 0,
+        warmup_seconds: 0.0,
         runs: 100_000,
         max_seconds: 0.6,
     };

@@ -25,6 +25,7 @@ pub fn kernel(
     let spec = RunSpec {
         threads,
         warmup: 2,
+        warmup_seconds: 0.0,
         runs: 7,
         max_seconds: 1.0,
     };

@@ -235,6 +235,7 @@ impl Load for BackendLoad<'_> {
             let spec = RunSpec {
                 threads: self.threads,
                 warmup: 1,
+                warmup_seconds: 0.0,
                 runs: usize::MAX / 2,
                 max_seconds: each,
             };

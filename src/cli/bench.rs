@@ -25,6 +25,11 @@ pub struct Args {
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// With --warmup above 0, keep warming up until this many seconds have passed as well: a
+    /// small model's runs settle only after a few dozen milliseconds, and a served model runs
+    /// settled.
+    #[arg(long, default_value_t = 0.2)]
+    pub warmup_seconds: f64,
     /// Stop timing after this many seconds (at least 3 runs are still taken).
     #[arg(long, default_value_t = 60.0)]
     pub max_seconds: f64,
@@ -171,12 +176,18 @@ fn measure(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.warmup_seconds.is_finite() && (0.0..=600.0).contains(&args.warmup_seconds),
+        "--warmup-seconds must be between 0 and 600, not {}",
+        args.warmup_seconds
+    );
     let backend = backend_from_spec(&args.backend)?;
     let onnx = std::fs::read(&args.model)
         .with_context(|| format!("{}: cannot read", args.model.display()))?;
     let spec = RunSpec {
         threads: args.threads,
         warmup: args.warmup,
+        warmup_seconds: args.warmup_seconds,
         runs: usize::try_from(args.runs).unwrap_or(usize::MAX),
         max_seconds: args.max_seconds,
     };

@@ -95,6 +95,7 @@ impl Bench for Board {
         let burn = RunSpec {
             threads: self.threads,
             warmup: 0,
+            warmup_seconds: 0.0,
             runs: 10_000,
             max_seconds: 0.15,
         };
@@ -105,6 +106,7 @@ impl Bench for Board {
             let spec = RunSpec {
                 threads: self.threads,
                 warmup: 0,
+                warmup_seconds: 0.0,
                 runs: self.runs.max(1),
                 max_seconds: self.window_s,
             };

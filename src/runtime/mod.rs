@@ -20,6 +20,12 @@ pub struct RunSpec {
     pub threads: usize,
     /// Untimed runs first, to warm caches, allocators and lazy initialisation.
     pub warmup: usize,
+    /// With `warmup` > 0, warm-up runs also go on until this many seconds have passed: a small
+    /// model's first few dozen milliseconds of runs are slower than its settled ones (a 3-ms prefix
+    /// of mobilenet_v2 ran 3.5–4.3 ms as the median of 10 runs after 3 warm-ups, 3.07 ms once
+    /// settled), and a model served over and over runs settled.
+    #[serde(default)]
+    pub warmup_seconds: f64,
     /// Timed runs (samples); fewer if `max_seconds` runs out, but never fewer than 3.
     pub runs: usize,
     /// Time budget for warm-up and timed runs together.
@@ -31,6 +37,7 @@ impl Default for RunSpec {
         RunSpec {
             threads: 1,
             warmup: 3,
+            warmup_seconds: 0.0,
             runs: 10,
             max_seconds: 60.0,
         }

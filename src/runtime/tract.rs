@@ -343,7 +343,9 @@ impl Prepared {
         let budget = budget(spec);
         let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_err(e))?;
         let mut fastest = Duration::MAX;
-        for i in 0..spec.warmup {
+        let warm_for = Duration::from_secs_f64(spec.warmup_seconds.clamp(0.0, 3600.0));
+        let mut i = 0;
+        while i < spec.warmup || (spec.warmup > 0 && start.elapsed() < warm_for) {
             if i > 0 && start.elapsed() > budget {
                 break;
             }
@@ -351,10 +353,11 @@ impl Prepared {
             let t = Instant::now();
             state.run(inputs).map_err(|e| self.run_err(e))?;
             fastest = fastest.min(t.elapsed());
+            i += 1;
             progress(Progress {
                 phase: Phase::WarmUp,
-                done: i + 1,
-                total: spec.warmup,
+                done: i,
+                total: spec.warmup.max(i),
             });
         }
         // Without a warm-up there is no estimate to batch by, and the caller asked for cold runs.

@@ -250,6 +250,7 @@ fn once() -> RunSpec {
     RunSpec {
         threads: 1,
         warmup: 0,
+        warmup_seconds: 0.0,
         runs: 1,
         max_seconds: 10.0,
     }

@@ -305,6 +305,7 @@ fn time_network(
         let spec = RunSpec {
             threads: n,
             warmup: 1,
+            warmup_seconds: 0.0,
             runs: 5,
             max_seconds: 1.5,
         };
