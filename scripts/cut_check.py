@@ -19,6 +19,13 @@ passed and it has taken CUT_QUIET_RUNS (3) fresh reference readings — the boar
 daemon would read it (CUT_PAUSE=0: the stand-in runs throughout, as before). Its probe budget is
 then 10 % (CUT_PROBE_BUDGET), for those readings to come within seconds.
 
+CUT_LOCAL=learned plans as a scheduler beside the board's daemon would: each model is posted to the
+stand-in (`POST /v1/models`), planned by its `POST /v1/plan` (the other board the same daemon,
+named in its boards/self.url), and each whole-model timing is reported to it (`POST /v1/observe`),
+as `augur eval --observe` reports each measurement: the daemon's learner corrects the local figures
+of the next plan (a model's first plan follows what the others taught), the other board's
+suffixes get its board-wide correction. The halves' own timings are never reported.
+
 Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
 model and its halves, so every prediction is of the state just before its measurement. Per half, the
 error is of the mean prediction against the mean measurement; the noise floor is each half's last
@@ -50,6 +57,9 @@ daemon = None
 if os.environ.get("CUT_REMOTE") != "profile":
     port = os.environ.get("CUT_PORT", "19747")
     state = tempfile.mkdtemp(prefix="augur-cut-remote-")
+    os.makedirs(f"{state}/boards", exist_ok=True)
+    with open(f"{state}/boards/self.url", "w") as f:
+        f.write(f"http://127.0.0.1:{port}\n")
     PAUSE = os.environ.get("CUT_PAUSE", "1") != "0"
     budget = os.environ.get("CUT_PROBE_BUDGET", "0.1" if PAUSE else "0.03")
     daemon = subprocess.Popen([A, "serve", "--profile", P, "--listen", f"127.0.0.1:{port}",
@@ -83,6 +93,27 @@ if os.environ.get("CUT_REMOTE") != "profile":
           f"{'paused while timing' if PAUSE else 'running throughout'})", file=sys.stderr)
 
 
+LEARNED = daemon is not None and os.environ.get("CUT_LOCAL") == "learned"
+ids, pending = {}, []
+
+
+def post(path, body, content_type="application/json"):
+    req = urllib.request.Request(f"{REMOTE}{path}", data=body, method="POST",
+                                 headers={"Content-Type": content_type})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.load(r)
+
+
+def report_pending():
+    """The whole-model timings taken while the stand-in was stopped, reported once it runs."""
+    while pending:
+        m, ms = pending.pop(0)
+        try:
+            post("/v1/observe", json.dumps({"model": ids[m], "latency_ms": ms, "threads": 1}).encode())
+        except Exception as e:
+            print(m, "observe failed", e, file=sys.stderr)
+
+
 def reference_runs():
     return json.load(urllib.request.urlopen(f"{REMOTE}/v1/state", timeout=5))["snapshot"]["probe"]["reference_runs"]
 
@@ -95,6 +126,7 @@ def stand_in(run_it):
         daemon.send_signal(signal.SIGSTOP)
         return
     daemon.send_signal(signal.SIGCONT)
+    report_pending()
     t0, n0 = time.monotonic(), reference_runs()
     want = int(os.environ.get("CUT_QUIET_RUNS", "3"))
     # The window (5 s by default) must also have passed, so that its utilisation no longer
@@ -111,6 +143,16 @@ STATE = ["--state-from", REMOTE] if daemon is not None and os.environ.get("CUT_L
 
 
 def plan(m, remote=None):
+    if LEARNED and remote is None:
+        try:
+            if m not in ids:
+                with open(f"{Z}/{m}.onnx", "rb") as f:
+                    ids[m] = post("/v1/models", f.read(), "application/octet-stream")["id"]
+            return post("/v1/plan", json.dumps({"model": ids[m], "remote": "self",
+                                                "link_mbps": 1000}).encode())["options"]
+        except Exception as e:
+            print(m, "plan failed", e, file=sys.stderr)
+            return None
     r = run(["plan", f"{Z}/{m}.onnx", "--profile", P, "--remote", remote or REMOTE, "--link-mbps", "1000", "--json"] + STATE)
     if r.returncode != 0:
         print(m, "plan failed", r.stderr.strip(), file=sys.stderr)
@@ -154,6 +196,8 @@ for p in range(PASSES):
         local = next(o for o in opts if o["placement"] == "local" and o["threads"] == 1)
         wholes[m]["predicted"].append(local["latency_ms"])
         wholes[m]["measured"].append(bench(f"{Z}/{m}.onnx"))
+        if LEARNED and wholes[m]["measured"][-1]:
+            pending.append((m, wholes[m]["measured"][-1]))
         for c in (c for c in cuts if c["model"] == m):
             o = by_cut.get(c["cut"])
             for half, key in (("prefix", "local_ms"), ("suffix", "remote_ms")):
