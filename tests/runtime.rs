@@ -95,6 +95,11 @@ fn warm_up_lasts_its_seconds_as_well_as_its_runs() {
     };
     assert_eq!(warm_ups(1, 0.0), 1);
     assert_eq!(warm_ups(0, 0.05), 0, "no warm-up asked for, none given");
+    assert_eq!(
+        warm_ups(1, f64::NAN),
+        1,
+        "a figure that is no duration warms by count"
+    );
     // A 1,024-element ReLU runs in microseconds: 50 ms hold far more than two runs.
     assert!(warm_ups(1, 0.05) > 2);
 }

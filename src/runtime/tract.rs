@@ -343,7 +343,9 @@ impl Prepared {
         let budget = budget(spec);
         let mut state = TypedSimpleState::new(&self.plan).map_err(|e| self.run_err(e))?;
         let mut fastest = Duration::MAX;
-        let warm_for = Duration::from_secs_f64(spec.warmup_seconds.clamp(0.0, 3600.0));
+        // A spec is data (it may come from a file): a figure that is no duration warms by count alone.
+        let warm_for =
+            Duration::try_from_secs_f64(spec.warmup_seconds.clamp(0.0, 3600.0)).unwrap_or_default();
         let mut i = 0;
         while i < spec.warmup || (spec.warmup > 0 && start.elapsed() < warm_for) {
             if i > 0 && start.elapsed() > budget {
