@@ -41,6 +41,19 @@ fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).unwrap()
 }
 
+/// `n` connections opened one after another, each given time to be accepted before the next: the
+/// daemon's two accept loops may take connections that arrive together in either order, and
+/// "oldest" is the one accepted first.
+fn connect_in_order(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let s = connect(port);
+            std::thread::sleep(Duration::from_millis(100));
+            s
+        })
+        .collect()
+}
+
 #[test]
 fn slow_and_idle_connections_are_closed() {
     let dir = scratch("timeouts");
@@ -99,7 +112,7 @@ fn fresh_client_gets_in(port: u16, limit: Duration) {
 #[test]
 fn at_the_connection_cap_the_oldest_connection_makes_room() {
     let d = capped("conncap");
-    let mut held: Vec<TcpStream> = (0..4).map(|_| connect(d.port)).collect();
+    let mut held = connect_in_order(d.port, 4);
     std::thread::sleep(Duration::from_millis(300));
     fresh_client_gets_in(d.port, Duration::from_secs(3));
     assert!(
@@ -118,13 +131,10 @@ fn at_the_cap_slow_clients_make_room_at_once() {
     // needs its slot, not at the header timeout (a minute here), which is what they held out for
     // before.
     let d = capped("conncap-slow");
-    let mut held: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = connect(d.port);
-            s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").unwrap();
-            s
-        })
-        .collect();
+    let mut held = connect_in_order(d.port, 4);
+    for s in &mut held {
+        s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").unwrap();
+    }
     std::thread::sleep(Duration::from_millis(300));
     fresh_client_gets_in(d.port, Duration::from_secs(10));
     assert!(
