@@ -144,6 +144,8 @@ STATE = ["--state-from", REMOTE] if daemon is not None and os.environ.get("CUT_L
 
 def plan(m, remote=None):
     if LEARNED and remote is None:
+        # Already done when the stand-in was resumed; here for CUT_PAUSE=0, which never pauses it.
+        report_pending()
         try:
             if m not in ids:
                 with open(f"{Z}/{m}.onnx", "rb") as f:

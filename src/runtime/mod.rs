@@ -21,9 +21,8 @@ pub struct RunSpec {
     /// Untimed runs first, to warm caches, allocators and lazy initialisation.
     pub warmup: usize,
     /// With `warmup` > 0, warm-up runs also go on until this many seconds have passed: a small
-    /// model's first few dozen milliseconds of runs are slower than its settled ones (a 3-ms prefix
-    /// of mobilenet_v2 ran 3.5–4.3 ms as the median of 10 runs after 3 warm-ups, 3.07 ms once
-    /// settled), and a model served over and over runs settled.
+    /// model's first few dozen milliseconds of runs are slower than its settled ones, so a count
+    /// alone under-warms it, and a model served over and over runs settled (docs/measuring.md).
     #[serde(default)]
     pub warmup_seconds: f64,
     /// Timed runs (samples); fewer if `max_seconds` runs out, but never fewer than 3.
