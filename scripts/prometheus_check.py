@@ -8,11 +8,13 @@ problem allowed), starts a Prometheus server (loopback, temporary storage, 1 s s
 rules loaded) scraping it, then asks Prometheus's HTTP API for `up{job="augur"}`, an augur series,
 the rules, and every `expr` of dashboards/*.json. A second `augur serve` reads sysfs from a
 recorded Jetson tree (tests/fixtures/jetson/sys: thermal zones, cpufreq limits, INA3221 power
-rails), so the panels of sensors a VM lacks are queried against real series of the daemon's own
-making — fixture readings, labelled as such by their `instance`. A dashboard query must return
-data; one that reads a sensor neither daemon has (its `augur_sensor_up` is 0 on both: the
-hardware counters, which no file can stand in for) is reported as skipped, with the reason. Exits non-zero on any failure. Standard library only; every wait is
-bounded and both servers are stopped on the way out.
+rails) and replays a counter trace for its hardware counters (tests/fixtures/jetson/counters.txt,
+synthetic: rates chosen by hand, see its header) in place of perf events, so the panels of
+sensors a VM lacks are queried against real series of the daemon's own making — fixture
+readings, labelled as such by their `instance`. A dashboard query must return data; one that
+reads a sensor neither daemon has (its `augur_sensor_up` is 0 on both) is reported as skipped,
+with the reason. Exits non-zero on any failure. Standard library only; every wait is bounded and
+both servers are stopped on the way out.
 """
 
 import argparse
@@ -273,8 +275,14 @@ def main():
         wait_for("augur /ready", lambda: http("GET", f"{daemon.url}/ready")[0] == 200, 90)
 
         fixture = os.path.abspath("tests/fixtures/jetson/sys")
-        board = Daemon(exe, tmp, "board", ["--set", f"sense.sysfs_root={fixture}"])
-        log(f"== augur serve on {board.url} reading sysfs from {fixture}")
+        trace = os.path.abspath("tests/fixtures/jetson/counters.txt")
+        board = Daemon(
+            exe,
+            tmp,
+            "board",
+            ["--set", f"sense.sysfs_root={fixture}", "--set", f"sense.counter_trace={trace}"],
+        )
+        log(f"== augur serve on {board.url} reading sysfs from {fixture}, counters from {trace}")
         wait_for("the fixture board's /ready", lambda: http("GET", f"{board.url}/ready")[0] == 200, 90)
 
         prom = Prometheus(tmp, [daemon.addr, board.addr], rules)

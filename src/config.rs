@@ -383,7 +383,10 @@ fn leaf_kinds() -> Vec<(String, Kind)> {
         walk("", &t, &mut out);
     }
     // Optional keys whose default is `None` do not show in the defaults' table.
-    for (key, kind) in [("auth.token_file", Kind::Str)] {
+    for (key, kind) in [
+        ("auth.token_file", Kind::Str),
+        ("sense.counter_trace", Kind::Str),
+    ] {
         if !out.iter().any(|(k, _)| k == key) {
             out.push((key.to_string(), kind));
         }

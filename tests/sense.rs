@@ -566,3 +566,145 @@ fn background_load_moves_utilisation_and_probes() {
         "own CPU did not fall after the streamer\n{text}"
     );
 }
+
+/// The Jetson fixture with its (synthetic) counter trace standing in for perf events.
+fn jetson_with_trace() -> (Roots, SenseConfig) {
+    let cfg = SenseConfig {
+        counter_trace: Some(fixture("jetson").join("counters.txt")),
+        ..fixture_config("jetson")
+    };
+    (cfg.roots(), cfg)
+}
+
+#[test]
+fn perf_and_memory_pmu_sensors_replay_the_jetson_counter_trace() {
+    let (roots, cfg) = jetson_with_trace();
+    let source = augur::sense::counters::from_config(&cfg);
+    let mut perf = augur::sense::perf::PerfSensor::with_source(roots.clone(), source.clone());
+    let mut pmu = augur::sense::pmu::MemoryPmuSensor::with_source(roots, source);
+    let detail = perf.probe().expect("perf probes Ok on the trace");
+    assert!(
+        detail.as_deref().unwrap().contains("counters.txt"),
+        "{detail:?}"
+    );
+    let detail = pmu.probe().expect("memory_pmu probes Ok on the trace");
+    assert!(
+        detail.as_deref().unwrap().contains("arm_dsu_0/bus_access"),
+        "{detail:?}"
+    );
+    let mut frames = Vec::new();
+    for _ in 0..2 {
+        let ctx = SampleCtx {
+            now: Instant::now(),
+            cpu_share: 0.01,
+        };
+        let mut frame = Frame::default();
+        perf.sample(&ctx, &mut frame).unwrap();
+        // The first sample has no interval: no rate yet.
+        let _ = pmu.sample(&ctx, &mut frame);
+        frames.push(frame);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(frames[0].memory_pmu_bytes_per_second.is_none());
+    let p = frames[1].perf.clone().unwrap();
+    assert_eq!(p.cpus.len(), 6, "one per online CPU of the fixture");
+    let ipc = p.ipc.unwrap();
+    // The trace's IPC is 0.8-1.5 in every segment, so any mix of them is too.
+    assert!(ipc.is_finite() && (0.75..=1.55).contains(&ipc), "{p:?}");
+    let llc = p.llc_misses_per_second.unwrap();
+    assert!(llc.is_finite() && llc > 0.0, "{p:?}");
+    let ratio = p.cache_miss_ratio.unwrap();
+    assert!((0.015..=0.065).contains(&ratio), "{p:?}");
+    for c in &p.cpus {
+        let cycles = c.cycles_per_second.unwrap();
+        // Never more than the cluster's frequency, 1.51 GHz (a little slack for timing jitter).
+        assert!(cycles > 0.0 && cycles < 1.6e9, "{c:?}");
+    }
+    let bw = frames[1].memory_pmu_bytes_per_second.unwrap();
+    assert!(bw.is_finite() && (0.45e9..=3.3e9).contains(&bw), "{bw}");
+}
+
+#[test]
+fn the_sampler_replays_the_trace_and_exports_the_counter_metrics() {
+    let (_, mut cfg) = jetson_with_trace();
+    cfg.disable.retain(|d| d != "perf" && d != "memory_pmu");
+    let s = read_once(&cfg);
+    assert!(
+        status(&s, "perf").available && status(&s, "memory_pmu").available,
+        "{:?}",
+        s.sensors
+    );
+    let p = s.perf.clone().unwrap();
+    assert!(p.ipc.is_some_and(|v| v > 0.0), "{p:?}");
+    assert!(
+        p.memory_bandwidth_bytes_per_second.is_some_and(|v| v > 0.0),
+        "{p:?}"
+    );
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || augur::sense::metrics::record(&s));
+    let text = handle.render();
+    for needle in [
+        "augur_sensor_up{sensor=\"perf\"} 1",
+        "augur_sensor_up{sensor=\"memory_pmu\"} 1",
+        "augur_perf_llc_misses_total{cpu=\"5\"}",
+        "augur_memory_bandwidth_bytes_per_second ",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_bad_or_partial_trace_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut cfg) = jetson_with_trace();
+    cfg.disable.retain(|d| d != "perf" && d != "memory_pmu");
+    // A bad line: both counter sensors say which file and line, the rest run.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "# ok\n1 0 cycles 100 1 1\n2 0 cycles many 2 2\n").unwrap();
+    cfg.counter_trace = Some(bad);
+    let s = read_once(&cfg);
+    for name in ["perf", "memory_pmu"] {
+        let st = status(&s, name);
+        let reason = st.reason.as_deref().unwrap_or("");
+        assert!(
+            !st.available && reason.contains("bad.txt, line 3") && reason.contains("many"),
+            "{st:?}"
+        );
+    }
+    assert!(status(&s, "cpu_time").available && status(&s, "power").available);
+    // Cycles only: perf is up without the other events and says why; memory_pmu finds no
+    // arm_dsu_0/bus_access and reports it not supported.
+    let partial = dir.path().join("cycles.txt");
+    let text: String = std::fs::read_to_string(fixture("jetson").join("counters.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('#') || l.contains(" cycles "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&partial, text).unwrap();
+    cfg.counter_trace = Some(partial);
+    let s = read_once(&cfg);
+    let perf = status(&s, "perf");
+    let detail = perf.detail.as_deref().unwrap_or("");
+    assert!(
+        perf.available
+            && detail.contains("not supported here")
+            && detail.contains("LLC-load-misses (not in the counter trace"),
+        "{perf:?}"
+    );
+    let p = s.perf.clone().unwrap();
+    assert!(p.cpus[0].cycles_total.is_some() && p.ipc.is_none(), "{p:?}");
+    let pmu = status(&s, "memory_pmu");
+    let reason = pmu.reason.as_deref().unwrap_or("");
+    assert!(
+        !pmu.available
+            && reason.contains("arm_dsu_0/bus_access not supported")
+            && pmu
+                .remedy
+                .as_deref()
+                .unwrap_or("")
+                .contains("sense.counter_trace"),
+        "{pmu:?}"
+    );
+}

@@ -21,6 +21,10 @@ pub struct Args {
     /// Read procfs from this directory instead of /proc.
     #[arg(long, env = "AUGUR_PROCFS_ROOT")]
     pub procfs_root: Option<PathBuf>,
+    /// Replay this counter trace for the perf and memory_pmu sensors instead of opening perf
+    /// events (e.g. tests/fixtures/jetson/counters.txt, with that board's --sysfs-root).
+    #[arg(long, env = "AUGUR_COUNTER_TRACE", value_name = "FILE")]
+    pub counter_trace: Option<PathBuf>,
     /// Samples per second.
     #[arg(long)]
     pub sample_hz: Option<f64>,
@@ -39,6 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(r) = args.procfs_root {
         cfg.procfs_root = r;
+    }
+    if let Some(t) = args.counter_trace {
+        cfg.counter_trace = Some(t);
     }
     if let Some(hz) = args.sample_hz {
         anyhow::ensure!(

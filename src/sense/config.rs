@@ -12,6 +12,10 @@ pub struct SenseConfig {
     pub sysfs_root: PathBuf,
     /// Root of procfs; a fixture tree in tests.
     pub procfs_root: PathBuf,
+    /// A recorded counter trace that the `perf` and `memory_pmu` sensors replay instead of opening
+    /// perf events (format in [`super::counters`]); `None`: the kernel's perf events. With a fixture
+    /// `sysfs_root`, a trace recorded on that board (e.g. `tests/fixtures/jetson/counters.txt`).
+    pub counter_trace: Option<PathBuf>,
     /// Samples per second of the fast sensors (CPU time, frequency, PSI, counters).
     pub sample_hz: f64,
     /// Samples per second of the slow sensors (thermal zones, power rails), whose reads can cross I2C.
@@ -47,6 +51,7 @@ impl Default for SenseConfig {
         SenseConfig {
             sysfs_root: PathBuf::from("/sys"),
             procfs_root: PathBuf::from("/proc"),
+            counter_trace: None,
             sample_hz: 10.0,
             slow_sample_hz: 1.0,
             ring_len: 600,

@@ -14,9 +14,11 @@
 //! ```
 //!
 //! - [`SenseConfig`] (`[sense]` in the config; serde, every field defaulted): `sysfs_root`,
-//!   `procfs_root`, `sample_hz` (10), `slow_sample_hz` (1), `ring_len`, `window_seconds`,
-//!   `ewma_alpha`, `sample_timeout_ms` (passive sensors; probes get 10 s), `probe_budget` (0.01
-//!   of one core, for the sampler as a whole, probes included), `probe_compute_seconds` and
+//!   `procfs_root`, `counter_trace` (a recorded trace the `perf` and `memory_pmu` sensors replay
+//!   instead of perf events; see [`counters`]), `sample_hz` (10), `slow_sample_hz` (1),
+//!   `ring_len`, `window_seconds`, `ewma_alpha`, `sample_timeout_ms` (passive sensors; probes get
+//!   10 s), `probe_budget` (0.01 of one core, for the sampler as a whole, probes included),
+//!   `probe_compute_seconds` and
 //!   `probe_memory_seconds` (CPU time of one probe run, 0.02), `probe_memory_buffer_bytes`
 //!   (default 2 × LLC), `disable` (sensor names).
 //! - [`Sampler::start`]`(cfg) -> Sampler` and [`Sampler::start_with`]`(cfg, Box<dyn Fn(&Snapshot) + Send>)`
@@ -40,6 +42,7 @@
 //! `probe_memory`, `thermal`, `power`. One that cannot work on this board is listed with
 //! `available: false`, a reason and a remedy; it never stops the others or start-up.
 pub mod config;
+pub mod counters;
 pub mod cpufreq;
 pub mod cputime;
 pub mod energy;
@@ -73,6 +76,7 @@ use std::time::{Duration, Instant};
 /// Every sensor for this configuration, in sampling order; disabled ones stand in as [`sensor::Disabled`].
 pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
     let roots = cfg.roots();
+    let counters = counters::from_config(cfg);
     let slow = cfg.slow_period();
     let fast = cfg.period();
     let llc = probe::llc_bytes(&roots);
@@ -91,8 +95,11 @@ pub fn sensors(cfg: &SenseConfig) -> Vec<Box<dyn Sensor>> {
         Box::new(cputime::CpuTimeSensor::new(roots.clone())),
         Box::new(loadavg::LoadAvgSensor::new(roots.clone())),
         Box::new(psi::PsiSensor::new(roots.clone())),
-        Box::new(perf::PerfSensor::new(roots.clone())),
-        Box::new(pmu::MemoryPmuSensor::new(roots.clone())),
+        Box::new(perf::PerfSensor::with_source(
+            roots.clone(),
+            counters.clone(),
+        )),
+        Box::new(pmu::MemoryPmuSensor::with_source(roots.clone(), counters)),
         Box::new(probe::ProbeSensor::compute(
             seconds(cfg.probe_compute_seconds),
             fast,

@@ -1,13 +1,13 @@
 //! Hardware counters through perf events (perf-event2): cycles, instructions, cache references and
 //! misses, LLC read misses, per CPU, system-wide. Where the board has no usable PMU (a VM without a
-//! virtual PMU, a locked-down kernel) it says which, and the active probes stand in.
+//! virtual PMU, a locked-down kernel) it says which, and the active probes stand in. The counters
+//! are opened through a [`CounterSource`], so a recorded trace can stand in for the kernel's.
+use super::counters::{CounterHandle, CounterSource, Event, HwEvent, OpenError, PerfEvents};
 use super::error::{SenseError, Unavailable};
 use super::fs::{Roots, parse_cpu_list, read_i64, read_string};
 use super::sensor::{Frame, SampleCtx, Sensor};
 use super::snapshot::{PerfCpu, PerfRates};
-use perf_event::events::{Cache, CacheId, CacheOp, CacheResult, Hardware};
-use perf_event::{Builder, Counter};
-use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The CPU PMU's sysfs name differs by architecture and kernel.
@@ -47,8 +47,19 @@ pub(crate) fn vm_hint(roots: &Roots) -> &'static str {
     }
 }
 
-/// Turns a failed `perf_event_open` into a reason an operator can act on.
-pub(crate) fn explain_open_error(err: &io::Error, event: &str, roots: &Roots) -> Unavailable {
+/// Turns a failed `perf_event_open`, or an event a trace lacks, into a reason an operator can act
+/// on.
+pub(crate) fn explain_open_error(err: &OpenError, event: &str, roots: &Roots) -> Unavailable {
+    let err = match err {
+        OpenError::Os(e) => e,
+        OpenError::NotInTrace { .. } => {
+            return Unavailable::new(
+                format!("hardware event {event} not supported ({err})"),
+                "record the event into the trace, or unset sense.counter_trace to open the \
+                 kernel's perf events",
+            );
+        }
+    };
     let paranoid = read_i64(&roots.proc("sys/kernel/perf_event_paranoid"))
         .map(|v| v.to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -83,79 +94,31 @@ pub(crate) fn explain_open_error(err: &io::Error, event: &str, roots: &Roots) ->
     }
 }
 
-#[derive(Clone, Copy)]
-enum Ev {
-    Cycles,
-    Instructions,
-    CacheRefs,
-    CacheMisses,
-    LlcMisses,
-}
-
-const EVENTS: [Ev; 5] = [
-    Ev::Cycles,
-    Ev::Instructions,
-    Ev::CacheRefs,
-    Ev::CacheMisses,
-    Ev::LlcMisses,
-];
-
-impl Ev {
-    fn label(self) -> &'static str {
-        match self {
-            Ev::Cycles => "cycles",
-            Ev::Instructions => "instructions",
-            Ev::CacheRefs => "cache-references",
-            Ev::CacheMisses => "cache-misses",
-            Ev::LlcMisses => "LLC-load-misses",
-        }
-    }
-
-    fn open(self, cpu: usize) -> io::Result<Counter> {
-        let mut b = match self {
-            Ev::Cycles => Builder::new(Hardware::CPU_CYCLES),
-            Ev::Instructions => Builder::new(Hardware::INSTRUCTIONS),
-            Ev::CacheRefs => Builder::new(Hardware::CACHE_REFERENCES),
-            Ev::CacheMisses => Builder::new(Hardware::CACHE_MISSES),
-            Ev::LlcMisses => Builder::new(Cache {
-                which: CacheId::LL,
-                operation: CacheOp::READ,
-                result: CacheResult::MISS,
-            }),
-        };
-        b.one_cpu(cpu)
-            .any_pid()
-            .include_kernel()
-            .enabled(true)
-            .build()
-    }
-}
-
-/// Count scaled for multiplexing: the kernel time-shares counters when there are too few.
-fn read_scaled(c: &mut Counter) -> Option<u64> {
-    let r = c.read_count_and_time().ok()?;
-    if r.time_running == 0 {
-        return None;
-    }
-    Some((r.count as f64 * r.time_enabled as f64 / r.time_running as f64) as u64)
-}
-
 struct CpuCounters {
     cpu: usize,
-    counters: Vec<Option<Counter>>,
+    counters: Vec<Option<Box<dyn CounterHandle>>>,
     last: Vec<Option<u64>>,
 }
 
 pub struct PerfSensor {
     roots: Roots,
+    /// Where the counters come from, or why the configured trace cannot stand in for them.
+    source: Result<Arc<dyn CounterSource>, Unavailable>,
     cpus: Vec<CpuCounters>,
     last_at: Option<Instant>,
 }
 
 impl PerfSensor {
+    /// On the kernel's perf events.
     pub fn new(roots: Roots) -> Self {
+        Self::with_source(roots, Ok(Arc::new(PerfEvents)))
+    }
+
+    /// On `source` (see [`super::counters::from_config`]).
+    pub fn with_source(roots: Roots, source: Result<Arc<dyn CounterSource>, Unavailable>) -> Self {
         PerfSensor {
             roots,
+            source,
             cpus: Vec::new(),
             last_at: None,
         }
@@ -168,6 +131,7 @@ impl Sensor for PerfSensor {
     }
 
     fn probe(&mut self) -> Result<Option<String>, Unavailable> {
+        let source = self.source.clone()?;
         let pmus = pmu_names(&self.roots);
         let dir = self.roots.sys("bus/event_source/devices");
         if !pmus.iter().any(|p| is_cpu_pmu(p)) {
@@ -193,11 +157,11 @@ impl Sensor for PerfSensor {
         let mut missing = Vec::new();
         for cpu in online {
             let mut counters = Vec::new();
-            for ev in EVENTS {
-                match ev.open(cpu) {
+            for ev in HwEvent::ALL {
+                match source.open(Event::Hardware(ev), cpu) {
                     Ok(c) => counters.push(Some(c)),
                     // Without cycles there is nothing to normalise by: the sensor is down.
-                    Err(e) if matches!(ev, Ev::Cycles) => {
+                    Err(e) if ev == HwEvent::Cycles => {
                         self.cpus.clear();
                         return Err(explain_open_error(&e, ev.label(), &self.roots));
                     }
@@ -215,7 +179,15 @@ impl Sensor for PerfSensor {
                 counters,
             });
         }
-        Ok((!missing.is_empty()).then(|| format!("not supported here: {}", missing.join(", "))))
+        let notes: Vec<String> = source
+            .origin()
+            .into_iter()
+            .chain(
+                (!missing.is_empty())
+                    .then(|| format!("not supported here: {}", missing.join(", "))),
+            )
+            .collect();
+        Ok((!notes.is_empty()).then(|| notes.join("; ")))
     }
 
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
@@ -234,7 +206,7 @@ impl Sensor for PerfSensor {
             };
             for (i, slot) in cc.counters.iter_mut().enumerate() {
                 let Some(c) = slot else { continue };
-                let Some(total) = read_scaled(c) else {
+                let Some(total) = c.read().ok().and_then(|r| r.scaled()) else {
                     continue;
                 };
                 let rate = match (dt, cc.last[i]) {
@@ -246,16 +218,16 @@ impl Sensor for PerfSensor {
                     sums[i] += r;
                     have[i] = true;
                 }
-                match EVENTS[i] {
-                    Ev::Cycles => (p.cycles_total, p.cycles_per_second) = (Some(total), rate),
-                    Ev::Instructions => {
+                match HwEvent::ALL[i] {
+                    HwEvent::Cycles => (p.cycles_total, p.cycles_per_second) = (Some(total), rate),
+                    HwEvent::Instructions => {
                         (p.instructions_total, p.instructions_per_second) = (Some(total), rate)
                     }
-                    Ev::CacheRefs => p.cache_references_total = Some(total),
-                    Ev::CacheMisses => {
+                    HwEvent::CacheReferences => p.cache_references_total = Some(total),
+                    HwEvent::CacheMisses => {
                         (p.cache_misses_total, p.cache_misses_per_second) = (Some(total), rate)
                     }
-                    Ev::LlcMisses => {
+                    HwEvent::LlcLoadMisses => {
                         (p.llc_misses_total, p.llc_misses_per_second) = (Some(total), rate)
                     }
                 }
@@ -275,6 +247,8 @@ impl Sensor for PerfSensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
+    use std::path::Path;
 
     #[test]
     fn open_errors_name_their_remedy() {
@@ -292,14 +266,14 @@ mod tests {
         .unwrap();
         let roots = Roots::new(dir.path().join("sys"), dir.path().join("proc"));
         let u = explain_open_error(
-            &io::Error::from_raw_os_error(libc::EACCES),
+            &io::Error::from_raw_os_error(libc::EACCES).into(),
             "cycles",
             &roots,
         );
         assert!(u.reason.contains("perf_event_paranoid = 2"), "{u}");
         assert!(u.remedy.contains("CAP_PERFMON"), "{u}");
         let u = explain_open_error(
-            &io::Error::from_raw_os_error(libc::ENOENT),
+            &io::Error::from_raw_os_error(libc::ENOENT).into(),
             "cycles",
             &roots,
         );
@@ -308,5 +282,62 @@ mod tests {
             "{u}"
         );
         assert!(is_cpu_pmu("armv8_pmuv3_0") && is_cpu_pmu("cpu_core") && !is_cpu_pmu("msr"));
+        let u = explain_open_error(
+            &OpenError::NotInTrace {
+                path: "t/counters.txt".into(),
+            },
+            "LLC-load-misses",
+            &roots,
+        );
+        assert!(
+            u.reason.contains("LLC-load-misses not supported")
+                && u.reason.contains("t/counters.txt")
+                && u.remedy.contains("sense.counter_trace"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn counts_from_a_source_are_scaled_by_the_time_they_ran() {
+        use crate::sense::counters::{CounterTrace, TraceReplay};
+        let dir = tempfile::tempdir().unwrap();
+        let pmu = dir
+            .path()
+            .join("sys/bus/event_source/devices/armv8_pmuv3_0");
+        std::fs::create_dir_all(&pmu).unwrap();
+        std::fs::write(pmu.join("type"), "8\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("sys/devices/system/cpu")).unwrap();
+        std::fs::write(dir.path().join("sys/devices/system/cpu/online"), "0\n").unwrap();
+        let roots = Roots::new(dir.path().join("sys"), dir.path().join("proc"));
+        // As many instructions counted as cycles, but cycles ran only half their enabled time: the
+        // kernel would have seen twice as many, so IPC is 0.5, not 1.
+        let trace = CounterTrace::parse(
+            "10 0 cycles 10000000000 10000000000 5000000000\n\
+             10 0 instructions 10000000000 10000000000 10000000000\n",
+            Path::new("t.txt"),
+        )
+        .unwrap();
+        let mut s = PerfSensor::with_source(roots, Ok(Arc::new(TraceReplay::new(trace))));
+        let detail = s.probe().unwrap().unwrap_or_default();
+        assert!(
+            detail.contains("t.txt")
+                && detail.contains("cache-references (not in the counter trace"),
+            "{detail}"
+        );
+        let mut last = None;
+        for _ in 0..2 {
+            let mut frame = Frame::default();
+            let ctx = SampleCtx {
+                now: Instant::now(),
+                cpu_share: 0.01,
+            };
+            s.sample(&ctx, &mut frame).unwrap();
+            last = frame.perf;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let p = last.unwrap();
+        let ipc = p.ipc.unwrap();
+        assert!((ipc - 0.5).abs() < 0.01, "{p:?}");
+        assert_eq!(p.llc_misses_per_second, None);
     }
 }

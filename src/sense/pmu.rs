@@ -1,13 +1,14 @@
 //! DRAM bandwidth from uncore/DSU/DDR PMUs where the board exposes one: the PMU's sysfs `format/`
 //! and `events/` are parsed (under the configurable root) into a perf event, opened system-wide on
-//! the CPU the PMU's `cpumask` names, and its count is turned into bytes.
+//! the CPU the PMU's `cpumask` names (through a [`CounterSource`]: the kernel's perf events, or a
+//! recorded trace), and its count is turned into bytes.
+use super::counters::{CounterHandle, CounterSource, Event, PerfEvents};
 use super::error::{SenseError, Unavailable};
 use super::fs::{Roots, parse_cpu_list, read_string, read_trimmed, read_u64};
 use super::perf::{explain_open_error, pmu_names, vm_hint};
 use super::sensor::{Frame, SampleCtx, Sensor};
-use perf_event::events::Raw;
-use perf_event::{Builder, Counter};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// PMUs known to count DRAM traffic: name prefix, events, bytes per count when sysfs gives no scale.
@@ -143,14 +144,23 @@ pub fn memory_events(roots: &Roots) -> Vec<PmuEvent> {
 
 pub struct MemoryPmuSensor {
     roots: Roots,
-    counters: Vec<(PmuEvent, Counter, Option<u64>)>,
+    /// Where the counters come from, or why the configured trace cannot stand in for them.
+    source: Result<Arc<dyn CounterSource>, Unavailable>,
+    counters: Vec<(PmuEvent, Box<dyn CounterHandle>, Option<u64>)>,
     last_at: Option<Instant>,
 }
 
 impl MemoryPmuSensor {
+    /// On the kernel's perf events.
     pub fn new(roots: Roots) -> Self {
+        Self::with_source(roots, Ok(Arc::new(PerfEvents)))
+    }
+
+    /// On `source` (see [`super::counters::from_config`]).
+    pub fn with_source(roots: Roots, source: Result<Arc<dyn CounterSource>, Unavailable>) -> Self {
         MemoryPmuSensor {
             roots,
+            source,
             counters: Vec::new(),
             last_at: None,
         }
@@ -163,6 +173,7 @@ impl Sensor for MemoryPmuSensor {
     }
 
     fn probe(&mut self) -> Result<Option<String>, Unavailable> {
+        let source = self.source.clone()?;
         let events = memory_events(&self.roots);
         if events.is_empty() {
             return Err(Unavailable::new(
@@ -175,18 +186,7 @@ impl Sensor for MemoryPmuSensor {
             ));
         }
         for ev in events {
-            let raw = Raw::new(ev.config[0])
-                .config1(ev.config[1])
-                .config2(ev.config[2]);
-            let mut b = Builder::new(raw);
-            b.attrs_mut().type_ = ev.ty;
-            match b
-                .one_cpu(ev.cpu)
-                .any_pid()
-                .include_kernel()
-                .enabled(true)
-                .build()
-            {
+            match source.open(Event::Pmu(&ev), ev.cpu) {
                 Ok(c) => self.counters.push((ev, c, None)),
                 Err(e) => {
                     self.counters.clear();
@@ -201,9 +201,12 @@ impl Sensor for MemoryPmuSensor {
         let names: Vec<String> = self
             .counters
             .iter()
-            .map(|(e, _, _)| format!("{}/{}", e.pmu, e.event))
+            .map(|(e, _, _)| Event::Pmu(e).name())
             .collect();
-        Ok(Some(names.join(", ")))
+        Ok(Some(match source.origin() {
+            Some(o) => format!("{} ({o})", names.join(", ")),
+            None => names.join(", "),
+        }))
     }
 
     fn sample(&mut self, ctx: &SampleCtx, frame: &mut Frame) -> Result<(), SenseError> {
@@ -215,10 +218,13 @@ impl Sensor for MemoryPmuSensor {
         let mut bytes = 0.0;
         let mut complete = dt.is_some();
         for (ev, c, last) in &mut self.counters {
-            let now = c.read().map_err(|e| SenseError::Perf {
-                event: ev.event.clone(),
-                source: e,
-            })?;
+            let now = c
+                .read()
+                .map_err(|e| SenseError::Perf {
+                    event: ev.event.clone(),
+                    source: e,
+                })?
+                .count;
             match last {
                 Some(prev) => bytes += now.saturating_sub(*prev) as f64 * ev.bytes_per_count,
                 None => complete = false,
