@@ -42,19 +42,16 @@ pub struct InNetwork {
 }
 
 /// With a cache curve, each kernel's target loses what the network's working set cost it beyond a
-/// hot cache ([`crate::predict::cache_seconds`]: the stream curve, and for a convolution's weights
-/// the weight curve where one was swept); without one (a sweep
+/// hot cache ([`crate::predict::recycled_bytes`] at the curve's extra cost); without one (a sweep
 /// that failed), the older rule: weights streamed at `bandwidth` beyond the nominal `llc_bytes`.
 pub fn split(
     seed: u64,
     measured: &[(usize, usize, Measurement)],
     cache: &CacheCurve,
-    weight_cache: &CacheCurve,
     llc_bytes: f64,
     bandwidth: f64,
 ) -> InNetwork {
-    // Per network: its working set (with a curve), or extra seconds per weight byte under the
-    // older rule.
+    // Per network: extra seconds per recycled byte, or per weight byte under the older rule.
     let mut cold: BTreeMap<usize, f64> = BTreeMap::new();
     let mut out = InNetwork {
         train: Vec::new(),
@@ -76,18 +73,18 @@ pub fn split(
                     if cache.is_empty() {
                         crate::predict::cold_weight_seconds_per_byte(llc_bytes, bandwidth, &d)
                     } else {
-                        crate::predict::footprint(&d)
+                        cache.extra_seconds_per_byte(crate::predict::footprint(&d), 0.0)
                     }
                 })
                 .unwrap_or(0.0)
         });
-        let cost = if cache.is_empty() {
-            m.kernel.weight_bytes as f64 * c
+        let bytes = if cache.is_empty() {
+            m.kernel.weight_bytes as f64
         } else {
-            crate::predict::cache_seconds(&m.kernel, c, 0.0, cache, weight_cache)
+            crate::predict::recycled_bytes(&m.kernel)
         };
         let mut m = m.clone();
-        let t = (m.median_ms - cost * 1e3).max(0.3 * m.median_ms);
+        let t = (m.median_ms - bytes * c * 1e3).max(0.3 * m.median_ms);
         m.median_ms = t;
         m.p10_ms = t;
         m.p90_ms = t;

@@ -26,7 +26,6 @@ mod slowdown;
 mod speed;
 mod target;
 mod threads;
-mod weight_cache;
 
 pub use error::{CalibrateError, FitError, MeasureError};
 pub use fusion::FusionError;
@@ -198,19 +197,11 @@ fn assemble(
         workload_cpu_ms: c.nominal,
         workload_warm: c.nominal > 0.0,
         cache: cache_curve(&device, progress),
-        weight_cache: weight_cache::sweep(
-            backend,
-            opts.threads,
-            device.llc_bytes() as f64,
-            if opts.budget == Budget::Quick { 1 } else { 3 },
-            progress,
-        ),
     };
     let split = compose::split(
         opts.seed,
         &c.in_network,
         &reference.cache,
-        &reference.weight_cache,
         device.llc_bytes() as f64,
         reference.probe_bytes_per_second,
     );

@@ -166,29 +166,6 @@ pub fn recycled_bytes(k: &Kernel) -> f64 {
     (k.weight_bytes + 2 * k.output_bytes + 2 * k.scratch_bytes) as f64
 }
 
-/// Seconds kernel `k` pays over what it paid when timed with a working set of `timed` bytes (0: a
-/// hot cache), inside a run that cycles through `footprint` bytes: its [`recycled_bytes`] at the
-/// stream curve's extra cost, except a convolution's weights where a weight curve was swept — those
-/// are read once per tile of output positions rather than streamed once, and cost what that curve
-/// says. Calibration takes this off the targets of kernels timed in networks, and prediction adds
-/// it back for the run at hand, through this one function.
-pub fn cache_seconds(
-    k: &Kernel,
-    footprint: f64,
-    timed: f64,
-    stream: &CacheCurve,
-    weights: &CacheCurve,
-) -> f64 {
-    let reuses_weights = matches!(k.kind, KernelKind::Conv | KernelKind::Pointwise);
-    if reuses_weights && !weights.is_empty() {
-        let rest = (2 * k.output_bytes + 2 * k.scratch_bytes) as f64;
-        k.weight_bytes as f64 * weights.extra_seconds_per_byte(footprint, timed)
-            + rest * stream.extra_seconds_per_byte(footprint, timed)
-    } else {
-        recycled_bytes(k) * stream.extra_seconds_per_byte(footprint, timed)
-    }
-}
-
 /// The memory a run of `kernels` (a model, or a part of one run by itself) cycles through: their
 /// weights, every tensor they write (each run writes them afresh and the allocator does not hand
 /// back the same lines in the same order, so their sum rather than the peak of live ones), the
@@ -301,13 +278,7 @@ impl Predictor {
         } else {
             (k.weight_bytes + k.input_bytes + k.output_bytes + k.scratch_bytes) as f64
         };
-        let weights = self
-            .profile
-            .as_ref()
-            .map(|p| &p.reference.weight_cache)
-            .filter(|c| !c.is_empty());
-        let none = CacheCurve::default();
-        Some(cache_seconds(k, footprint, timed, curve, weights.unwrap_or(&none)) * 1e3)
+        Some(recycled_bytes(k) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
     }
 
     /// Sums per-kernel predictions; cache the result per (model, profile).
@@ -968,69 +939,5 @@ mod tests {
         profile(1, true).save(&path2).unwrap();
         let (new, _) = Profile::load(&path2, "tract").unwrap();
         assert_eq!(new.thread_scaling, profile(1, true).thread_scaling);
-    }
-
-    #[test]
-    fn a_convolutions_weights_are_priced_by_the_weight_curve_and_a_linear_layers_by_the_stream() {
-        const MIB: f64 = (1u64 << 20) as f64;
-        let mut b = GraphBuilder::new("late");
-        let x = b.input(&[1, 512, 7, 7]);
-        let y = b
-            .conv(x, 512, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, true)
-            .unwrap();
-        let y = b.global_avg_pool(y).unwrap();
-        let y = b.flatten(y, 1).unwrap();
-        let y = b.gemm(y, 1000, true).unwrap();
-        let g = b.finish(&[y]).unwrap();
-        let d = decompose(&g, &FusionRules::tract_default()).unwrap();
-        let conv = d
-            .kernels
-            .iter()
-            .find(|k| k.kind == KernelKind::Conv)
-            .unwrap();
-        let fc = d
-            .kernels
-            .iter()
-            .find(|k| k.kind == KernelKind::MatMul)
-            .unwrap();
-        let stream = CacheCurve::from_bandwidths(&[(MIB as u64, 100e9), (64 * MIB as u64, 20e9)]);
-        let weights = CacheCurve::from_costs(&[(10.0 * MIB, 4e-10), (100.0 * MIB, 5e-10)]);
-        let none = CacheCurve::default();
-        let f = 200.0 * MIB;
-        let s_extra = stream.extra_seconds_per_byte(f, 0.0);
-        let w_extra = weights.extra_seconds_per_byte(f, 0.0);
-        assert!(w_extra > s_extra);
-        let rest = (2 * conv.output_bytes + 2 * conv.scratch_bytes) as f64;
-        let with = cache_seconds(conv, f, 0.0, &stream, &weights);
-        assert!((with - (conv.weight_bytes as f64 * w_extra + rest * s_extra)).abs() < 1e-15);
-        // Without a weight curve (a profile made before it), every byte is priced by the stream.
-        let without = cache_seconds(conv, f, 0.0, &stream, &none);
-        assert!((without - recycled_bytes(conv) * s_extra).abs() < 1e-15);
-        assert!(with > without);
-        // A linear layer reads each weight once: the stream prices it, curve or not.
-        assert_eq!(
-            cache_seconds(fc, f, 0.0, &stream, &weights),
-            cache_seconds(fc, f, 0.0, &stream, &none)
-        );
-        // A profile with the curve hands it to the prediction.
-        let mut prof = profile(1, false);
-        prof.cache_model = true;
-        prof.reference.cache = stream.clone();
-        prof.reference.weight_cache = weights.clone();
-        // Learned inside networks: the regressor's figure is for a hot cache.
-        prof.regressors.insert(
-            KernelKind::Conv,
-            crate::profile::Regressor {
-                base: 0.0,
-                trees: Vec::new(),
-                samples: 10,
-                holdout_error: None,
-                in_network: true,
-                fast: Vec::new(),
-            },
-        );
-        let p = Predictor::new(Some(prof), Roofline::default());
-        let ms = p.cache_ms(conv, f).unwrap();
-        assert!((ms - with * 1e3).abs() < 1e-12);
     }
 }

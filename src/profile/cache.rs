@@ -20,53 +20,18 @@ impl CacheCurve {
     /// out. Each point's cost is at least that of every smaller buffer: a larger working set never
     /// streams faster, so a lower figure there is noise of the host.
     pub fn from_bandwidths(sweep: &[(u64, f64)]) -> CacheCurve {
-        let costs: Vec<(f64, f64)> = sweep
+        let mut pts: Vec<[f64; 2]> = sweep
             .iter()
-            .filter(|(_, bw)| bw.is_finite() && *bw > 0.0)
-            .map(|&(b, bw)| (b as f64, 1.0 / bw))
+            .filter(|(b, bw)| *b > 0 && bw.is_finite() && *bw > 0.0)
+            .map(|&(b, bw)| [b as f64, 1.0 / bw])
             .collect();
-        let mut pts = sorted_points(&costs);
+        pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
         let mut worst: f64 = 0.0;
         for p in &mut pts {
             worst = worst.max(p[1]);
             p[1] = worst;
         }
         CacheCurve { points: pts }
-    }
-
-    /// A curve from timed (working-set bytes, seconds per byte) pairs, made monotone by pooling
-    /// neighbours that disagree (their mean stands for both) rather than by keeping the worst: a
-    /// few timings a side, where one slow spell would otherwise raise every larger size for good.
-    pub fn from_costs(costs: &[(f64, f64)]) -> CacheCurve {
-        let pts = sorted_points(costs);
-        // Pool-adjacent-violators: blocks of (sum, count), merged while a block costs less than
-        // the one before it.
-        let mut blocks: Vec<(f64, usize)> = Vec::with_capacity(pts.len());
-        for p in &pts {
-            blocks.push((p[1], 1));
-            while blocks.len() > 1 {
-                let (s1, n1) = blocks[blocks.len() - 1];
-                let (s0, n0) = blocks[blocks.len() - 2];
-                if s1 / n1 as f64 >= s0 / n0 as f64 {
-                    break;
-                }
-                blocks.pop();
-                if let Some(last) = blocks.last_mut() {
-                    *last = (s0 + s1, n0 + n1);
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(pts.len());
-        let mut i = 0;
-        for (sum, n) in blocks {
-            for _ in 0..n {
-                if let Some(p) = pts.get(i) {
-                    out.push([p[0], sum / n as f64]);
-                }
-                i += 1;
-            }
-        }
-        CacheCurve { points: out }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,17 +70,6 @@ impl CacheCurve {
     }
 }
 
-/// Finite points with a positive size and a non-negative cost, by size.
-fn sorted_points(costs: &[(f64, f64)]) -> Vec<[f64; 2]> {
-    let mut pts: Vec<[f64; 2]> = costs
-        .iter()
-        .filter(|(b, c)| b.is_finite() && *b > 0.0 && c.is_finite() && *c >= 0.0)
-        .map(|&(b, c)| [b, c])
-        .collect();
-    pts.sort_by(|a, b| a[0].total_cmp(&b[0]));
-    pts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,22 +105,5 @@ mod tests {
         assert!(c.points.windows(2).all(|w| w[0][1] <= w[1][1]));
         assert!(CacheCurve::default().seconds_per_byte(1e6).is_none());
         assert_eq!(CacheCurve::default().extra_seconds_per_byte(1e9, 0.0), 0.0);
-    }
-
-    #[test]
-    fn timed_costs_are_pooled_where_a_larger_set_timed_cheaper() {
-        let c = CacheCurve::from_costs(&[
-            (10e6, 1.0),
-            (40e6, 1.4),
-            (80e6, 1.6),
-            (120e6, 1.2),
-            (f64::NAN, 5.0),
-            (200e6, f64::INFINITY),
-        ]);
-        assert_eq!(c.points.len(), 4);
-        assert!(c.points.windows(2).all(|w| w[0][1] <= w[1][1]), "{c:?}");
-        // 1.6 and 1.2 pool to 1.4, which equals the point before: nothing is raised to the worst.
-        assert!((c.points[3][1] - 1.4).abs() < 1e-12, "{c:?}");
-        assert!((c.extra_seconds_per_byte(100e6, 0.0) - 0.4).abs() < 1e-12);
     }
 }

@@ -111,13 +111,6 @@ pub struct Reference {
     /// swept: those predict with the nominal cache size, as they were fitted).
     #[serde(default)]
     pub cache: CacheCurve,
-    /// What a convolution's weight byte costs by the run's working-set size, from a weight-heavy
-    /// convolution timed with more and more data streamed between its runs (empty in profiles made
-    /// before it was swept: their convolutions' weights are priced by `cache`, as they were fitted).
-    /// A convolution walks its weights once per tile of output positions, and a cold weight costs it
-    /// several times what a byte of a plain stream does once the run no longer fits in the cache.
-    #[serde(default, skip_serializing_if = "CacheCurve::is_empty")]
-    pub weight_cache: CacheCurve,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
