@@ -395,3 +395,42 @@ fn a_malformed_slowdown_is_an_error_that_names_the_field() {
     let (prof, _) = augur::profile::Profile::load(&bad, &augur::profile::tract_runtime()).unwrap();
     assert_eq!(prof.slowdown.map(|s| s.cpu_weight), Some(1.7));
 }
+
+#[test]
+fn regressors_refit_from_the_journal_alone_come_out_as_calibration_fitted_them() {
+    let dir = common::scratch("refit");
+    let out = dir.path().join("profile.json");
+    std::fs::copy(profile(), &out).unwrap();
+    // Without the journal there is nothing to refit from: one line, naming it.
+    let o = augur()
+        .args(["calibrate", "--only-regressors", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("no journal") && err.contains("measurements.jsonl"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let mut journal = profile().as_os_str().to_owned();
+    journal.push(".measurements.jsonl");
+    std::fs::copy(&journal, dir.path().join("profile.json.measurements.jsonl")).unwrap();
+    let o = augur()
+        .args(["calibrate", "--only-regressors", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let value = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let (before, after) = (value(profile()), value(&out));
+    // The same timings and the same seed give the same trees and factors; what was measured
+    // apart from the kernels is kept.
+    assert_eq!(before["regressors"], after["regressors"]);
+    assert_eq!(before["composition"], after["composition"]);
+    assert_eq!(before["reference"], after["reference"]);
+    assert_eq!(before["slowdown"], after["slowdown"]);
+}

@@ -46,6 +46,12 @@ pub enum CalibrateError {
     Interrupted { measured: usize },
     #[error("no kernel could be measured (last error: {last})")]
     Nothing { last: String },
+    #[error(
+        "{}: no journal of measurements beside the profile (it is written by `augur calibrate`); \
+         refitting needs the measurements the profile was fitted on",
+        .0.display()
+    )]
+    NoJournal(PathBuf),
     #[error("detecting the runtime's fusion rules: {0}")]
     Fusion(#[from] super::fusion::FusionError),
     #[error(transparent)]

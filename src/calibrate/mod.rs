@@ -118,6 +118,64 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
     })
 }
 
+/// Fits the regressors and composition factors of the profile at `out` again from the journal of
+/// measurements beside it, with the profile's own cache curve, and writes it (no measuring): for a
+/// change of the fit to be judged on the very timings of a calibration, rather than on a second
+/// one taken while the host's speed moved. Everything measured apart from the kernels (the
+/// reference, the cache curve, the slowdown, the thread scaling, power) is kept as it was.
+pub fn refit_regressors(
+    out: &std::path::Path,
+    seed: u64,
+    progress: Progress,
+) -> Result<Profile, CalibrateError> {
+    let (mut profile, warnings) = Profile::load(out, &crate::profile::tract_runtime())?;
+    for w in warnings {
+        progress::note(progress, format!("warning: {w}"));
+    }
+    let path = journal_path(out);
+    if !path.exists() {
+        return Err(CalibrateError::NoJournal(path));
+    }
+    let header = Header {
+        journal: journal::FORMAT,
+        runtime: profile.runtime.clone(),
+        threads: profile.threads,
+        cpu_model: profile.device.cpu_model.clone(),
+    };
+    let journal = Journal::open(&path, &header)?;
+    progress(&Event::Phase(Phase::Fit));
+    let c = fit::collect(journal.entries());
+    if c.alone.is_empty() && c.in_network.is_empty() {
+        return Err(CalibrateError::Nothing {
+            last: format!("{} holds no kernel measurement", path.display()),
+        });
+    }
+    let split = compose::split(
+        seed,
+        &c.in_network,
+        &profile.reference.cache,
+        profile.device.llc_bytes() as f64,
+        profile.reference.probe_bytes_per_second,
+    );
+    profile.regressors = fit::regressors(&profile.roofline, &c.alone, &split.train, seed);
+    profile.composition = BTreeMap::new();
+    let composition_error = if split.held_out.is_empty() {
+        None
+    } else {
+        let f = compose::held_out_factors(&profile, seed, &split.held_out, progress);
+        profile.composition = f.factors;
+        f.error
+    };
+    profile.quality = Some(quality::assess(
+        &profile.regressors,
+        composition_error,
+        speed::noise(&c.readings, &c.windows),
+        c.alone.len() + c.in_network.len(),
+    ));
+    profile.save(out)?;
+    Ok(profile)
+}
+
 /// The runtime's fusion rules, with a note where they differ from the ones augur ships.
 fn detect_fusion(
     backend: &dyn Backend,

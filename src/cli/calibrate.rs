@@ -55,6 +55,11 @@ pub struct Args {
     /// Only fit the slowdown model of the existing profile at --out again (no kernel measuring).
     #[arg(long, conflicts_with = "no_load_fit")]
     pub only_load_fit: bool,
+    /// Only fit the regressors and composition factors of the existing profile at --out again,
+    /// from the journal of measurements beside it and with the profile's own cache curve (no
+    /// measuring).
+    #[arg(long, conflicts_with_all = ["only_load_fit", "only_threads"])]
+    pub only_regressors: bool,
     /// Skip timing kernels at every thread count (the profile then predicts its own count only).
     #[arg(long)]
     pub no_thread_fit: bool,
@@ -88,6 +93,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 "defaults"
             }
+        );
+        return Ok(());
+    }
+    if args.only_regressors {
+        let p = calibrate::refit_regressors(&out, args.seed, &on_event)?;
+        bar.finish_and_clear();
+        let q = p.quality.unwrap_or_default();
+        eprintln!(
+            "refitted the regressors of {} ({} kinds; whole held-out networks err by {})",
+            out.display(),
+            p.regressors.len(),
+            q.composition_error
+                .map_or_else(|| "—".to_string(), |e| format!("{:.1} %", e * 100.0))
         );
         return Ok(());
     }
