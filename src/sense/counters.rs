@@ -29,7 +29,6 @@
 //! `perf.data` holds samples for `perf report`, not counts to read back).
 use super::config::SenseConfig;
 use super::error::Unavailable;
-use super::pmu::PmuEvent;
 use perf_event::events::{Cache, CacheId, CacheOp, CacheResult, Hardware, Raw};
 use perf_event::{Builder, Counter};
 use std::collections::HashMap;
@@ -37,6 +36,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A PMU event resolved from sysfs (by the `memory_pmu` sensor), ready to open. It lives with the
+/// sources that open it, so that the sensors depend on the sources and never the other way round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PmuEvent {
+    pub pmu: String,
+    pub event: String,
+    pub ty: u32,
+    pub config: [u64; 3],
+    pub cpu: usize,
+    pub bytes_per_count: f64,
+}
 
 /// The generic hardware events the `perf` sensor opens on each CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

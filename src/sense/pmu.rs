@@ -2,6 +2,7 @@
 //! and `events/` are parsed (under the configurable root) into a perf event, opened system-wide on
 //! the CPU the PMU's `cpumask` names (through a [`CounterSource`]: the kernel's perf events, or a
 //! recorded trace), and its count is turned into bytes.
+pub use super::counters::PmuEvent;
 use super::counters::{CounterHandle, CounterSource, Event, PerfEvents};
 use super::error::{SenseError, Unavailable};
 use super::fs::{Roots, parse_cpu_list, read_string, read_trimmed, read_u64};
@@ -18,17 +19,6 @@ const MEMORY_PMUS: &[(&str, &[&str], f64)] = &[
     // Arm DynamIQ Shared Unit: bus accesses, counted as one cache line each (an approximation).
     ("arm_dsu", &["bus_access"], 64.0),
 ];
-
-/// A PMU event resolved from sysfs, ready to open.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PmuEvent {
-    pub pmu: String,
-    pub event: String,
-    pub ty: u32,
-    pub config: [u64; 3],
-    pub cpu: usize,
-    pub bytes_per_count: f64,
-}
 
 /// Places `value` into the bits a format file names: `config:0-7`, `config1:8`, `config:0-7,32-35`.
 fn place(format: &str, value: u64, config: &mut [u64; 3], path: &Path) -> Result<(), SenseError> {
