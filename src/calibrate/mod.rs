@@ -37,7 +37,7 @@ pub use slowdown::refit as refit_slowdown;
 pub use threads::refit as refit_threads;
 
 use crate::kernels::FusionRules;
-use crate::profile::{CacheCurve, DeviceInfo, Profile, Reference};
+use crate::profile::{CacheCurve, DeviceInfo, Profile, Quality, Reference};
 use crate::runtime::Backend;
 use crate::workload::reference;
 use journal::{Header, Journal};
@@ -150,28 +150,16 @@ pub fn refit_regressors(
             last: format!("{} holds no kernel measurement", path.display()),
         });
     }
-    let split = compose::split(
-        seed,
-        &c.in_network,
-        &profile.reference.cache,
-        profile.device.llc_bytes() as f64,
-        profile.reference.probe_bytes_per_second,
-    );
+    let split = split_in_network(&c, &profile.reference, &profile.device, seed);
     profile.regressors = fit::regressors(&profile.roofline, &c.alone, &split.train, seed);
     profile.composition = BTreeMap::new();
+    // Networks timed whole (a backend that cannot time per node) would have to be timed again.
     let composition_error = if split.held_out.is_empty() {
         None
     } else {
-        let f = compose::held_out_factors(&profile, seed, &split.held_out, progress);
-        profile.composition = f.factors;
-        f.error
+        held_out_composition(&mut profile, seed, &split, progress)
     };
-    profile.quality = Some(quality::assess(
-        &profile.regressors,
-        composition_error,
-        speed::noise(&c.readings, &c.windows),
-        c.alone.len() + c.in_network.len(),
-    ));
+    profile.quality = Some(assess(&profile, composition_error, &c));
     profile.save(out)?;
     Ok(profile)
 }
@@ -256,13 +244,7 @@ fn assemble(
         workload_warm: c.nominal > 0.0,
         cache: cache_curve(&device, progress),
     };
-    let split = compose::split(
-        opts.seed,
-        &c.in_network,
-        &reference.cache,
-        device.llc_bytes() as f64,
-        reference.probe_bytes_per_second,
-    );
+    let split = split_in_network(c, &reference, &device, opts.seed);
     let regressors = fit::regressors(&roofline, &c.alone, &split.train, opts.seed);
     let slowdown = (opts.fit_slowdown && !opts.stopped()).then(|| {
         slowdown::fit(
@@ -307,13 +289,57 @@ fn assemble(
         thread_scaling: None,
     };
     let composition_error = composition(opts, backend, &mut profile, &split, progress);
-    profile.quality = Some(quality::assess(
+    profile.quality = Some(assess(&profile, composition_error, c));
+    profile
+}
+
+/// The kernels timed inside networks, split into the regressors' targets (less what each network's
+/// working set cost them beyond a hot cache) and the held-out networks' kernels.
+fn split_in_network(
+    c: &fit::Collected,
+    reference: &Reference,
+    device: &DeviceInfo,
+    seed: u64,
+) -> compose::InNetwork {
+    compose::split(
+        seed,
+        &c.in_network,
+        &reference.cache,
+        device.llc_bytes() as f64,
+        reference.probe_bytes_per_second,
+    )
+}
+
+/// The profile's quality report from its regressors, the whole-network error the composition
+/// factors leave and the board's noise over the collected measurements.
+fn assess(profile: &Profile, composition_error: Option<f64>, c: &fit::Collected) -> Quality {
+    quality::assess(
         &profile.regressors,
         composition_error,
         speed::noise(&c.readings, &c.windows),
         c.alone.len() + c.in_network.len(),
-    ));
-    profile
+    )
+}
+
+/// The composition factors fitted on the held-out networks' kernels, into `profile`; the
+/// whole-network error they leave.
+fn held_out_composition(
+    profile: &mut Profile,
+    seed: u64,
+    split: &compose::InNetwork,
+    progress: Progress,
+) -> Option<f64> {
+    let in_network = profile.regressors.values().filter(|r| r.in_network).count();
+    progress::note(
+        progress,
+        format!(
+            "regressors: {in_network} kinds fitted on kernels timed inside {} networks",
+            split.networks
+        ),
+    );
+    let f = compose::held_out_factors(profile, seed, &split.held_out, progress);
+    profile.composition = f.factors;
+    f.error
 }
 
 /// The cache curve of this board, swept once (about a second), with a line saying where it bends.
@@ -348,17 +374,7 @@ fn composition(
         return None;
     }
     if !split.held_out.is_empty() {
-        let in_network = profile.regressors.values().filter(|r| r.in_network).count();
-        progress::note(
-            progress,
-            format!(
-                "regressors: {in_network} kinds fitted on kernels timed inside {} networks",
-                split.networks
-            ),
-        );
-        let f = compose::held_out_factors(profile, opts.seed, &split.held_out, progress);
-        profile.composition = f.factors;
-        return f.error;
+        return held_out_composition(profile, opts.seed, split, progress);
     }
     let networks = if opts.budget == Budget::Quick { 30 } else { 60 };
     match compose::fit(backend, profile, networks, opts.seed, progress) {
@@ -397,7 +413,7 @@ fn save(opts: &Options, profile: &Profile) -> Result<PathBuf, CalibrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Quality, Roofline};
+    use crate::profile::Roofline;
 
     fn profile(problems: Vec<String>) -> Profile {
         Profile {
