@@ -12,7 +12,7 @@ use super::progress::{Progress, note};
 use super::speed::Reader;
 use crate::kernels::{FusionRules, KernelKind, decompose};
 use crate::model::families::network as generated;
-use crate::profile::{CacheCurve, Composition, Measurement, Profile};
+use crate::profile::{CacheBytes, CacheCurve, Composition, Measurement, Profile};
 use crate::runtime::{Backend, RunSpec};
 use std::collections::BTreeMap;
 
@@ -42,12 +42,14 @@ pub struct InNetwork {
 }
 
 /// With a cache curve, each kernel's target loses what the network's working set cost it beyond a
-/// hot cache ([`crate::predict::recycled_bytes`] at the curve's extra cost); without one (a sweep
-/// that failed), the older rule: weights streamed at `bandwidth` beyond the nominal `llc_bytes`.
+/// hot cache ([`crate::predict::recycled_bytes`] under `rule`, at the curve's extra cost); without
+/// one (a sweep that failed), the older rule: weights streamed at `bandwidth` beyond the nominal
+/// `llc_bytes`.
 pub fn split(
     seed: u64,
     measured: &[(usize, usize, Measurement)],
     cache: &CacheCurve,
+    rule: CacheBytes,
     llc_bytes: f64,
     bandwidth: f64,
 ) -> InNetwork {
@@ -81,7 +83,7 @@ pub fn split(
         let bytes = if cache.is_empty() {
             m.kernel.weight_bytes as f64
         } else {
-            crate::predict::recycled_bytes(&m.kernel)
+            crate::predict::recycled_bytes(&m.kernel, rule)
         };
         let mut m = m.clone();
         let t = (m.median_ms - bytes * c * 1e3).max(0.3 * m.median_ms);

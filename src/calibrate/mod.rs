@@ -151,6 +151,8 @@ pub fn refit_regressors(
         });
     }
     let split = split_in_network(&c, &profile.reference, &profile.device, seed);
+    // Refitted under the rule calibration fits by now, whatever rule the profile was made under.
+    profile.cache_bytes = CACHE_BYTES;
     profile.regressors = fit::regressors(&profile.roofline, &c.alone, &split.train, seed);
     profile.composition = BTreeMap::new();
     // Networks timed whole (a backend that cannot time per node) would have to be timed again.
@@ -282,6 +284,7 @@ fn assemble(
         regressors,
         measurements,
         cache_model: true,
+        cache_bytes: CACHE_BYTES,
         composition: BTreeMap::new(),
         slowdown: slowdown.flatten(),
         quality: None,
@@ -292,6 +295,9 @@ fn assemble(
     profile.quality = Some(assess(&profile, composition_error, c));
     profile
 }
+
+/// The bytes whose cost calibration takes out of in-network targets (and prediction adds back).
+const CACHE_BYTES: crate::profile::CacheBytes = crate::profile::CacheBytes::Weights;
 
 /// The kernels timed inside networks, split into the regressors' targets (less what each network's
 /// working set cost them beyond a hot cache) and the held-out networks' kernels.
@@ -305,6 +311,7 @@ fn split_in_network(
         seed,
         &c.in_network,
         &reference.cache,
+        CACHE_BYTES,
         device.llc_bytes() as f64,
         reference.probe_bytes_per_second,
     )
@@ -430,6 +437,7 @@ mod tests {
             regressors: BTreeMap::new(),
             measurements: Vec::new(),
             cache_model: true,
+            cache_bytes: CACHE_BYTES,
             composition: BTreeMap::new(),
             slowdown: None,
             quality: Some(Quality {

@@ -20,7 +20,7 @@ pub use slowdown::Slowdown;
 
 use crate::kernels::{Decomposition, Kernel, KernelKind};
 use crate::profile::threads::UNCALIBRATED_EFFICIENCY;
-use crate::profile::{CacheCurve, Profile, Roofline};
+use crate::profile::{CacheBytes, CacheCurve, Profile, Roofline};
 use crate::sense::Snapshot;
 use serde::{Deserialize, Serialize};
 
@@ -158,12 +158,16 @@ pub fn cold_weight_seconds_per_byte(llc: f64, bandwidth: f64, d: &Decomposition)
     (1.0 - llc / footprint) / bandwidth
 }
 
-/// Bytes of a kernel's traffic that go to memory again on every run once the run's working set
-/// outgrows the caches: its weights read, and what it writes — its output and its scratch (im2col,
-/// packing) — twice, since a write first reads the line it lands in and the line is written back
-/// when evicted. Its other inputs were mostly written by the kernel just before and are still cached.
-pub fn recycled_bytes(k: &Kernel) -> f64 {
-    (k.weight_bytes + 2 * k.output_bytes + 2 * k.scratch_bytes) as f64
+/// Bytes of a kernel's traffic whose cost follows the run's working set, under `rule`: its weights
+/// read; under the older rule also what it writes — its output and its scratch (im2col, packing) —
+/// twice, since a write first reads the line it lands in and the line is written back when evicted.
+pub fn recycled_bytes(k: &Kernel, rule: CacheBytes) -> f64 {
+    match rule {
+        CacheBytes::Weights => k.weight_bytes as f64,
+        CacheBytes::WeightsAndWrites => {
+            (k.weight_bytes + 2 * k.output_bytes + 2 * k.scratch_bytes) as f64
+        }
+    }
 }
 
 /// The memory a run of `kernels` (a model, or a part of one run by itself) cycles through: their
@@ -278,7 +282,8 @@ impl Predictor {
         } else {
             (k.weight_bytes + k.input_bytes + k.output_bytes + k.scratch_bytes) as f64
         };
-        Some(recycled_bytes(k) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
+        let rule = self.profile.as_ref()?.cache_bytes;
+        Some(recycled_bytes(k, rule) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
     }
 
     /// Sums per-kernel predictions; cache the result per (model, profile).
@@ -640,6 +645,7 @@ mod tests {
             regressors: BTreeMap::new(),
             measurements: Vec::new(),
             cache_model: false,
+            cache_bytes: CacheBytes::default(),
             composition: BTreeMap::new(),
             slowdown: None,
             quality: None,
@@ -923,6 +929,55 @@ mod tests {
         let s = p.thread_scale(&d, 3);
         assert_eq!(s.notes.len(), 1);
         assert!(s.notes[0].contains("extrapolated"), "{}", s.notes[0]);
+    }
+
+    #[test]
+    fn under_the_weights_rule_only_weights_pay_for_the_working_set_and_old_profiles_keep_theirs() {
+        const MIB: u64 = 1 << 20;
+        let mut b = GraphBuilder::new("two");
+        let x = b.input(&[1, 64, 56, 56]);
+        let y = b
+            .conv(x, 64, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, true)
+            .unwrap();
+        let y = b.relu(y).unwrap();
+        let g = b.finish(&[y]).unwrap();
+        let d = decompose(&g, &FusionRules::tract_default()).unwrap();
+        let mut prof = profile(1, false);
+        prof.cache_model = true;
+        prof.reference.cache =
+            CacheCurve::from_bandwidths(&[(MIB, 100e9), (4 * MIB, 30e9), (64 * MIB, 15e9)]);
+        let conv = d.kernels.iter().find(|k| k.weight_bytes > 0).unwrap();
+        let relu = d.kernels.iter().find(|k| k.weight_bytes == 0).unwrap();
+        // Both kinds learned inside networks, so both are priced from a hot cache.
+        for kind in [conv.kind, relu.kind] {
+            let r = crate::profile::Regressor {
+                base: 0.0,
+                trees: Vec::new(),
+                samples: 10,
+                holdout_error: None,
+                in_network: true,
+                fast: Vec::new(),
+            };
+            prof.regressors.insert(kind, r);
+        }
+        let footprint = 32.0 * MIB as f64;
+        let extra = prof.reference.cache.extra_seconds_per_byte(footprint, 0.0);
+        assert!(extra > 0.0);
+        // A profile saved without the rule was fitted under the older one: writes pay too.
+        let mut v = serde_json::to_value(&prof).unwrap();
+        v.as_object_mut().unwrap().remove("cache_bytes");
+        let old: Profile = serde_json::from_value(v).unwrap();
+        assert_eq!(old.cache_bytes, CacheBytes::WeightsAndWrites);
+        let p = Predictor::new(Some(old), Roofline::default());
+        assert!(p.cache_ms(relu, footprint).unwrap() > 0.0);
+        let want = (conv.weight_bytes + 2 * conv.output_bytes + 2 * conv.scratch_bytes) as f64;
+        assert!((p.cache_ms(conv, footprint).unwrap() - want * extra * 1e3).abs() < 1e-12);
+        // Under the weights rule a layer without weights pays nothing, one with weights for them.
+        prof.cache_bytes = CacheBytes::Weights;
+        let p = Predictor::new(Some(prof), Roofline::default());
+        assert_eq!(p.cache_ms(relu, footprint), Some(0.0));
+        let want = conv.weight_bytes as f64 * extra * 1e3;
+        assert!((p.cache_ms(conv, footprint).unwrap() - want).abs() < 1e-12);
     }
 
     #[test]

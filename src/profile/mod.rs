@@ -113,6 +113,25 @@ pub struct Reference {
     pub cache: CacheCurve,
 }
 
+/// The bytes of a kernel whose cost grows when a run's working set (weights and activations) outgrows
+/// the caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBytes {
+    /// Its weights, its output and its scratch: the rule of profiles made before the choice was
+    /// recorded.
+    #[default]
+    WeightsAndWrites,
+    /// Its weights alone. A layer's weights are read once a run and come back only on the next run,
+    /// after the whole working set has gone through the caches, so where they come from depends on
+    /// that set; its activations are written and read again a kernel or two later, so what they cost
+    /// depends on their own size, which the regressors learn inside networks. Halves of generated
+    /// networks timed alone beside their in-network node times fit this rule better than the other
+    /// (docs/evaluation.md, d41), and a prefix of a stem and a few layers is no cheaper alone than
+    /// inside its network, as the other rule would have it.
+    Weights,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Profile {
     pub format_version: u32,
@@ -134,6 +153,11 @@ pub struct Profile {
     /// Whether predictions add the cost of streaming weights that do not stay in the last-level cache.
     #[serde(default)]
     pub cache_model: bool,
+    /// Which bytes of a kernel pay for a run's working set outgrowing the caches: the rule its
+    /// regressors were fitted under, so that prediction adds back what fitting took out (profiles
+    /// made before the rule was recorded used [`CacheBytes::WeightsAndWrites`]).
+    #[serde(default)]
+    pub cache_bytes: CacheBytes,
     /// Per kind: how much slower a kernel runs inside a network than timed alone (fitted on synthetic
     /// networks; 1 when absent), for its compute-bound and its memory-bound share.
     #[serde(default)]
