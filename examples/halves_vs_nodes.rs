@@ -1,0 +1,117 @@
+//! Development aid: for generated networks of the design space (never the evaluation models), each
+//! sampled cut's two halves timed end to end as models of their own beside the sums of the whole
+//! network's per-node times (attributed to augur's kernels, as calibration learns them), two
+//! alternating rounds so that a change of the board's speed hits all alike. With a profile, also
+//! what it says a half costs alone over what its kernels cost inside the whole network (the plan's
+//! re-pricing at the half's own working set). It shows whether a part runs as its kernels did inside
+//! the network; nothing here is fitted.
+//!
+//! Usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE]
+use augur::calibrate::innet::attribute;
+use augur::kernels::{FusionRules, decompose};
+use augur::plan::cuts::cut_points;
+use augur::plan::split::split;
+use augur::predict::{Predictor, footprint, footprint_of};
+use augur::profile::Profile;
+use augur::runtime::{Backend, RunSpec, TractBackend};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE]";
+    let [seed, first, count, most, rest @ ..] = args.as_slice() else {
+        return Err(usage.into());
+    };
+    let (seed, first, count, most): (u64, usize, usize, usize) =
+        (seed.parse()?, first.parse()?, count.parse()?, most.parse()?);
+    let predictor = match rest.first() {
+        Some(p) => {
+            let (profile, _) = Profile::load(std::path::Path::new(p), "")?;
+            Some(Predictor::new(Some(profile.clone()), profile.roofline))
+        }
+        None => None,
+    };
+    let backend = TractBackend::new();
+    let spec = RunSpec {
+        threads: 1,
+        warmup: 3,
+        warmup_seconds: 0.2,
+        runs: 10,
+        max_seconds: 5.0,
+    };
+    println!(
+        "net\tkernels_before\tlast_kind\tprefix_ms\tprefix_nodes_ms\tsuffix_ms\tsuffix_nodes_ms\t\
+         suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb\tprofile_prefix_ratio\tprofile_suffix_ratio"
+    );
+    for i in first..first + count {
+        let g = augur::model::families::network(seed, i)?;
+        let d = decompose(&g, &FusionRules::tract_default())?;
+        let cuts = cut_points(&g, &d, Default::default());
+        if d.macs > 3_000_000_000 || cuts.is_empty() || most < 2 {
+            continue;
+        }
+        let picked: Vec<_> = if cuts.len() > most {
+            (0..most)
+                .filter_map(|j| cuts.get(j * (cuts.len() - 1) / (most - 1)))
+                .collect()
+        } else {
+            cuts.iter().collect()
+        };
+        let whole = augur::model::export::to_onnx_bytes(&g)?;
+        let mut halves = Vec::new();
+        for c in &picked {
+            let h = split(&g, c);
+            halves.push((
+                augur::model::export::to_onnx_bytes(&h.prefix)?,
+                augur::model::export::to_onnx_bytes(&h.suffix)?,
+            ));
+        }
+        let mut nodes = vec![0.0; d.kernels.len()];
+        let mut timed = vec![(0.0, 0.0); picked.len()];
+        for _ in 0..2 {
+            let Some(t) = backend.time_per_node_onnx(&whole, &spec)? else {
+                return Err("this backend cannot time per node".into());
+            };
+            for (s, x) in nodes.iter_mut().zip(&attribute(&g, &d, &t).kernel_ms) {
+                *s += x / 2.0;
+            }
+            for ((p, s), out) in halves.iter().zip(timed.iter_mut()) {
+                out.0 += backend.time_onnx(p, &spec)?.median_ms / 2.0;
+                out.1 += backend.time_onnx(s, &spec)?.median_ms / 2.0;
+            }
+        }
+        // The profile's figure for kernels `r` run alone over theirs inside the whole network.
+        let ratio = |r: std::ops::Range<usize>| -> Option<f64> {
+            let p = predictor.as_ref()?;
+            let base = p.base(&d);
+            let alone_footprint = footprint_of(d.kernels.get(r.clone())?);
+            let (mut alone, mut inside) = (0.0, 0.0);
+            for i in r {
+                let (ms, _) = *base.kernels.get(i)?;
+                let cache = base.cache_ms.get(i).copied().unwrap_or(0.0);
+                alone += ms - cache + p.cache_ms(d.kernels.get(i)?, alone_footprint)?;
+                inside += ms;
+            }
+            Some(alone / inside)
+        };
+        let fmt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        let n = d.kernels.len();
+        for (c, (p, s)) in picked.iter().zip(&timed) {
+            let k = c.kernels_before;
+            let (before, after) = (&nodes[..k], &nodes[k..]);
+            let weights: u64 = d.kernels[k..].iter().map(|x| x.weight_bytes).sum();
+            println!(
+                "{}\t{k}\t{}\t{p:.4}\t{:.4}\t{s:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.2}\t{}\t{}",
+                g.name,
+                d.kernels[k - 1].kind.name(),
+                before.iter().sum::<f64>(),
+                after.iter().sum::<f64>(),
+                weights as f64 / 1e6,
+                footprint_of(&d.kernels[k..]) / 1e6,
+                footprint(&d) / 1e6,
+                fmt(ratio(0..k)),
+                fmt(ratio(k..n)),
+            );
+        }
+    }
+    Ok(())
+}
