@@ -86,10 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let alone_footprint = footprint_of(d.kernels.get(r.clone())?);
             let (mut alone, mut inside) = (0.0, 0.0);
             for i in r {
-                let (ms, _) = *base.kernels.get(i)?;
-                let cache = base.cache_ms.get(i).copied().unwrap_or(0.0);
-                alone += ms - cache + p.cache_ms(d.kernels.get(i)?, alone_footprint)?;
-                inside += ms;
+                alone += p.repriced_ms(&d, &base, i, alone_footprint)?;
+                inside += base.kernels.get(i)?.0;
             }
             Some(alone / inside)
         };

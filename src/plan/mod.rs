@@ -394,11 +394,12 @@ impl<'a> Alone<'a> {
         let mut sum = 0.0;
         for i in range {
             let (base, _) = *self.base.kernels.get(i)?;
-            let cache = *self.base.cache_ms.get(i)?;
             let live = *self.live.get(i)?;
-            let alone = self.predictor.cache_ms(self.d.kernels.get(i)?, footprint)?;
+            let alone = self
+                .predictor
+                .repriced_ms(self.d, self.base, i, footprint)?;
             sum += if base > 0.0 {
-                live * (base - cache + alone) / base
+                live * alone / base
             } else {
                 live
             };

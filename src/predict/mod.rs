@@ -286,6 +286,21 @@ impl Predictor {
         Some(recycled_bytes(k, rule) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
     }
 
+    /// Kernel `i` of `d`'s base figure re-priced for a run whose working set is `footprint` bytes
+    /// (a part of the model run by itself): what the model's own working set cost it is replaced by
+    /// what `footprint` costs. None without a cache curve or where `i` is out of range.
+    pub fn repriced_ms(
+        &self,
+        d: &Decomposition,
+        base: &BasePrediction,
+        i: usize,
+        footprint: f64,
+    ) -> Option<f64> {
+        let (ms, _) = *base.kernels.get(i)?;
+        let cache = *base.cache_ms.get(i)?;
+        Some(ms - cache + self.cache_ms(d.kernels.get(i)?, footprint)?)
+    }
+
     /// Sums per-kernel predictions; cache the result per (model, profile).
     pub fn base(&self, d: &Decomposition) -> BasePrediction {
         let mut kernels = Vec::with_capacity(d.kernels.len());
