@@ -23,8 +23,10 @@ CUT_LOCAL=learned plans as a scheduler beside the board's daemon would: each mod
 stand-in (`POST /v1/models`), planned by its `POST /v1/plan` (the other board the same daemon,
 named in its boards/self.url), and each whole-model timing is reported to it (`POST /v1/observe`),
 as `augur eval --observe` reports each measurement: the daemon's learner corrects the local figures
-of the next plan (a model's first plan follows what the others taught), the other board's
-suffixes get its board-wide correction. The halves' own timings are never reported.
+of the next plan (a model's first plan follows what the others taught), and the other board's
+suffixes the same: the daemon asked for its part gets the model exported from the planning
+daemon's stored graph, other bytes and so another id, which its learner knows by the model's
+fingerprint. The halves' own timings are never reported.
 
 Interleaved passes, as `augur eval` does: each pass plans each model right before timing its whole
 model and its halves, so every prediction is of the state just before its measurement. Per half, the

@@ -1187,3 +1187,54 @@ fn a_node_whose_output_nothing_reads_is_left_out() {
     );
     assert_eq!(back.nodes.len(), 3);
 }
+
+/// The learner knows a model by its fingerprint: a model and the copy another daemon exports of
+/// it (other bytes, other node names) share one, and architectures that run differently do not.
+#[test]
+fn a_fingerprint_survives_export_and_tells_architectures_apart() {
+    let rules = FusionRules::tract_default();
+    let mut seen = BTreeMap::new();
+    for path in common::zoo_models() {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let g = import_path(&path, None).unwrap();
+        let d = decompose(&g, &rules).unwrap();
+        let bytes = augur::model::export::to_onnx_bytes(&g).unwrap();
+        let back = import_bytes(&bytes, "exported.onnx", None).unwrap();
+        let e = decompose(&back, &rules).unwrap();
+        if d.fingerprint() != e.fingerprint() {
+            let unnamed = |k: &augur::kernels::Kernel| {
+                let mut k = k.clone();
+                k.name.clear();
+                serde_json::to_string(&k).unwrap()
+            };
+            let first = d
+                .kernels
+                .iter()
+                .zip(&e.kernels)
+                .find(|(a, b)| unnamed(a) != unnamed(b))
+                .map(|(a, b)| format!("{}\n{}", unnamed(a), unnamed(b)));
+            panic!(
+                "{name}: export changed it ({} → {} kernels); first difference:\n{first:?}",
+                d.kernels.len(),
+                e.kernels.len()
+            );
+        }
+        if let Some(other) = seen.insert(d.fingerprint(), name.clone()) {
+            panic!("{name} and {other} share a fingerprint");
+        }
+    }
+    let g = import_path(&zoo_model("resnet18_224"), None).unwrap();
+    let d = decompose(&g, &rules).unwrap();
+    let mut renamed = d.clone();
+    for k in &mut renamed.kernels {
+        k.name.push_str("_renamed");
+    }
+    assert_eq!(
+        d.fingerprint(),
+        renamed.fingerprint(),
+        "names are not the model"
+    );
+    let mut wider = d.clone();
+    wider.kernels[0].cout += 1;
+    assert_ne!(d.fingerprint(), wider.fingerprint());
+}

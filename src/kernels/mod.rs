@@ -185,6 +185,38 @@ pub struct Decomposition {
 }
 
 impl Decomposition {
+    /// What the predictor sees of the model, as a short hex digest: its kernels in order (kinds,
+    /// ops, shapes, windows, sizes) without node names, weight values or constants of a few
+    /// bytes. Two files of one
+    /// architecture under one set of fusion rules share it (a re-export, a retrained copy), and
+    /// they run alike, so the online learner knows a model by it: what it learned of a model
+    /// follows the model whichever file brought it, another daemon's export included.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for k in &self.kernels {
+            // Constants too small to time (a Clip's bounds, stored as f16 in one file and f32
+            // in its export) do not tell two models apart: weights count in 4-KiB units, and
+            // the arithmetic intensity, which follows from the rest, not at all.
+            let unnamed = Kernel {
+                name: String::new(),
+                weight_bytes: k.weight_bytes >> 12,
+                arithmetic_intensity: 0.0,
+                ..k.clone()
+            };
+            // A kernel is plain numbers and strings, which serialise; were one not to, its kind
+            // and MACs still tell it apart.
+            match serde_json::to_vec(&unnamed) {
+                Ok(b) => h.update(&b),
+                Err(_) => h.update(format!("{:?}/{}", k.kind, k.macs).as_bytes()),
+            }
+            h.update(b"\n");
+        }
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("arch-{hex}")
+    }
+
     /// Features of kernel `i`, from the cache when it was filled.
     pub fn features(&self, i: usize) -> [f64; N_FEATURES] {
         match (self.feature_cache.get(i), self.kernels.get(i)) {

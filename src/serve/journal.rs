@@ -64,6 +64,10 @@ pub struct KernelObservation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub model: String,
+    /// The name the learner learned it under (the model's fingerprint); absent in older
+    /// journals, whose observations are learned again under `model`, the id, as they were then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn_as: Option<String>,
     pub latency_ms: f64,
     /// Base × slowdown, before the learner's correction.
     pub predicted_ms: f64,
@@ -326,7 +330,8 @@ fn fold(learner: &mut Learner, last_seq: &mut u64, r: &Record) -> Learned {
         phi: o.phi,
         kinds: o.kinds,
     };
-    learner.learn(&o.model, &x, o.predicted_ms, o.latency_ms)
+    let key = o.learn_as.as_deref().unwrap_or(&o.model);
+    learner.learn(key, &x, o.predicted_ms, o.latency_ms)
 }
 
 fn unix_now() -> f64 {
@@ -527,6 +532,7 @@ mod tests {
     fn obs(ms: f64) -> Observation {
         Observation {
             model: "m".into(),
+            learn_as: None,
             latency_ms: ms,
             predicted_ms: 10.0,
             served_ms: 10.0,
@@ -576,6 +582,42 @@ mod tests {
         assert!(c.learner.correction("m", &[1.0, 0.2, 0.0, 0.0]) > 1.0);
         let (_, r) = Journal::open(dir.path(), Duration::from_secs(3600), 1 << 30).unwrap();
         assert_eq!((r.replayed, r.cut_bytes, r.learned_observations), (0, 0, 6));
+    }
+
+    #[tokio::test]
+    async fn an_observation_is_learned_under_its_fingerprint_and_an_older_line_under_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = [1.0, 0.2, 0.0, 0.0];
+        {
+            let (j, _) = Journal::open(dir.path(), Duration::from_secs(3600), 1 << 30).unwrap();
+            for _ in 0..4 {
+                let o = Observation {
+                    learn_as: Some("arch-1".into()),
+                    ..obs(13.0)
+                };
+                assert!(j.append(o).await.unwrap().1.is_ok());
+            }
+            let l = j.learner().read().unwrap();
+            assert!(l.residuals.peek("arch-1").is_some());
+            assert!(l.residuals.peek("m").is_none(), "not under the id");
+            // No close: the replay below learns the lines again.
+            drop(l);
+            std::mem::forget(j);
+        }
+        // A line from before fingerprints: no `learn_as`, learned under its model id.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
+        let old = r#"{"seq":5,"unix_seconds":1.0,"model":"old-id","latency_ms":13.0,"predicted_ms":10.0,"served_ms":10.0,"phi":[1.0,0.2,0.0,0.0],"threads":1}"#;
+        writeln!(f, "{old}").unwrap();
+        drop(f);
+        let (j, r) = Journal::open(dir.path(), Duration::from_secs(3600), 1 << 30).unwrap();
+        assert_eq!(r.replayed, 5);
+        let l = j.learner().read().unwrap();
+        assert!(l.residuals.peek("arch-1").is_some_and(|r| r.count == 4));
+        assert!(l.residuals.peek("old-id").is_some_and(|r| r.count == 1));
+        assert!(l.correction("arch-1", &x) > 1.0);
     }
 
     #[tokio::test]

@@ -104,6 +104,10 @@ fn write_error(path: &Path, source: std::io::Error) -> StoreError {
 #[derive(Debug)]
 pub struct ModelEntry {
     pub id: String,
+    /// The name the online learner knows the model by ([`Decomposition::fingerprint`]): the
+    /// same for every file of the architecture, so a model posted again as another daemon's
+    /// export keeps what was learned of it.
+    pub learn_key: String,
     pub decomposition: Decomposition,
     pub base: BasePrediction,
     /// The engine generation the base prediction was computed with.
@@ -205,6 +209,7 @@ pub fn prepare(id: &str, g: &Graph, engine: &Engine) -> Result<ModelEntry, Store
             .sum::<u64>();
     Ok(ModelEntry {
         id: id.to_string(),
+        learn_key: d.fingerprint(),
         decomposition: d,
         base,
         generation: engine.generation,

@@ -200,6 +200,7 @@ fn observations_and_state(port: u16, id: &str, pk: &Value) {
     .unwrap();
     assert_eq!(o.status, 200, "{}", o.text());
     assert_eq!(o.json()["seq"], 1);
+    assert_eq!(o.json()["learned"], true, "{}", o.text());
     let kname = pk["kernels"][0]["name"].as_str().unwrap();
     let ok = post_json(
         port,
@@ -208,6 +209,50 @@ fn observations_and_state(port: u16, id: &str, pk: &Value) {
     )
     .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // What was learned follows the model, not its file: the copy another daemon exports (other
+    // bytes, so another id) is predicted with the same correction, under one live snapshot.
+    let g = augur::model::import_path(&zoo("mobilenet_v2_224.onnx"), None).unwrap();
+    let exported = augur::model::export::to_onnx_bytes(&g).unwrap();
+    let r = request(
+        port,
+        "POST",
+        "/v1/models",
+        Some("application/octet-stream"),
+        &exported,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let copy = r.json()["id"].as_str().unwrap().to_string();
+    assert_ne!(copy, id, "the export has other bytes");
+    let both = (0..20).find_map(|_| {
+        let a = post_json(port, "/v1/predict", &json!({"model": id}))
+            .unwrap()
+            .json();
+        let b = post_json(port, "/v1/predict", &json!({"model": copy}))
+            .unwrap()
+            .json();
+        (a["state"]["seq"] == b["state"]["seq"]).then_some((a, b))
+    });
+    let (a, b) = both.expect("no two answers under one snapshot in 20 tries");
+    // The export stores a Clip's bounds as f32 where the file had f16: a few bytes of base.
+    let close = |x: &Value, y: &Value| {
+        let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+        (x - y).abs() <= 1e-6 * x.abs().max(y.abs())
+    };
+    let (fa, fb) = (&a["state"]["learned_factor"], &b["state"]["learned_factor"]);
+    assert!(
+        close(fa, fb),
+        "learned {fa} for the model, {fb} for its copy"
+    );
+    assert!(close(&a["base_ms"], &b["base_ms"]), "{a}\n{b}");
+    assert!(close(&a["latency_ms"], &b["latency_ms"]), "{a}\n{b}");
+    for i in 0..2 {
+        assert!(
+            close(&a["interval_ms"][i], &b["interval_ms"][i]),
+            "{a}\n{b}"
+        );
+    }
 
     // State.
     let s = get(port, "/v1/state").unwrap().json();

@@ -129,7 +129,7 @@ async fn observe(app: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let live = app.snapshot();
     let job = Job {
-        model: &entry.id,
+        model: &entry.learn_key,
         d: &entry.decomposition,
         base: &entry.base,
         threads,
@@ -151,6 +151,7 @@ async fn observe(app: &AppState, req: Request) -> Result<Response, ApiError> {
         .journal
         .append(Observation {
             model: entry.id.clone(),
+            learn_as: Some(entry.learn_key.clone()),
             latency_ms: observed,
             predicted_ms: pending.predicted_ms,
             served_ms: pending.served_ms,

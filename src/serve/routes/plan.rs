@@ -489,7 +489,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             base: &entry.base,
             state: &state,
             threads: &c.threads,
-            learned: Some((&learner, &entry.id)),
+            learned: Some((&learner, &entry.learn_key)),
         };
         let remotes: Vec<Remote> = there
             .iter()

@@ -116,7 +116,7 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let job = Job {
-            model: &entry.id,
+            model: &entry.learn_key,
             d: &entry.decomposition,
             base: &entry.base,
             threads,
@@ -207,7 +207,7 @@ async fn batch(
         .map(|(d, item)| {
             let answered = d.and_then(|(entry, state, threads, ix)| {
                 let job = Job {
-                    model: &entry.id,
+                    model: &entry.learn_key,
                     d: &entry.decomposition,
                     base: &entry.base,
                     threads,
