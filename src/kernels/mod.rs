@@ -187,10 +187,10 @@ pub struct Decomposition {
 impl Decomposition {
     /// What the predictor sees of the model, as a short hex digest: its kernels in order (kinds,
     /// ops, shapes, windows, sizes) without node names, weight values or constants of a few
-    /// bytes. Two files of one
-    /// architecture under one set of fusion rules share it (a re-export, a retrained copy), and
-    /// they run alike, so the online learner knows a model by it: what it learned of a model
-    /// follows the model whichever file brought it, another daemon's export included.
+    /// bytes. Two files of one architecture under one set of fusion rules share it (a re-export,
+    /// a retrained copy), and they run alike, so the online learner knows a model by it: what it
+    /// learned of a model follows the model whichever file brought it, another daemon's export
+    /// included.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
