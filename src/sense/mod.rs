@@ -161,7 +161,7 @@ fn more_readings(snap: &mut Snapshot) {
         p.reference_history_cpu_ms.push(ms);
         p.reference_runs += 1;
         if parallel > 1 {
-            let Ok((ratio, _)) = w.parallel_ratio(parallel) else {
+            let Ok(ratio) = w.parallel_ratio(parallel) else {
                 return;
             };
             p.reference_parallel_threads = Some(parallel);

@@ -7,7 +7,7 @@
 use super::error::{SenseError, Unavailable};
 use super::fs::{Roots, numbered_entries, read_trimmed};
 use super::sensor::{Every, Frame, SampleCtx, Sensor};
-use crate::util::clock::thread_cpu_seconds;
+use crate::util::clock::{process_cpu_seconds, thread_cpu_seconds};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -351,12 +351,19 @@ impl Sensor for ProbeSensor {
                 frame.probe_reference_cpu_ms =
                     Some(w.median_cpu_ms(1).map_err(|_| SenseError::NoData)?);
                 if *parallel > 1 {
-                    let (ratio, many_s) = w
+                    // The pool's threads run off this thread's clock, so the process's clock
+                    // counts them (with whatever else the process ran meanwhile: a little more
+                    // charged, never less). Not wall time × threads: a process stopped or
+                    // descheduled mid-run would be charged its whole pause, and the next run
+                    // put off by up to an hour.
+                    let (process0, own0) = (process_cpu_seconds(), thread_cpu_seconds());
+                    let ratio = w
                         .parallel_ratio(*parallel)
                         .map_err(|_| SenseError::NoData)?;
                     frame.probe_parallel_ratio = Some((*parallel, ratio));
-                    // The pool's threads ran on other cores, off this thread's clock.
-                    extra_cpu = many_s * *parallel as f64;
+                    extra_cpu = ((process_cpu_seconds() - process0)
+                        - (thread_cpu_seconds() - own0))
+                        .max(0.0);
                 }
             }
             _ => return Err(SenseError::NoData),

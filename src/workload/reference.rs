@@ -94,27 +94,23 @@ impl ReferenceWorkload {
     /// median of the three: what extra threads give now against what they gave on a quiet board
     /// (the profile's thread scaling says that). On a shared host the other cores are not the
     /// board's alone (stolen by the hypervisor, or shared with another tenant), and a one-thread
-    /// reading, timed by CPU time on one core, sees none of that. Also returns the wall seconds
-    /// spent at `threads`, whose other threads' CPU a caller on a budget must count
-    /// ([`crate::sense`]'s probe does).
-    pub fn parallel_ratio(&self, threads: usize) -> Result<(f64, f64), RuntimeError> {
+    /// reading, timed by CPU time on one core, sees none of that.
+    pub fn parallel_ratio(&self, threads: usize) -> Result<f64, RuntimeError> {
         let threads = threads.max(2);
         let wall = std::time::Instant::now();
-        let mut many_s = 0.0;
         while wall.elapsed() < std::time::Duration::from_millis(150) {
-            many_s += self.pass_wall_ms(threads)? / 1e3;
+            self.pass_wall_ms(threads)?;
             self.pass_wall_ms(1)?;
         }
         let mut ratios = Vec::with_capacity(3);
         for _ in 0..3 {
             let one = self.pass_wall_ms(1)?;
             let many = self.pass_wall_ms(threads)?;
-            many_s += many / 1e3;
             if one > 0.0 {
                 ratios.push(many / one);
             }
         }
-        Ok((crate::util::median(&ratios), many_s))
+        Ok(crate::util::median(&ratios))
     }
 
     /// Wall milliseconds of the networks' runs, one each, at `threads`.
@@ -206,7 +202,7 @@ impl SpeedNow {
             self.history.pop_front();
         }
         if let Some((threads, h)) = &mut self.parallel {
-            h.push_back(self.workload.parallel_ratio(*threads)?.0);
+            h.push_back(self.workload.parallel_ratio(*threads)?);
             while h.len() > self.keep {
                 h.pop_front();
             }

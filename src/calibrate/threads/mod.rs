@@ -113,7 +113,7 @@ fn reference_ratios(counts: &[usize], progress: Progress) -> BTreeMap<usize, f64
         .filter(|&&n| n >= 2)
         .filter_map(|&n| {
             let readings: Vec<f64> = (0..REFERENCE_READINGS)
-                .filter_map(|_| w.parallel_ratio(n).ok().map(|(r, _)| r))
+                .filter_map(|_| w.parallel_ratio(n).ok())
                 .filter(|r| r.is_finite() && *r > 0.0)
                 .collect();
             crate::util::percentile(readings, 0.5).map(|r| (n, r))
