@@ -35,12 +35,14 @@ defines it, is each pass's measurement of the half predicted by the pass before 
 mean error. A cut counts when both halves are within ±10 % or within a noise floor, read two ways,
 both printed: the half's own floor (P − 1 differences; at 2 passes a single one, which a perfect
 predictor on a host moving 18 % beats for only about half its cuts) and the run's floor (the mean
-over every half, the figure `augur eval`'s target is set against). The whole model is timed the same way beside its halves, so
-a bias of the halves can be told from one of the model (its error under `augur bench`) and from
+over every half, the figure `augur eval`'s target is set against); scripts/cut_score.py. The whole
+model is timed the same way beside its halves, so a bias of the halves can be told from one of the model (its error under `augur bench`) and from
 halves that run faster or slower than their part of the whole (the sum of the halves over the
 whole)."""
 # Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]
 import atexit, json, signal, subprocess, sys, os, statistics as st, tempfile, time, urllib.request
+
+from cut_score import err, half as summary, passed
 
 A, P, Z, OUT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 2
@@ -168,10 +170,6 @@ def plan(m, remote=None):
     return json.loads(r.stdout)["options"]
 
 
-def err(pred, meas):
-    return (pred - meas) / meas * 100
-
-
 # Cut points and their halves, written once.
 cuts, wholes = [], {}
 for m in models:
@@ -227,16 +225,6 @@ if daemon is not None:
     daemon.wait()
 
 
-def summary(pred, meas):
-    """(mean prediction, mean measurement, error %, floor %) or None."""
-    pairs = [(a, b) for a, b in zip(pred, meas) if a and b]
-    if len(pairs) < 2:
-        return None
-    pm, mm = st.mean(a for a, _ in pairs), st.mean(b for _, b in pairs)
-    floor = st.mean(abs(err(pairs[i - 1][1], pairs[i][1])) for i in range(1, len(pairs)))
-    return pm, mm, err(pm, mm), floor
-
-
 rows = []
 for c in cuts:
     for half in ("prefix", "suffix"):
@@ -253,19 +241,11 @@ for half in ("prefix", "suffix"):
     e = [r[5] for r in rows if r[1] == half]
     print(f"  {half}: MAPE {st.mean(abs(x) for x in e):.2f} %, median signed {st.median(e):+.1f} %")
 run_floor = st.mean(r[6] for r in rows)
-
-
-def cuts_within(bound):
-    ok = 0
-    for c in cuts:
-        k = [r for r in rows if r[2] == c["cut"] and r[0] == c["model"]]
-        ok += len(k) == 2 and all(abs(r[5]) <= max(10, bound(r)) for r in k)
-    return ok
-
-
-print(f"cuts with both halves within ±10 % (or the half's own floor): {cuts_within(lambda r: r[6])} of {len(cuts)}")
+by_cut = [[(r[5], r[6]) for r in rows if r[2] == c["cut"] and r[0] == c["model"]] for c in cuts]
+print(f"cuts with both halves within ±10 % (or the half's own floor): "
+      f"{sum(passed(k) for k in by_cut)} of {len(cuts)}")
 print(f"cuts with both halves within ±10 % (or the run's floor, {run_floor:.2f} %): "
-      f"{cuts_within(lambda r: run_floor)} of {len(cuts)}")
+      f"{sum(passed(k, run_floor) for k in by_cut)} of {len(cuts)}")
 print("whole models under the same bench, and the halves' sum over the whole (measured):")
 for m, w in wholes.items():
     s = summary(w["predicted"], w["measured"])

@@ -13,13 +13,11 @@ the predictor, sets the count.
 Usage: scripts/cut_power.py [NOISE (0.16)] [PASSES ...]"""
 import math, random, statistics as st, sys
 
+from cut_score import half, passed
+
 NOISE = float(sys.argv[1]) if len(sys.argv) > 1 else 0.16
 PASSES = [int(a) for a in sys.argv[2:]] or [2, 3, 4, 6, 8]
 CUTS = 4000
-
-
-def err(p, m):
-    return (p - m) / m * 100
 
 
 def simulate(passes, pred_noise, bias, rng):
@@ -29,12 +27,11 @@ def simulate(passes, pred_noise, bias, rng):
         for _ in range(2):
             m = [math.exp(rng.gauss(0, NOISE)) for _ in range(passes)]
             p = [math.exp(bias + rng.gauss(0, pred_noise)) for _ in range(passes)]
-            floor = st.mean(abs(err(m[i - 1], m[i])) for i in range(1, passes))
-            cut.append((err(st.mean(p), st.mean(m)), floor))
+            cut.append(half(p, m)[2:])
         halves.append(cut)
     run_floor = st.mean(f for cut in halves for _, f in cut)
-    own = sum(all(abs(e) <= max(10, f) for e, f in cut) for cut in halves) / CUTS
-    run = sum(all(abs(e) <= max(10, run_floor) for e, _ in cut) for cut in halves) / CUTS
+    own = sum(passed(cut) for cut in halves) / CUTS
+    run = sum(passed(cut, run_floor) for cut in halves) / CUTS
     return run_floor, own, run
 
 
