@@ -39,13 +39,13 @@ over every half, the figure `augur eval`'s target is set against); scripts/cut_s
 model is timed the same way beside its halves, so a bias of the halves can be told from one of the model (its error under `augur bench`) and from
 halves that run faster or slower than their part of the whole (the sum of the halves over the
 whole)."""
-# Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]
+# Usage: scripts/cut_check.py AUGUR PROFILE ZOO_DIR OUT_DIR [PASSES]  (PASSES: 8, the check's protocol since d46)
 import atexit, json, signal, subprocess, sys, os, statistics as st, tempfile, time, urllib.request
 
 from cut_score import err, half as summary, passed
 
 A, P, Z, OUT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+PASSES = int(sys.argv[5]) if len(sys.argv) > 5 else 8
 models = ["squeezenet1_1_224", "mobilenet_v2_224", "resnet18_224", "efficientnet_b0_224", "mnasnet1_0_224"]
 
 
