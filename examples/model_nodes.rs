@@ -39,12 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
     let backend = TractBackend::new();
+    // `augur bench`'s own settling (0.2 s of warm-up), as the cut check times its halves.
     let spec = RunSpec {
-        threads: 1,
-        warmup: 3,
         warmup_seconds: 0.2,
-        runs: 10,
         max_seconds: 10.0,
+        ..RunSpec::default()
     };
     let share = 1.0 / rounds as f64;
     let (mut nodes, mut whole_ms) = (vec![0.0; d.kernels.len()], 0.0);
