@@ -30,6 +30,11 @@ pub struct Collected {
     pub windows: Vec<Window>,
     /// The nominal reading the measurements were brought to (0: none, left as measured).
     pub nominal: f64,
+    /// How far each kind followed the reading ([`speed::following`]); the measurements were brought
+    /// to the nominal speed by it.
+    pub following: BTreeMap<KernelKind, f64>,
+    /// The same for the networks as a whole (0: none).
+    pub following_mix: f64,
 }
 
 pub fn collect(entries: &[Entry]) -> Collected {
@@ -43,6 +48,29 @@ pub fn collect(entries: &[Entry]) -> Collected {
     refs.sort_by_key(|r| r.0);
     let readings: Vec<f64> = refs.into_iter().map(|r| r.1).collect();
     let nominal = speed::nominal(&readings);
+    let timed: Vec<(KernelKind, String, f64, &Window)> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Kernel {
+                measurement,
+                window,
+                ..
+            }
+            | Entry::InNetwork {
+                measurement,
+                window,
+                ..
+            } => Some((
+                measurement.kernel.kind,
+                config_key(&measurement.kernel),
+                measurement.median_ms,
+                window,
+            )),
+            Entry::Reference { .. } => None,
+        })
+        .collect();
+    let following = speed::following(&timed, nominal);
+    let exponent = |k: KernelKind| following.get(&k).copied().unwrap_or(1.0);
     let mut out = Collected {
         readings,
         nominal,
@@ -55,8 +83,12 @@ pub fn collect(entries: &[Entry]) -> Collected {
                 window,
                 ..
             } => {
-                out.alone
-                    .push(speed::normalise(measurement, window, nominal));
+                out.alone.push(speed::normalise_following(
+                    measurement,
+                    window,
+                    nominal,
+                    exponent(measurement.kernel.kind),
+                ));
                 out.windows.push(*window);
             }
             Entry::InNetwork {
@@ -68,13 +100,36 @@ pub fn collect(entries: &[Entry]) -> Collected {
                 out.in_network.push((
                     *network,
                     *index,
-                    speed::normalise(measurement, window, nominal),
+                    speed::normalise_following(
+                        measurement,
+                        window,
+                        nominal,
+                        exponent(measurement.kernel.kind),
+                    ),
                 ));
                 out.windows.push(*window);
             }
             Entry::Reference { .. } => {}
         }
     }
+    // The networks' kinds weighted by their time: what a whole network follows (the kernels timed
+    // alone where a backend could not time networks per node).
+    let (mut num, mut den) = (0.0, 0.0);
+    let weighed: Vec<&Measurement> = if out.in_network.is_empty() {
+        out.alone.iter().collect()
+    } else {
+        out.in_network.iter().map(|(_, _, m)| m).collect()
+    };
+    for m in weighed {
+        num += m.median_ms * exponent(m.kernel.kind);
+        den += m.median_ms;
+    }
+    out.following_mix = if den > 0.0 && !following.is_empty() {
+        num / den
+    } else {
+        0.0
+    };
+    out.following = following;
     out.alone.sort_by_cached_key(|m| config_key(&m.kernel));
     out.in_network.sort_by_key(|(i, k, _)| (*i, *k));
     out

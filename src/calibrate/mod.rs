@@ -153,6 +153,8 @@ pub fn refit_regressors(
     let split = split_in_network(&c, &profile.reference, &profile.device, seed);
     // Refitted under the rule calibration fits by now, whatever rule the profile was made under.
     profile.cache_bytes = CACHE_BYTES;
+    profile.reference.following = c.following.clone();
+    profile.reference.following_mix = c.following_mix;
     profile.regressors = fit::regressors(&profile.roofline, &c.alone, &split.train, seed);
     profile.composition = BTreeMap::new();
     // Networks timed whole (a backend that cannot time per node) would have to be timed again.
@@ -245,6 +247,8 @@ fn assemble(
         workload_cpu_ms: c.nominal,
         workload_warm: c.nominal > 0.0,
         cache: cache_curve(&device, progress),
+        following: c.following.clone(),
+        following_mix: c.following_mix,
     };
     let split = split_in_network(c, &reference, &device, opts.seed);
     let regressors = fit::regressors(&roofline, &c.alone, &split.train, opts.seed);

@@ -4,8 +4,10 @@
 //! describes the board at one speed, and a window whose readings disagree (the speed switched while
 //! measuring) or whose runs spread wide is measured again.
 use super::journal::Window;
+use crate::kernels::KernelKind;
 use crate::profile::{Measurement, Noise};
 use crate::workload::reference::ReferenceWorkload;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Time between two readings: shorter than the regimes seen on a shared host (seconds to tens of
@@ -51,13 +53,73 @@ pub fn nominal(readings: &[f64]) -> f64 {
     crate::util::percentile(readings.iter().copied().filter(|r| *r > 0.0), 0.5).unwrap_or(0.0)
 }
 
-/// A raw measurement brought to the nominal speed; unchanged where either reading is unknown.
-pub fn normalise(raw: &Measurement, window: &Window, nominal: f64) -> Measurement {
+/// A raw measurement brought to the nominal speed, for a kind whose time follows the reading's ratio
+/// to the power `exponent` ([`following`]; 1: fully); unchanged where either reading is unknown.
+pub fn normalise_following(
+    raw: &Measurement,
+    window: &Window,
+    nominal: f64,
+    exponent: f64,
+) -> Measurement {
     let speed = match window.reference_ms {
-        Some(w) if w > 0.0 && nominal > 0.0 => w / nominal,
+        Some(w) if w > 0.0 && nominal > 0.0 => (w / nominal).powf(exponent),
         _ => 1.0,
     };
     raw.clone().normalised(speed)
+}
+
+/// Pairs of timings a kind needs before its own exponent replaces the full one.
+const MIN_FOLLOWING_PAIRS: usize = 50;
+
+/// How far each kind's time follows the reference reading: the slope of a measurement's log time on
+/// its window's log reading, within each configuration timed in several windows (so a
+/// configuration's size never enters), over all of a kind's configurations weighted by their time;
+/// clamped to [0, 1].
+/// The reference workload is a mix: a kind bound by arithmetic slows with the spells that slow the
+/// mix's arithmetic, one bound by memory traffic may not slow at all, and dividing every kind by
+/// the whole reading biases both. A kind with fewer than [`MIN_FOLLOWING_PAIRS`] timings in
+/// repeated configurations gets no entry (it follows the reading fully). Spoiled windows are left
+/// out: their reading is not the one their kernel ran at.
+pub fn following(
+    samples: &[(KernelKind, String, f64, &Window)],
+    nominal: f64,
+) -> BTreeMap<KernelKind, f64> {
+    let mut groups: BTreeMap<(KernelKind, &str), Vec<(f64, f64)>> = BTreeMap::new();
+    for (kind, key, ms, w) in samples {
+        let Some(r) = w.reference_ms else { continue };
+        if w.spoiled || *ms <= 0.0 || r <= 0.0 || nominal <= 0.0 {
+            continue;
+        }
+        groups
+            .entry((*kind, key.as_str()))
+            .or_default()
+            .push(((r / nominal).ln(), ms.ln()));
+    }
+    let mut sums: BTreeMap<KernelKind, (f64, f64, usize)> = BTreeMap::new();
+    for ((kind, _), v) in groups {
+        if v.len() < 2 {
+            continue;
+        }
+        let n = v.len() as f64;
+        let (mx, my) = (
+            v.iter().map(|p| p.0).sum::<f64>() / n,
+            v.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        // Weighted by the configuration's time: what a prediction sums is time, and the many
+        // microsecond kernels (whose fixed costs follow the reading as the mix's do) would
+        // otherwise set the slope of a kind whose time is in its large ones.
+        let w = v.iter().map(|p| p.1.exp()).sum::<f64>() / n;
+        let e = sums.entry(kind).or_default();
+        for (x, y) in v {
+            e.0 += w * (x - mx) * (x - mx);
+            e.1 += w * (x - mx) * (y - my);
+            e.2 += 1;
+        }
+    }
+    sums.into_iter()
+        .filter(|(_, (sxx, _, n))| *n >= MIN_FOLLOWING_PAIRS && *sxx > 0.0)
+        .map(|(kind, (sxx, sxy, _))| (kind, (sxy / sxx).clamp(0.0, 1.0)))
+        .collect()
 }
 
 /// The noise a calibration saw, from its readings in the order taken and the windows of its
@@ -142,7 +204,7 @@ mod tests {
             spoiled: false,
             attempts: 1,
         };
-        let n = normalise(&m(3.0, 2.7, 3.3), &w, nom);
+        let n = normalise_following(&m(3.0, 2.7, 3.3), &w, nom, 1.0);
         assert!((n.median_ms - 2.0).abs() < 1e-12);
         assert!((n.p10_ms - 1.8).abs() < 1e-12 && (n.p90_ms - 2.2).abs() < 1e-12);
         assert!((n.speed - 1.5).abs() < 1e-12);
@@ -151,12 +213,77 @@ mod tests {
             reference_ms: Some(20.0),
             ..w
         };
-        assert_eq!(normalise(&m(2.0, 2.0, 2.0), &fast, nom).median_ms, 2.0);
+        assert_eq!(
+            normalise_following(&m(2.0, 2.0, 2.0), &fast, nom, 1.0).median_ms,
+            2.0
+        );
         // Without readings nothing changes.
         let none = Window::default();
-        assert_eq!(normalise(&m(3.0, 3.0, 3.0), &none, nom).median_ms, 3.0);
-        assert_eq!(normalise(&m(3.0, 3.0, 3.0), &w, 0.0).median_ms, 3.0);
+        assert_eq!(
+            normalise_following(&m(3.0, 3.0, 3.0), &none, nom, 1.0).median_ms,
+            3.0
+        );
+        assert_eq!(
+            normalise_following(&m(3.0, 3.0, 3.0), &w, 0.0, 1.0).median_ms,
+            3.0
+        );
         assert_eq!(nominal(&[]), 0.0);
+    }
+
+    #[test]
+    fn each_kind_follows_the_reading_by_its_own_slope_within_its_configurations() {
+        let nom = 20.0;
+        let win = |r: f64, spoiled: bool| Window {
+            reference_ms: Some(r),
+            spoiled,
+            attempts: 1,
+        };
+        let (slow, fast, spoiled) = (win(30.0, false), win(16.0, false), win(40.0, true));
+        let mut samples = Vec::new();
+        for c in 0..60 {
+            // Configurations of very different sizes: only the change within each counts.
+            let size = 0.01 * (1.0 + c as f64);
+            for w in [&slow, &fast] {
+                let ratio = w.reference_ms.unwrap_or(nom) / nom;
+                // Pointwise work slows with the reading fully (its slope, 1.2, is clamped to 1);
+                // depthwise work by a quarter of it.
+                samples.push((
+                    KernelKind::Pointwise,
+                    format!("pw{c}"),
+                    size * ratio.powf(1.2),
+                    w,
+                ));
+                samples.push((
+                    KernelKind::Depthwise,
+                    format!("dw{c}"),
+                    size * ratio.powf(0.25),
+                    w,
+                ));
+            }
+            // A spoiled window's time is not the one its reading says: left out.
+            samples.push((
+                KernelKind::Depthwise,
+                format!("dw{c}"),
+                size * 9.0,
+                &spoiled,
+            ));
+        }
+        // Too few repeated configurations to say: no entry, the kind follows fully.
+        for c in 0..10 {
+            samples.push((KernelKind::Conv, format!("c{c}"), 1.0, &slow));
+            samples.push((KernelKind::Conv, format!("c{c}"), 1.0, &fast));
+        }
+        let f = following(&samples, nom);
+        assert_eq!(f.get(&KernelKind::Pointwise), Some(&1.0));
+        let dw = f.get(&KernelKind::Depthwise).copied().unwrap_or(f64::NAN);
+        assert!((dw - 0.25).abs() < 1e-9, "{dw}");
+        assert!(!f.contains_key(&KernelKind::Conv));
+        // Brought to the nominal speed by its own exponent: a 3 ms depthwise kernel timed at a
+        // reading 1.5× the nominal one is 3 / 1.5^0.25 ms at it.
+        let n = normalise_following(&m(3.0, 3.0, 3.0), &slow, nom, dw);
+        assert!((n.median_ms - 3.0 / 1.5f64.powf(0.25)).abs() < 1e-9);
+        assert!(following(&[], nom).is_empty());
+        assert!(following(&samples, 0.0).is_empty());
     }
 
     #[test]

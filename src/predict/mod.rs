@@ -301,6 +301,25 @@ impl Predictor {
         Some(ms - cache + self.cache_ms(d.kernels.get(i)?, footprint)?)
     }
 
+    /// The speed term of a kernel of `kind` when the whole reads `reading`: a kind that followed
+    /// the reference reading more than the calibration's networks did follows a live reading more
+    /// too, in the same proportion, so that a network of the usual mix moves as it did before and
+    /// its parts move each by their own kinds. None where the profile did not measure it (every
+    /// kind follows alike) or the reading is the calibration's own.
+    fn kind_speed(&self, kind: KernelKind, reading: f64) -> Option<f64> {
+        let r = &self.profile.as_ref()?.reference;
+        if r.following.is_empty() {
+            return None;
+        }
+        // A kind too rare to measure was brought to the nominal speed by the whole reading.
+        let own = r.following.get(&kind).copied().unwrap_or(1.0);
+        let usable = |x: f64| x.is_finite() && x > 0.0;
+        if !usable(r.following_mix) || !usable(reading) || reading == 1.0 {
+            return None;
+        }
+        Some(reading.powf((own / r.following_mix).min(4.0)))
+    }
+
     /// Sums per-kernel predictions; cache the result per (model, profile).
     pub fn base(&self, d: &Decomposition) -> BasePrediction {
         let mut kernels = Vec::with_capacity(d.kernels.len());
@@ -363,6 +382,7 @@ impl Predictor {
     ) -> Prediction {
         let mut factors = self.slowdown.factors(state, threads);
         let parallel = self.parallel(state, threads);
+        let reading = factors.speed;
         factors.speed *= parallel.factor;
         let scale = self.thread_scale(d, threads);
         let mut total = 0.0;
@@ -378,7 +398,14 @@ impl Predictor {
                 None => ms,
             };
             quiet += ms;
-            let live = ms * factors.kernel(share);
+            let live = match d
+                .kernels
+                .get(i)
+                .and_then(|k| self.kind_speed(k.kind, reading))
+            {
+                Some(s) => ms * factors.kernel_at(share, s * parallel.factor),
+                None => ms * factors.kernel(share),
+            };
             total += live;
             let kernel_joules = match (&watts, d.kernels.get(i)) {
                 (Some(w), Some(k)) => Some(w.joules(k.kind, live)),
@@ -674,6 +701,30 @@ mod tests {
                 trees: BTreeMap::new(),
             }),
         }
+    }
+
+    #[test]
+    fn a_kind_follows_a_live_reading_by_its_own_exponent_over_the_networks_one() {
+        let mut prof = profile(1, false);
+        // No exponents measured (a profile made before): every kind follows the reading alike.
+        let p = Predictor::new(Some(prof.clone()), Roofline::default());
+        assert_eq!(p.kind_speed(KernelKind::Conv, 0.8), None);
+        prof.reference.following =
+            BTreeMap::from([(KernelKind::Conv, 1.0), (KernelKind::Pool, 0.25)]);
+        prof.reference.following_mix = 0.5;
+        let p = Predictor::new(Some(prof.clone()), Roofline::default());
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
+        // Convolutions followed the reading twice as much as the networks did; pools half as much;
+        // a kind too rare to measure was normalised by the whole reading, so it counts as 1.
+        assert!(close(p.kind_speed(KernelKind::Conv, 0.8), 0.64));
+        assert!(close(p.kind_speed(KernelKind::Pool, 0.8), 0.8f64.sqrt()));
+        assert!(close(p.kind_speed(KernelKind::Reduce, 0.8), 0.64));
+        // At the calibration's own reading, or with none, nothing to apply.
+        assert_eq!(p.kind_speed(KernelKind::Conv, 1.0), None);
+        assert_eq!(p.kind_speed(KernelKind::Conv, 0.0), None);
+        prof.reference.following_mix = 0.0;
+        let p = Predictor::new(Some(prof), Roofline::default());
+        assert_eq!(p.kind_speed(KernelKind::Conv, 0.8), None);
     }
 
     #[test]

@@ -18,9 +18,15 @@ pub struct Factors {
 impl Factors {
     /// Slowdown of a kernel whose time is `memory_share` memory traffic.
     pub fn kernel(&self, memory_share: f64) -> f64 {
+        self.kernel_at(memory_share, self.speed)
+    }
+
+    /// [`Factors::kernel`] with `speed` in place of the board's one speed term (a kind that follows
+    /// the reading more or less than the whole).
+    pub fn kernel_at(&self, memory_share: f64, speed: f64) -> f64 {
         let m = 1.0 + memory_share.clamp(0.0, 1.0) * (self.memory - 1.0);
         let c = 1.0 + (1.0 - memory_share.clamp(0.0, 1.0)) * (self.frequency - 1.0);
-        self.cpu * m * c * self.speed
+        self.cpu * m * c * speed
     }
 }
 

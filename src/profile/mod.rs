@@ -111,6 +111,14 @@ pub struct Reference {
     /// swept: those predict with the nominal cache size, as they were fitted).
     #[serde(default)]
     pub cache: CacheCurve,
+    /// How far each kernel kind's time followed the reference reading while calibrating (the
+    /// exponent of the reading's ratio; 1 follows it fully). Empty in profiles made before: every
+    /// kind then follows the reading alike, as they were fitted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub following: BTreeMap<KernelKind, f64>,
+    /// The same for the calibration's networks as a whole, their kinds weighted by time (0: none).
+    #[serde(default)]
+    pub following_mix: f64,
 }
 
 /// The bytes of a kernel whose cost grows when a run's working set (weights and activations) outgrows
