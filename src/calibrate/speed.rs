@@ -1,8 +1,9 @@
 //! Measuring on a board whose speed moves: the reference workload is timed between the
 //! measurements (a reading every [`EVERY`]), each measurement is divided by the board's speed in its
-//! window (the readings before and after it, over the calibration's median reading), so the profile
-//! describes the board at one speed, and a window whose readings disagree (the speed switched while
-//! measuring) or whose runs spread wide is measured again.
+//! window (the readings before and after it, over the calibration's median reading, to the power its
+//! kind follows the readings: [`following`]), so the profile describes the board at one speed, and a
+//! window whose readings disagree (the speed switched while measuring) or whose runs spread wide is
+//! measured again.
 use super::journal::Window;
 use crate::kernels::KernelKind;
 use crate::profile::{Measurement, Noise};
