@@ -6,7 +6,8 @@
 //! re-pricing at the half's own working set). It shows whether a part runs as its kernels did inside
 //! the network; nothing here is fitted.
 //!
-//! Usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE]
+//! Usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE[,PROFILE…]] (with several profiles, a
+//! prefix and a suffix ratio column for each)
 use augur::calibrate::innet::attribute;
 use augur::kernels::{FusionRules, decompose};
 use augur::plan::cuts::cut_points;
@@ -17,19 +18,21 @@ use augur::runtime::{Backend, RunSpec, TractBackend};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE]";
+    let usage = "usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE[,PROFILE…]]";
     let [seed, first, count, most, rest @ ..] = args.as_slice() else {
         return Err(usage.into());
     };
     let (seed, first, count, most): (u64, usize, usize, usize) =
         (seed.parse()?, first.parse()?, count.parse()?, most.parse()?);
-    let predictor = match rest.first() {
-        Some(p) => {
-            let (profile, _) = Profile::load(std::path::Path::new(p), "")?;
-            Some(Predictor::new(Some(profile.clone()), profile.roofline))
-        }
-        None => None,
-    };
+    let mut predictors = Vec::new();
+    for p in rest
+        .first()
+        .map(|l| l.split(',').collect())
+        .unwrap_or_else(Vec::new)
+    {
+        let (profile, _) = Profile::load(std::path::Path::new(p), "")?;
+        predictors.push(Predictor::new(Some(profile.clone()), profile.roofline));
+    }
     let backend = TractBackend::new();
     let spec = RunSpec {
         threads: 1,
@@ -38,9 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         runs: 10,
         max_seconds: 5.0,
     };
+    let ratio_columns: Vec<String> = (1..=predictors.len())
+        .map(|j| format!("\tprofile{j}_prefix_ratio\tprofile{j}_suffix_ratio"))
+        .collect();
     println!(
         "net\tkernels_before\tlast_kind\tprefix_ms\tprefix_nodes_ms\tsuffix_ms\tsuffix_nodes_ms\t\
-         suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb\tprofile_prefix_ratio\tprofile_suffix_ratio"
+         suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb{}",
+        ratio_columns.concat()
     );
     for i in first..first + count {
         let g = augur::model::families::network(seed, i)?;
@@ -79,9 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 out.1 += backend.time_onnx(s, &spec)?.median_ms / 2.0;
             }
         }
-        // The profile's figure for kernels `r` run alone over theirs inside the whole network.
-        let ratio = |r: std::ops::Range<usize>| -> Option<f64> {
-            let p = predictor.as_ref()?;
+        // A profile's figure for kernels `r` run alone over theirs inside the whole network.
+        let ratio = |p: &Predictor, r: std::ops::Range<usize>| -> Option<f64> {
             let base = p.base(&d);
             let alone_footprint = footprint_of(d.kernels.get(r.clone())?);
             let (mut alone, mut inside) = (0.0, 0.0);
@@ -97,8 +103,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let k = c.kernels_before;
             let (before, after) = (&nodes[..k], &nodes[k..]);
             let weights: u64 = d.kernels[k..].iter().map(|x| x.weight_bytes).sum();
+            let ratios: Vec<String> = predictors
+                .iter()
+                .flat_map(|pr| [fmt(ratio(pr, 0..k)), fmt(ratio(pr, k..n))])
+                .collect();
             println!(
-                "{}\t{k}\t{}\t{p:.4}\t{:.4}\t{s:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.2}\t{}\t{}",
+                "{}\t{k}\t{}\t{p:.4}\t{:.4}\t{s:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.2}{}",
                 g.name,
                 d.kernels[k - 1].kind.name(),
                 before.iter().sum::<f64>(),
@@ -106,8 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 weights as f64 / 1e6,
                 footprint_of(&d.kernels[k..]) / 1e6,
                 footprint(&d) / 1e6,
-                fmt(ratio(0..k)),
-                fmt(ratio(k..n)),
+                ratios.iter().map(|r| format!("\t{r}")).collect::<String>(),
             );
         }
     }

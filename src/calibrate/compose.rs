@@ -83,7 +83,7 @@ pub fn split(
         let bytes = if cache.is_empty() {
             m.kernel.weight_bytes as f64
         } else {
-            crate::predict::recycled_bytes(&m.kernel, rule)
+            crate::predict::recycled_bytes(&m.kernel, rule, *k == 0)
         };
         let mut m = m.clone();
         let t = (m.median_ms - bytes * c * 1e3).max(0.3 * m.median_ms);
@@ -342,4 +342,43 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         x[i] = (b[i] - s) / a[i][i];
     }
     Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_the_entry_rule_the_stem_target_also_loses_its_input_and_writes() {
+        // The first two kernels of calibration network 0 (trained on, not held out), each timed
+        // at 10 ms inside it.
+        let (_, d) = network(1, 0).unwrap();
+        assert!(!held_out(0));
+        let measured: Vec<(usize, usize, Measurement)> = (0..2)
+            .map(|k| {
+                (
+                    0,
+                    k,
+                    Measurement::new(d.kernels[k].clone(), 10.0, 10.0, 10.0),
+                )
+            })
+            .collect();
+        let curve = CacheCurve::from_bandwidths(&[(1 << 20, 100e9), (64 << 20, 10e9)]);
+        let extra = curve.extra_seconds_per_byte(crate::predict::footprint(&d), 0.0) * 1e3;
+        assert!(extra > 0.0, "the network outgrows the curve's hot end");
+        let target =
+            |rule, k: usize| split(1, &measured, &curve, rule, 0.0, 0.0).train[k].median_ms;
+        let (stem, next) = (&d.kernels[0], &d.kernels[1]);
+        // A later kernel loses its weights' cost under both rules.
+        let later = 10.0 - next.weight_bytes as f64 * extra;
+        assert!((target(CacheBytes::Weights, 1) - later).abs() < 1e-12);
+        assert!((target(CacheBytes::WeightsAndEntry, 1) - later).abs() < 1e-12);
+        // The stem also what it reads and writes a whole run after they were last used.
+        let entry =
+            (stem.weight_bytes + stem.input_bytes + 2 * stem.output_bytes + 2 * stem.scratch_bytes)
+                as f64;
+        let want = (10.0 - entry * extra).max(3.0);
+        assert!((target(CacheBytes::WeightsAndEntry, 0) - want).abs() < 1e-12);
+        assert!(target(CacheBytes::WeightsAndEntry, 0) < target(CacheBytes::Weights, 0));
+    }
 }

@@ -87,7 +87,14 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
             journal: journal.path().to_path_buf(),
         });
     }
-    let (journal, failures) = measure(opts, backend.as_ref(), journal, progress)?;
+    let mut sweeps = Vec::new();
+    let (journal, failures) = measure(
+        opts,
+        backend.as_ref(),
+        journal,
+        (&device, &mut sweeps),
+        progress,
+    )?;
     log_failures(&failures);
     progress(&Event::Phase(Phase::Fit));
     let c = fit::collect(journal.entries());
@@ -98,7 +105,16 @@ pub fn calibrate(opts: &Options, progress: Progress) -> Result<CalibrationReport
                 .map_or_else(|| "nothing was tried".into(), |e| e.to_string()),
         });
     }
-    let mut profile = assemble(opts, backend.as_ref(), device, fusion, &c, progress);
+    sweeps.push(sweep(&device));
+    let mut profile = assemble(
+        opts,
+        backend.as_ref(),
+        device,
+        fusion,
+        &c,
+        &sweeps,
+        progress,
+    );
     if opts.fit_threads && !opts.stopped() {
         profile.thread_scaling = threads::phase(opts, backend.as_ref(), &profile.device, progress);
     }
@@ -191,11 +207,13 @@ fn detect_fusion(
 
 /// The measuring phases: kernels alone for 30 % of the budget, refinement to 40 %, kernels inside
 /// synthetic networks for the rest (what the regressors mostly learn from); a backend that cannot
-/// time per node spends the rest on kernels alone.
+/// time per node spends the rest on kernels alone. The cache curve is swept at the start of each
+/// phase (into `sweeps`), so that its sweeps are spread over the minutes the kernels are timed in.
 fn measure(
     opts: &Options,
     backend: &dyn Backend,
     journal: Journal,
+    (device, sweeps): (&DeviceInfo, &mut Vec<Vec<(u64, f64)>>),
     progress: Progress,
 ) -> Result<(Journal, Failures), CalibrateError> {
     let mut s = Session::new(opts, backend, journal, progress);
@@ -203,10 +221,13 @@ fn measure(
     let plan = kernels::plan(opts.seed);
     let mut next = 0;
     progress(&Event::Phase(Phase::Kernels));
+    sweeps.push(sweep(device));
     kernels::explore(&mut s, &plan, &mut next, budget.mul_f64(0.3))?;
     progress(&Event::Phase(Phase::Refine));
+    sweeps.push(sweep(device));
     kernels::refine(&mut s, opts.seed, budget.mul_f64(0.4))?;
     progress(&Event::Phase(Phase::Networks));
+    sweeps.push(sweep(device));
     if !networks::run(&mut s, budget)? {
         progress(&Event::Phase(Phase::Kernels));
         kernels::explore(&mut s, &plan, &mut next, budget)?;
@@ -232,6 +253,7 @@ fn assemble(
     device: DeviceInfo,
     fusion: FusionRules,
     c: &fit::Collected,
+    sweeps: &[Vec<(u64, f64)>],
     progress: Progress,
 ) -> Profile {
     let roofline = fit::roofline(&c.alone);
@@ -246,7 +268,7 @@ fn assemble(
         },
         workload_cpu_ms: c.nominal,
         workload_warm: c.nominal > 0.0,
-        cache: cache_curve(&device, progress),
+        cache: cache_curve(sweeps, progress),
         following: c.following.clone(),
         following_mix: c.following_mix,
     };
@@ -301,7 +323,7 @@ fn assemble(
 }
 
 /// The bytes whose cost calibration takes out of in-network targets (and prediction adds back).
-const CACHE_BYTES: crate::profile::CacheBytes = crate::profile::CacheBytes::Weights;
+const CACHE_BYTES: crate::profile::CacheBytes = crate::profile::CacheBytes::WeightsAndEntry;
 
 /// The kernels timed inside networks, split into the regressors' targets (less what each network's
 /// working set cost them beyond a hot cache) and the held-out networks' kernels.
@@ -353,19 +375,35 @@ fn held_out_composition(
     f.error
 }
 
-/// The cache curve of this board, swept once (about a second), with a line saying where it bends.
-fn cache_curve(device: &DeviceInfo, progress: Progress) -> CacheCurve {
+/// One sweep of the cache curve (about a second).
+fn sweep(device: &DeviceInfo) -> Vec<(u64, f64)> {
     let llc = Some(device.llc_bytes()).filter(|&b| b > 0);
-    let curve = CacheCurve::from_bandwidths(&crate::sense::probe::cache_sweep(llc));
+    crate::sense::probe::cache_sweep(llc)
+}
+
+/// The cache curve of this board from the sweeps taken through calibration
+/// ([`CacheCurve::from_sweeps`]), with a line saying where it bends.
+fn cache_curve(sweeps: &[Vec<(u64, f64)>], progress: Progress) -> CacheCurve {
+    let curve = CacheCurve::from_sweeps(sweeps);
     if let (Some(a), Some(b)) = (curve.points.first(), curve.points.last()) {
         progress::note(
             progress,
             format!(
-                "cache curve: {:.0} GB/s streaming {} MiB, {:.0} GB/s streaming {} MiB",
+                "cache curve: {:.0} GB/s streaming {} MiB, {:.0} GB/s streaming {} MiB \
+                 (the best of {} sweeps; {} MiB at {} GB/s in each)",
                 1e-9 / a[1],
                 (a[0] as u64) >> 20,
                 1e-9 / b[1],
-                (b[0] as u64) >> 20
+                (b[0] as u64) >> 20,
+                sweeps.len(),
+                (a[0] as u64) >> 20,
+                sweeps
+                    .iter()
+                    .map(|s| s
+                        .first()
+                        .map_or("-".into(), |x| format!("{:.0}", x.1 / 1e9)))
+                    .collect::<Vec<_>>()
+                    .join("/")
             ),
         );
     }

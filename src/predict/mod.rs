@@ -160,13 +160,16 @@ pub fn cold_weight_seconds_per_byte(llc: f64, bandwidth: f64, d: &Decomposition)
 
 /// Bytes of a kernel's traffic whose cost follows the run's working set, under `rule`: its weights
 /// read; under the older rule also what it writes — its output and its scratch (im2col, packing) —
-/// twice, since a write first reads the line it lands in and the line is written back when evicted.
-pub fn recycled_bytes(k: &Kernel, rule: CacheBytes) -> f64 {
+/// twice, since a write first reads the line it lands in and the line is written back when evicted;
+/// under [`CacheBytes::WeightsAndEntry`] that and the model's input too, for a run's `first` kernel
+/// only.
+pub fn recycled_bytes(k: &Kernel, rule: CacheBytes, first: bool) -> f64 {
+    let writes = (2 * k.output_bytes + 2 * k.scratch_bytes) as f64;
     match rule {
         CacheBytes::Weights => k.weight_bytes as f64,
-        CacheBytes::WeightsAndWrites => {
-            (k.weight_bytes + 2 * k.output_bytes + 2 * k.scratch_bytes) as f64
-        }
+        CacheBytes::WeightsAndWrites => k.weight_bytes as f64 + writes,
+        CacheBytes::WeightsAndEntry if first => (k.weight_bytes + k.input_bytes) as f64 + writes,
+        CacheBytes::WeightsAndEntry => k.weight_bytes as f64,
     }
 }
 
@@ -201,6 +204,19 @@ pub struct Predictor {
     /// The profile's expected parallel ratio of the reference networks by thread count, worked out
     /// on first use ([`parallel`]); shared by clones, which hold the same profile.
     parallel_expected: ParallelExpected,
+}
+
+/// Each kernel kind's live speed term at one reading ([`Predictor::kind_speeds`]).
+#[derive(Clone, Debug)]
+struct KindSpeeds {
+    measured: std::collections::BTreeMap<KernelKind, f64>,
+    unmeasured: f64,
+}
+
+impl KindSpeeds {
+    fn of(&self, kind: KernelKind) -> f64 {
+        self.measured.get(&kind).copied().unwrap_or(self.unmeasured)
+    }
 }
 
 type ParallelExpected =
@@ -274,8 +290,9 @@ impl Predictor {
     /// Milliseconds kernel `k` pays inside a run whose working set is `footprint` bytes because that
     /// set outgrows the caches, over what its regressor learned: kinds learned inside networks had
     /// that cost taken out of their targets (so they learned a hot cache); kinds timed alone paid
-    /// what their own working set cost then. None without a cache curve.
-    pub fn cache_ms(&self, k: &Kernel, footprint: f64) -> Option<f64> {
+    /// what their own working set cost then. `first`: `k` is the run's first kernel. None without
+    /// a cache curve.
+    pub fn cache_ms(&self, k: &Kernel, footprint: f64, first: bool) -> Option<f64> {
         let curve = self.cache_curve()?;
         let timed = if self.in_network(k.kind) {
             0.0
@@ -283,7 +300,7 @@ impl Predictor {
             (k.weight_bytes + k.input_bytes + k.output_bytes + k.scratch_bytes) as f64
         };
         let rule = self.profile.as_ref()?.cache_bytes;
-        Some(recycled_bytes(k, rule) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
+        Some(recycled_bytes(k, rule, first) * curve.extra_seconds_per_byte(footprint, timed) * 1e3)
     }
 
     /// Kernel `i` of `d`'s base figure re-priced for a run whose working set is `footprint` bytes
@@ -298,26 +315,28 @@ impl Predictor {
     ) -> Option<f64> {
         let (ms, _) = *base.kernels.get(i)?;
         let cache = *base.cache_ms.get(i)?;
-        Some(ms - cache + self.cache_ms(d.kernels.get(i)?, footprint)?)
+        Some(ms - cache + self.cache_ms(d.kernels.get(i)?, footprint, i == 0)?)
     }
 
-    /// The speed term of a kernel of `kind` when the whole reads `reading`: a kind that followed
-    /// the reference reading more than the calibration's networks did follows a live reading more
-    /// too, in the same proportion, so that a network of the usual mix moves as it did before and
-    /// its parts move each by their own kinds. None where the profile did not measure it (every
-    /// kind follows alike) or the reading is the calibration's own.
-    fn kind_speed(&self, kind: KernelKind, reading: f64) -> Option<f64> {
+    /// The speed term of each kernel kind when the whole reads `reading`: a kind that followed the
+    /// reference reading more than the calibration's networks did follows a live reading more too,
+    /// in the same proportion, so that a network of the usual mix moves as it did before and its
+    /// parts move each by their own kinds. Worked out once per prediction, not per kernel. None
+    /// where the profile did not measure it (every kind follows alike) or the reading is the
+    /// calibration's own.
+    fn kind_speeds(&self, reading: f64) -> Option<KindSpeeds> {
         let r = &self.profile.as_ref()?.reference;
-        if r.following.is_empty() {
-            return None;
-        }
-        // A kind too rare to measure was brought to the nominal speed by the whole reading.
-        let own = r.following.get(&kind).copied().unwrap_or(1.0);
         let usable = |x: f64| x.is_finite() && x > 0.0;
-        if !usable(r.following_mix) || !usable(reading) || reading == 1.0 {
+        if r.following.is_empty() || !usable(r.following_mix) || !usable(reading) || reading == 1.0
+        {
             return None;
         }
-        Some(reading.powf((own / r.following_mix).min(4.0)))
+        let at = |own: f64| reading.powf((own / r.following_mix).min(4.0));
+        Some(KindSpeeds {
+            measured: r.following.iter().map(|(&k, &own)| (k, at(own))).collect(),
+            // A kind too rare to measure was brought to the nominal speed by the whole reading.
+            unmeasured: at(1.0),
+        })
     }
 
     /// Sums per-kernel predictions; cache the result per (model, profile).
@@ -329,9 +348,9 @@ impl Predictor {
         let per_kernel = self.kernel_predictions(d);
         // The model's working set, once: every kernel of a run shares it.
         let run_footprint = self.cache_curve().map(|_| footprint(d));
-        for (k, &(ms, fb)) in d.kernels.iter().zip(&per_kernel) {
+        for (i, (k, &(ms, fb))) in d.kernels.iter().zip(&per_kernel).enumerate() {
             let ms = if let Some(f) = run_footprint {
-                let c = self.cache_ms(k, f).unwrap_or(0.0);
+                let c = self.cache_ms(k, f, i == 0).unwrap_or(0.0);
                 cache_ms.push(c);
                 ms + c
             } else {
@@ -382,7 +401,7 @@ impl Predictor {
     ) -> Prediction {
         let mut factors = self.slowdown.factors(state, threads);
         let parallel = self.parallel(state, threads);
-        let reading = factors.speed;
+        let speeds = self.kind_speeds(factors.speed);
         factors.speed *= parallel.factor;
         let scale = self.thread_scale(d, threads);
         let mut total = 0.0;
@@ -398,13 +417,11 @@ impl Predictor {
                 None => ms,
             };
             quiet += ms;
-            let live = match d
-                .kernels
-                .get(i)
-                .and_then(|k| self.kind_speed(k.kind, reading))
-            {
-                Some(s) => ms * factors.kernel_at(share, s * parallel.factor),
-                None => ms * factors.kernel(share),
+            let live = match (&speeds, d.kernels.get(i)) {
+                (Some(speeds), Some(k)) => {
+                    ms * factors.kernel_at(share, speeds.of(k.kind) * parallel.factor)
+                }
+                _ => ms * factors.kernel(share),
             };
             total += live;
             let kernel_joules = match (&watts, d.kernels.get(i)) {
@@ -708,7 +725,7 @@ mod tests {
         let mut prof = profile(1, false);
         // No exponents measured (a profile made before): every kind follows the reading alike.
         let p = Predictor::new(Some(prof.clone()), Roofline::default());
-        assert_eq!(p.kind_speed(KernelKind::Conv, 0.8), None);
+        assert_eq!(p.kind_speeds(0.8).map(|s| s.of(KernelKind::Conv)), None);
         prof.reference.following =
             BTreeMap::from([(KernelKind::Conv, 1.0), (KernelKind::Pool, 0.25)]);
         prof.reference.following_mix = 0.5;
@@ -716,15 +733,24 @@ mod tests {
         let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
         // Convolutions followed the reading twice as much as the networks did; pools half as much;
         // a kind too rare to measure was normalised by the whole reading, so it counts as 1.
-        assert!(close(p.kind_speed(KernelKind::Conv, 0.8), 0.64));
-        assert!(close(p.kind_speed(KernelKind::Pool, 0.8), 0.8f64.sqrt()));
-        assert!(close(p.kind_speed(KernelKind::Reduce, 0.8), 0.64));
+        assert!(close(
+            p.kind_speeds(0.8).map(|s| s.of(KernelKind::Conv)),
+            0.64
+        ));
+        assert!(close(
+            p.kind_speeds(0.8).map(|s| s.of(KernelKind::Pool)),
+            0.8f64.sqrt()
+        ));
+        assert!(close(
+            p.kind_speeds(0.8).map(|s| s.of(KernelKind::Reduce)),
+            0.64
+        ));
         // At the calibration's own reading, or with none, nothing to apply.
-        assert_eq!(p.kind_speed(KernelKind::Conv, 1.0), None);
-        assert_eq!(p.kind_speed(KernelKind::Conv, 0.0), None);
+        assert_eq!(p.kind_speeds(1.0).map(|s| s.of(KernelKind::Conv)), None);
+        assert_eq!(p.kind_speeds(0.0).map(|s| s.of(KernelKind::Conv)), None);
         prof.reference.following_mix = 0.0;
         let p = Predictor::new(Some(prof), Roofline::default());
-        assert_eq!(p.kind_speed(KernelKind::Conv, 0.8), None);
+        assert_eq!(p.kind_speeds(0.8).map(|s| s.of(KernelKind::Conv)), None);
     }
 
     #[test]
@@ -763,7 +789,7 @@ mod tests {
         let hot = (bytes / 100e9 + prof.roofline.overhead_seconds) * 1e3;
         let base = p.base(&d);
         // Hot, plus what its recycled bytes cost over hot at this run's working set (~8 MB).
-        let extra = p.cache_ms(k, footprint(&d)).unwrap();
+        let extra = p.cache_ms(k, footprint(&d), false).unwrap();
         assert!(extra > 0.0);
         assert!((base.kernels[head].0 - (hot + extra)).abs() < 1e-12);
         // That is about its bytes at the curve's cost per byte there, and the launch.
@@ -998,7 +1024,7 @@ mod tests {
     }
 
     #[test]
-    fn under_the_weights_rule_only_weights_pay_for_the_working_set_and_old_profiles_keep_theirs() {
+    fn under_each_rule_its_bytes_pay_for_the_working_set_and_old_profiles_keep_theirs() {
         const MIB: u64 = 1 << 20;
         let mut b = GraphBuilder::new("two");
         let x = b.input(&[1, 64, 56, 56]);
@@ -1035,15 +1061,33 @@ mod tests {
         let old: Profile = serde_json::from_value(v).unwrap();
         assert_eq!(old.cache_bytes, CacheBytes::WeightsAndWrites);
         let p = Predictor::new(Some(old), Roofline::default());
-        assert!(p.cache_ms(relu, footprint).unwrap() > 0.0);
+        assert!(p.cache_ms(relu, footprint, false).unwrap() > 0.0);
         let want = (conv.weight_bytes + 2 * conv.output_bytes + 2 * conv.scratch_bytes) as f64;
-        assert!((p.cache_ms(conv, footprint).unwrap() - want * extra * 1e3).abs() < 1e-12);
+        assert!((p.cache_ms(conv, footprint, false).unwrap() - want * extra * 1e3).abs() < 1e-12);
         // Under the weights rule a layer without weights pays nothing, one with weights for them.
         prof.cache_bytes = CacheBytes::Weights;
-        let p = Predictor::new(Some(prof), Roofline::default());
-        assert_eq!(p.cache_ms(relu, footprint), Some(0.0));
+        let p = Predictor::new(Some(prof.clone()), Roofline::default());
+        assert_eq!(p.cache_ms(relu, footprint, false), Some(0.0));
         let want = conv.weight_bytes as f64 * extra * 1e3;
-        assert!((p.cache_ms(conv, footprint).unwrap() - want).abs() < 1e-12);
+        assert!((p.cache_ms(conv, footprint, false).unwrap() - want).abs() < 1e-12);
+        assert_eq!(
+            p.cache_ms(conv, footprint, true),
+            p.cache_ms(conv, footprint, false)
+        );
+        // Under the entry rule a later kernel pays as under the weights rule; the run's first also
+        // for the input it reads and for what it writes, twice.
+        prof.cache_bytes = CacheBytes::WeightsAndEntry;
+        let p = Predictor::new(Some(prof), Roofline::default());
+        assert_eq!(p.cache_ms(relu, footprint, false), Some(0.0));
+        assert!((p.cache_ms(conv, footprint, false).unwrap() - want).abs() < 1e-12);
+        let entry =
+            (conv.weight_bytes + conv.input_bytes + 2 * conv.output_bytes + 2 * conv.scratch_bytes)
+                as f64
+                * extra
+                * 1e3;
+        assert!((p.cache_ms(conv, footprint, true).unwrap() - entry).abs() < 1e-12);
+        // A part run alone with a working set the caches hold pays none of it.
+        assert_eq!(p.cache_ms(conv, 0.5 * MIB as f64, true), Some(0.0));
     }
 
     #[test]

@@ -135,9 +135,15 @@ pub enum CacheBytes {
     /// that set; its activations are written and read again a kernel or two later, so what they cost
     /// depends on their own size, which the regressors learn inside networks. Halves of generated
     /// networks timed alone beside their in-network node times fit this rule better than the other
-    /// (docs/evaluation.md, d41), and a prefix of a stem and a few layers is no cheaper alone than
-    /// inside its network, as the other rule would have it.
+    /// (docs/evaluation.md, d41): a part past the stem runs alone as its kernels ran inside.
     Weights,
+    /// Its weights; and for a model's first kernel also what it reads and writes — the model's
+    /// input once, its output and scratch twice. The first kernel of a run touches the input and
+    /// its output's lines a whole run after they were last used, after the rest of the working set
+    /// went through the caches, where a later kernel reads what the kernel before it just wrote:
+    /// stems of generated networks ran a median 0.91× their node time when timed alone as the
+    /// start of a prefix, where later parts ran as inside (docs/evaluation.md, d54).
+    WeightsAndEntry,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -191,11 +191,18 @@ fn batch(port: u16, id: &str, squeeze: &str, busy: &Value) {
 
 /// Observations, then the state.
 fn observations_and_state(port: u16, id: &str, pk: &Value) {
-    // Observations.
+    // Observations. The daemon predicts from the host's live state and the learner refuses a
+    // measurement far from its prediction, so the one to be learned is set near what it says now
+    // rather than at a fixed figure a busy host would make look absurd.
+    let now = post_json(port, "/v1/predict", &json!({"model": id}))
+        .unwrap()
+        .json()["latency_ms"]
+        .as_f64()
+        .unwrap();
     let o = post_json(
         port,
         "/v1/observe",
-        &json!({"model": id, "latency_ms": 12.5}),
+        &json!({"model": id, "latency_ms": 0.9 * now}),
     )
     .unwrap();
     assert_eq!(o.status, 200, "{}", o.text());
@@ -205,7 +212,7 @@ fn observations_and_state(port: u16, id: &str, pk: &Value) {
     let ok = post_json(
         port,
         "/v1/observe",
-        &json!({"model": id, "latency_ms": 11.0, "threads": 1, "kernels": [{"name": kname, "latency_ms": 0.5}]}),
+        &json!({"model": id, "latency_ms": 0.85 * now, "threads": 1, "kernels": [{"name": kname, "latency_ms": 0.5}]}),
     )
     .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
