@@ -7,7 +7,8 @@
 //! the network; nothing here is fitted.
 //!
 //! Usage: halves_vs_nodes SEED FIRST COUNT CUTS [PROFILE[,PROFILE…]] (with several profiles, a
-//! prefix and a suffix ratio column for each)
+//! prefix and a suffix ratio column for each). `HALVES_FAMILY=NAME` keeps only that family's
+//! networks among indices FIRST..FIRST+COUNT.
 use augur::calibrate::innet::attribute;
 use augur::kernels::{FusionRules, decompose};
 use augur::plan::cuts::cut_points;
@@ -49,7 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb{}",
         ratio_columns.concat()
     );
+    let family = std::env::var("HALVES_FAMILY").ok();
     for i in first..first + count {
+        let fam = augur::model::families::FAMILIES[i % augur::model::families::FAMILIES.len()];
+        if family.as_deref().is_some_and(|f| f != fam) {
+            continue;
+        }
         let g = augur::model::families::network(seed, i)?;
         let d = decompose(&g, &FusionRules::tract_default())?;
         let cuts = cut_points(&g, &d, Default::default());
