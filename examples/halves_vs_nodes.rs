@@ -47,7 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     println!(
         "net\tkernels_before\tlast_kind\tprefix_ms\tprefix_nodes_ms\tsuffix_ms\tsuffix_nodes_ms\t\
-         suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb{}",
+         suffix_weights_mb\tsuffix_footprint_mb\tnet_footprint_mb\tprefix_footprint_mb\t\
+         prefix_written_mb{}",
         ratio_columns.concat()
     );
     let family = std::env::var("HALVES_FAMILY").ok();
@@ -113,8 +114,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .flat_map(|pr| [fmt(ratio(pr, 0..k)), fmt(ratio(pr, k..n))])
                 .collect();
+            let written: u64 = d.kernels[..k].iter().map(|x| x.output_bytes).sum();
             println!(
-                "{}\t{k}\t{}\t{p:.4}\t{:.4}\t{s:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.2}{}",
+                "{}\t{k}\t{}\t{p:.4}\t{:.4}\t{s:.4}\t{:.4}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.2}{}",
                 g.name,
                 d.kernels[k - 1].kind.name(),
                 before.iter().sum::<f64>(),
@@ -122,6 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 weights as f64 / 1e6,
                 footprint_of(&d.kernels[k..]) / 1e6,
                 footprint(&d) / 1e6,
+                footprint_of(&d.kernels[..k]) / 1e6,
+                written as f64 / 1e6,
                 ratios.iter().map(|r| format!("\t{r}")).collect::<String>(),
             );
         }
