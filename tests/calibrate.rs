@@ -290,9 +290,20 @@ fn interrupted_calibration_resumes_without_remeasuring() {
         "--quiet",
         "--out",
     ];
-    // Kill -9 in the middle of measuring.
+    // Kill -9 in the middle of measuring: as soon as a few measurements are journalled, not after
+    // a fixed sleep — what comes before the first kernel (the cache sweeps) takes longer on a
+    // loaded two-core runner than on a quiet one.
     let mut child = augur().args(args).arg(&out).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let journalled = std::fs::read_to_string(&journal)
+            .map(|t| t.lines().skip(1).filter(|l| l.ends_with('}')).count())
+            .unwrap_or(0);
+        if journalled >= 3 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     // What each journal line measured: a kernel configuration, a kernel of a network, a reading.
