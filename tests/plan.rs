@@ -1,6 +1,7 @@
 //! `augur plan` and `augur split` end to end: the JSON contract of the options on a zoo model with a
 //! stand-in remote board, the table, the halves of a cut importing again with their MACs adding up
-//! to the model's, and bad input refused with one clear line.
+//! to the model's and, run one after the other, computing the model's output; bad input refused
+//! with one clear line.
 mod common;
 
 use common::{augur, roofline_profile, scratch, zoo_model};
@@ -180,6 +181,11 @@ fn the_halves_of_a_cut_import_again_and_add_up() {
             augur::kernels::decompose(&g, &rules).unwrap()
         };
         let (p, s) = (half("prefix.onnx"), half("suffix.onnx"));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("placeholder"),
+            "{cut}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(p.macs + s.macs, whole.macs, "{cut}");
         assert!(p.macs > 0 && s.macs > 0, "{cut}");
         assert_eq!(
@@ -187,7 +193,51 @@ fn the_halves_of_a_cut_import_again_and_add_up() {
             whole.kernels.len(),
             "{cut}"
         );
+        // The halves carry the model's weights: the suffix fed the prefix's outputs computes the
+        // model's output.
+        let input = || {
+            let n = 3 * 224 * 224;
+            let v: Vec<f32> = (0..n).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+            tract_onnx::prelude::Tensor::from_shape(&[1, 3, 224, 224], &v).unwrap()
+        };
+        let expected = run(&model, vec![input()]);
+        let middle = run(&out_dir.join("prefix.onnx"), vec![input()]);
+        let got = run(&out_dir.join("suffix.onnx"), middle);
+        let floats = |t: &tract_onnx::prelude::Tensor| -> Vec<f32> {
+            let plain = t.try_as_plain_ram().unwrap();
+            plain.as_slice::<f32>().unwrap().to_vec()
+        };
+        let (e, g) = (floats(&expected[0]), floats(&got[0]));
+        assert_eq!(e.len(), g.len(), "{cut}");
+        let scale = e.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        let worst = e
+            .iter()
+            .zip(&g)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            scale > 1e-4 && worst <= 1e-4 * scale,
+            "{cut}: {worst} of {scale}"
+        );
     }
+}
+
+/// Runs an ONNX file in tract on `inputs`: its outputs, in order.
+fn run(path: &Path, inputs: Vec<tract_onnx::prelude::Tensor>) -> Vec<tract_onnx::prelude::Tensor> {
+    use tract_onnx::prelude::*;
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let inputs: TVec<TValue> = inputs.into_iter().map(|t| t.into_tvalue()).collect();
+    model
+        .run(inputs)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.into_tensor())
+        .collect()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! asked for its live per-kernel prediction of the model ([`crate::plan::remote`]; such options are
 //! marked `remote_live`).
 use crate::kernels::decompose;
+use crate::model::export::{SourceValues, to_onnx_bytes_with};
 use crate::plan::{Ask, CutOptions, Link, Local, Plan, Prepared, RankBy, Remote, Source};
 use crate::predict::Predictor;
 use crate::profile::{Profile, Roofline};
@@ -303,7 +304,9 @@ pub struct SplitArgs {
 }
 
 pub fn split(args: SplitArgs) -> anyhow::Result<()> {
-    let g = crate::model::import_path(&args.model, args.input_shape.as_deref())?;
+    let file = args.model.display().to_string();
+    let bytes = std::fs::read(&args.model).with_context(|| format!("{file}: cannot read"))?;
+    let g = crate::model::import_bytes(&bytes, &file, args.input_shape.as_deref())?;
     let rules = match &args.profile {
         Some(p) => super::predict::load_profile(Some(p))?.fusion,
         None => crate::kernels::FusionRules::tract_default(),
@@ -331,17 +334,42 @@ pub fn split(args: SplitArgs) -> anyhow::Result<()> {
         );
     };
     let halves = crate::plan::split::split(&g, cut);
+    // The halves carry the model's own weights, so the deployed pair computes what the model does
+    // (and a runtime shares identical tensors in a half as it does in the whole). An nn-Meter IR
+    // model has shapes only.
+    let values = match crate::model::sniff(&bytes) {
+        crate::model::Format::Onnx => {
+            let dir = args.model.parent().unwrap_or(Path::new(""));
+            SourceValues::from_bytes(&bytes, &file, dir)?
+        }
+        crate::model::Format::NnMeterIr => SourceValues::none(),
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the folder", args.out.display()))?;
+    let mut placeholders = Vec::new();
     for (name, part) in [
         ("prefix.onnx", &halves.prefix),
         ("suffix.onnx", &halves.suffix),
     ] {
-        let bytes = crate::model::export::to_onnx_bytes(part)?;
+        let written = to_onnx_bytes_with(part, &values)?;
         let path = args.out.join(name);
-        crate::util::write_atomic(&path, &bytes)
+        crate::util::write_atomic(&path, &written.bytes)
             .with_context(|| format!("{}: cannot write", path.display()))?;
         println!("{}", path.display());
+        placeholders.extend(written.placeholders);
+    }
+    if !placeholders.is_empty() {
+        let why = if values.is_empty() {
+            "the model file holds no weights"
+        } else {
+            "the model file has no tensor of that name and shape (a constant augur folds)"
+        };
+        eprintln!(
+            "warning: {} weight tensor(s) of the halves are a placeholder pattern, e.g. `{}`: {why}; \
+             the halves time as the model does, but their outputs are not the model's",
+            placeholders.len(),
+            placeholders[0]
+        );
     }
     Ok(())
 }

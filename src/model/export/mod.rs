@@ -3,11 +3,16 @@
 //!
 //! A [`Graph`] keeps shapes, not values, so weights are filled with [`weight_value`]: a fixed,
 //! non-uniform pattern of period 251 and magnitude 0.01–0.2 that no runtime can specialise on (dense
-//! float kernels take the same time whatever the values). Constant operands whose values change what is
+//! float kernels take the same time whatever the values) — or, for a part of a model read from a
+//! file, with that model's own values ([`SourceValues`], [`to_onnx_bytes_with`]), so the part
+//! computes what it does inside the model. Constant operands whose values change what is
 //! computed are written from what the graph does know: a Reshape's target is its output shape, Slice
 //! bounds and Clip limits come from the legacy attributes the builder leaves (see
 //! [`super::builder`]), or are derived from the input and output shapes.
 mod operands;
+mod values;
+
+pub use values::{SourceValues, ValuesError};
 
 use super::graph::{Attr, DType, Graph, TensorId};
 use prost::Message;
@@ -149,8 +154,11 @@ fn tensor_names(g: &Graph) -> Vec<String> {
     names
 }
 
-/// The graph as an ONNX ModelProto.
-fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
+/// The graph as an ONNX ModelProto, and the weights written as the pattern (`values` had none).
+fn to_model_proto(
+    g: &Graph,
+    values: &SourceValues,
+) -> Result<(pb::ModelProto, Vec<String>), ExportError> {
     let graph_err = |detail: String| ExportError::Graph {
         graph: g.name.clone(),
         detail,
@@ -173,7 +181,11 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
     }
     let names = tensor_names(g);
     let produced: HashSet<TensorId> = g.nodes.iter().flat_map(|n| n.outputs.clone()).collect();
-    let mut initializers: Vec<pb::TensorProto> = Vec::new();
+    let mut initializers = operands::Initializers {
+        tensors: Vec::new(),
+        values,
+        placeholders: Vec::new(),
+    };
     let mut written: HashSet<TensorId> = HashSet::new();
     let mut nodes = Vec::with_capacity(g.nodes.len());
 
@@ -216,12 +228,12 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
     let graph = pb::GraphProto {
         node: nodes,
         name: g.name.clone(),
-        initializer: initializers,
+        initializer: initializers.tensors,
         input: g.inputs.iter().map(|&t| io(t)).collect::<Result<_, _>>()?,
         output: g.outputs.iter().map(|&t| io(t)).collect::<Result<_, _>>()?,
         ..Default::default()
     };
-    Ok(pb::ModelProto {
+    let model = pb::ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
@@ -231,12 +243,32 @@ fn to_model_proto(g: &Graph) -> Result<pb::ModelProto, ExportError> {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
         ..Default::default()
-    })
+    };
+    Ok((model, initializers.placeholders))
 }
 
 /// The graph as the bytes of an ONNX file.
 pub fn to_onnx_bytes(g: &Graph) -> Result<Vec<u8>, ExportError> {
-    Ok(to_model_proto(g)?.encode_to_vec())
+    Ok(to_model_proto(g, &SourceValues::none())?.0.encode_to_vec())
+}
+
+/// A graph cut from a model, written with the model's own weights.
+#[derive(Debug)]
+pub struct Exported {
+    /// The bytes of the ONNX file.
+    pub bytes: Vec<u8>,
+    /// Weights `values` had no tensor of that name, shape and type for, written as the pattern.
+    pub placeholders: Vec<String>,
+}
+
+/// The graph as the bytes of an ONNX file, each weight the value `values` has for it (the model
+/// the graph was cut from), the pattern where it has none.
+pub fn to_onnx_bytes_with(g: &Graph, values: &SourceValues) -> Result<Exported, ExportError> {
+    let (model, placeholders) = to_model_proto(g, values)?;
+    Ok(Exported {
+        bytes: model.encode_to_vec(),
+        placeholders,
+    })
 }
 
 #[cfg(test)]

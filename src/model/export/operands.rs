@@ -7,6 +7,15 @@ use crate::model::graph::{Attr, DType, Graph, Node, TensorId};
 use std::collections::HashSet;
 use tract_onnx::pb;
 
+/// The initializers written so far, and where their values come from.
+pub(super) struct Initializers<'v> {
+    pub(super) tensors: Vec<pb::TensorProto>,
+    /// The source model's own values, taken where it has a tensor of that name, shape and type.
+    pub(super) values: &'v super::SourceValues,
+    /// Weights written as the pattern: the source had no value for them.
+    pub(super) placeholders: Vec<String>,
+}
+
 /// A node's inputs as written, and how its attributes change with them.
 pub(super) struct Written {
     /// The input names, in ONNX order (an empty name for an omitted optional input).
@@ -19,15 +28,16 @@ pub(super) struct Written {
 
 /// The inputs of node `n` as written. `names` are the tensors' names in the file, `produced` the
 /// tensors some node computes; weights not yet in `written` are added to it and their initializers to
-/// `initializers`.
+/// `out`: the source's own value where it has one, the pattern otherwise.
 pub(super) fn node_inputs(
     g: &Graph,
     n: &Node,
     names: &[String],
     produced: &HashSet<TensorId>,
     written: &mut HashSet<TensorId>,
-    initializers: &mut Vec<pb::TensorProto>,
+    out: &mut Initializers,
 ) -> Result<Written, ExportError> {
+    let initializers = &mut out.tensors;
     if let Some((operands, moved)) = shape_operands(g, n)? {
         let x = n
             .inputs
@@ -71,13 +81,17 @@ pub(super) fn node_inputs(
             } else {
                 (tensor.shape.to_vec(), tensor.dtype)
             };
-            initializers.push(weight_tensor(
-                &names[t],
-                &shape,
-                dtype,
-                t * 37,
-                fill_for(n, ix),
-            )?);
+            let pattern = weight_tensor(&names[t], &shape, dtype, t * 37, fill_for(n, ix))?;
+            match out
+                .values
+                .get(&tensor.name, &names[t], &pattern.dims, pattern.data_type)
+            {
+                Some(own) => initializers.push(own),
+                None => {
+                    out.placeholders.push(tensor.name.to_string());
+                    initializers.push(pattern);
+                }
+            }
         }
         inputs.push(names[t].clone());
     }
