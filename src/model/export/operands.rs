@@ -81,15 +81,20 @@ pub(super) fn node_inputs(
             } else {
                 (tensor.shape.to_vec(), tensor.dtype)
             };
-            let pattern = weight_tensor(&names[t], &shape, dtype, t * 37, fill_for(n, ix))?;
-            match out
-                .values
-                .get(&tensor.name, &names[t], &pattern.dims, pattern.data_type)
-            {
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let own = elem_type(dtype)
+                .and_then(|code| out.values.get(&tensor.name, &names[t], &dims, code));
+            match own {
                 Some(own) => initializers.push(own),
                 None => {
                     out.placeholders.push(tensor.name.to_string());
-                    initializers.push(pattern);
+                    initializers.push(weight_tensor(
+                        &names[t],
+                        &shape,
+                        dtype,
+                        t * 37,
+                        fill_for(n, ix),
+                    )?);
                 }
             }
         }
