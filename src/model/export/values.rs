@@ -136,22 +136,30 @@ fn inline(mut t: pb::TensorProto, file: &str, dir: &Path) -> Result<pb::TensorPr
     };
     let offset = number("offset")?.unwrap_or(0);
     let length = number("length")?;
+    // Only the tensor's own bytes are read: one external file commonly holds every weight of a
+    // model, and reading it whole once per tensor would read it as many times as it has tensors.
+    use std::io::{Read, Seek, SeekFrom};
     let path: PathBuf = dir.join(&location);
-    let data = std::fs::read(&path)
-        .map_err(|e| err(format!("{}, which cannot be read ({e})", path.display())))?;
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let unreadable =
+        |e: std::io::Error| err(format!("{}, which cannot be read ({e})", path.display()));
+    let mut f = std::fs::File::open(&path).map_err(unreadable)?;
+    let size = f.metadata().map_err(unreadable)?.len();
     let end = match length {
-        Some(l) => start.saturating_add(usize::try_from(l).unwrap_or(usize::MAX)),
-        None => data.len(),
+        Some(l) => offset.saturating_add(l),
+        None => size,
     };
-    let bytes = data.get(start..end).ok_or_else(|| {
-        err(format!(
-            "{}, which holds {} bytes, not bytes {start}..{end}",
-            path.display(),
-            data.len()
-        ))
-    })?;
-    t.raw_data = bytes.to_vec();
+    if offset > end || end > size {
+        return Err(err(format!(
+            "{}, which holds {size} bytes, not bytes {offset}..{end}",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
+    f.seek(SeekFrom::Start(offset)).map_err(unreadable)?;
+    f.take(end - offset)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    t.raw_data = bytes;
     t.external_data.clear();
     t.data_location = None;
     Ok(t)
