@@ -220,6 +220,39 @@ fn vm_fixture_has_no_cpufreq_and_no_counters() {
 }
 
 #[test]
+fn a_one_off_state_holds_the_whole_live_cache_curve_and_none_without_the_memory_probe() {
+    let mut cfg = fixture_config("vm");
+    cfg.disable.retain(|d| d != "probe_memory");
+    cfg.probe_memory_buffer_bytes = Some(4 << 20);
+    let s = read_once(&cfg);
+    let sizes: Vec<f64> = s
+        .probe
+        .cache_seconds_per_byte
+        .iter()
+        .map(|p| p[0])
+        .collect();
+    let mib = (1u64 << 20) as f64;
+    assert_eq!(
+        sizes,
+        [1.0, 1.5, 2.0, 3.0, 4.0].map(|x| x * mib),
+        "{:?}",
+        s.probe
+    );
+    assert!(
+        s.probe
+            .cache_seconds_per_byte
+            .iter()
+            .all(|p| p[1].is_finite() && p[1] > 0.0),
+        "{:?}",
+        s.probe
+    );
+    assert!(augur::predict::live_cache_curve(&s).is_some());
+    let off = read_once(&fixture_config("vm"));
+    assert!(off.probe.cache_seconds_per_byte.is_empty());
+    assert!(augur::predict::live_cache_curve(&off).is_none());
+}
+
+#[test]
 fn a_one_off_state_holds_four_reference_and_parallel_readings_and_none_without_the_probe() {
     let mut cfg = fixture_config("vm");
     cfg.disable.retain(|d| d != "probe_reference");

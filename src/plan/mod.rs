@@ -34,6 +34,7 @@ use crate::kernels::Decomposition;
 use crate::model::Graph;
 use crate::predict::deadline::ErrorModel;
 use crate::predict::{BasePrediction, Job, Learner, Predictor};
+use crate::profile::{CacheBytes, CacheCurve};
 use crate::sense::Snapshot;
 use serde::Serialize;
 
@@ -370,6 +371,8 @@ struct Alone<'a> {
     d: &'a Decomposition,
     base: &'a BasePrediction,
     live: Vec<f64>,
+    /// The board's cache curve as streamed now, where the live state has one.
+    now: Option<CacheCurve>,
 }
 
 impl<'a> Alone<'a> {
@@ -378,19 +381,39 @@ impl<'a> Alone<'a> {
         d: &'a Decomposition,
         base: &'a BasePrediction,
         p: &crate::predict::Prediction,
+        state: Option<&Snapshot>,
     ) -> Alone<'a> {
         Alone {
             predictor,
             d,
             base,
             live: p.kernels.iter().flatten().map(|k| k.latency_ms).collect(),
+            now: state.and_then(crate::predict::live_cache_curve),
         }
     }
 
     /// Live ms of kernels `range` run as a model of their own; None where the profile has no cache
     /// curve (the whole model's figures stand).
+    ///
+    /// With the cache curve the board streams now, each kernel keeps its live figure inside the
+    /// whole less what the whole's working set costs its bytes now over the part's: a neighbour
+    /// holding part of the last-level cache makes a model's working set miss where a smaller part
+    /// of it still hits, which calibration's curve (taken when it did not) cannot say. The bytes
+    /// are the weights and the writes: halves of generated networks timed in a slow spell beside
+    /// the live curve fit that rule, and not the weights alone (docs/evaluation.md, d57).
     fn ms(&self, range: std::ops::Range<usize>) -> Option<f64> {
         let footprint = crate::predict::footprint_of(self.d.kernels.get(range.clone())?);
+        if let (Some(now), Some(_)) = (&self.now, self.predictor.cache_curve()) {
+            let delta = now.seconds_per_byte(footprint)?
+                - now.seconds_per_byte(crate::predict::footprint(self.d))?;
+            let mut sum = 0.0;
+            for i in range {
+                let k = self.d.kernels.get(i)?;
+                let bytes = crate::predict::recycled_bytes(k, CacheBytes::WeightsAndWrites, false);
+                sum += (*self.live.get(i)? + bytes * delta * 1e3).max(0.0);
+            }
+            return Some(sum);
+        }
         let mut sum = 0.0;
         for i in range {
             let (base, _) = *self.base.kernels.get(i)?;
@@ -410,14 +433,16 @@ impl<'a> Alone<'a> {
 
 /// Fills each kernel's `suffix_ms` in `p` (made by `predictor` from `d` and `base`, with its
 /// kernels): what a board that sends the rest of the model here after a cut at that kernel would
-/// have it cost, the part's working set its own. Nothing where the profile has no cache curve.
+/// have it cost, the part's working set its own (priced with the cache curve the board streams now
+/// where `state` has one). Nothing where the profile has no cache curve.
 pub fn suffixes(
     predictor: &Predictor,
     d: &Decomposition,
     base: &BasePrediction,
     p: &mut crate::predict::Prediction,
+    state: &Snapshot,
 ) {
-    let alone = Alone::new(predictor, d, base, p);
+    let alone = Alone::new(predictor, d, base, p, Some(state));
     let n = alone.live.len();
     let figures: Vec<Option<f64>> = (0..n).map(|k| alone.ms(k..n)).collect();
     for (k, ms) in p.kernels.iter_mut().flatten().zip(figures) {
@@ -456,7 +481,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                 (
                     Part::of(&p),
                     cuts::kernel_boundaries(d, m.nodes),
-                    Some(Alone::new(predictor, d, base, &p)),
+                    Some(Alone::new(predictor, d, base, &p, None)),
                 )
             }
             Source::Answered(a) => {
@@ -486,7 +511,7 @@ pub fn plan(m: &Prepared, local: &Local, remotes: &[Remote], ask: &Ask) -> Resul
                 .predict(local.d, local.base, local.state, threads, true),
         };
         let here = Part::of(&p);
-        let alone_here = Alone::new(local.predictor, local.d, local.base, &p);
+        let alone_here = Alone::new(local.predictor, local.d, local.base, &p, Some(local.state));
         let total = here.total();
         options.push(PlanOption {
             placement: Placement::Local,

@@ -66,14 +66,24 @@ fn board_of(g: &Graph, p: Profile) -> Board {
 
 /// The plan of `g` on `here` (quiet, its own thread count) with `remotes`.
 fn plan_here(g: &Graph, here: &Board, remotes: &[Remote], ask: &Ask) -> Result<Plan, PlanError> {
+    plan_in(g, here, remotes, ask, &Snapshot::default())
+}
+
+/// [`plan_here`] with this board in `state`.
+fn plan_in(
+    g: &Graph,
+    here: &Board,
+    remotes: &[Remote],
+    ask: &Ask,
+    state: &Snapshot,
+) -> Result<Plan, PlanError> {
     let m = Prepared::new(g, &here.d, CutOptions::default());
-    let state = Snapshot::default();
     let threads = [here.threads];
     let local = Local {
         predictor: &here.predictor,
         d: &here.d,
         base: &here.base,
-        state: &state,
+        state,
         threads: &threads,
         learned: None,
     };
@@ -596,7 +606,13 @@ fn a_daemon_s_suffix_figures_price_the_suffix_as_its_profile_would() {
     let mut p = there
         .predictor
         .predict(&there.d, &there.base, &Snapshot::default(), 1, true);
-    suffixes(&there.predictor, &there.d, &there.base, &mut p);
+    suffixes(
+        &there.predictor,
+        &there.d,
+        &there.base,
+        &mut p,
+        &Snapshot::default(),
+    );
     let kernels: Vec<AnsweredKernel> = p
         .kernels
         .iter()
@@ -641,4 +657,96 @@ fn a_daemon_s_suffix_figures_price_the_suffix_as_its_profile_would() {
         cheaper += usize::from(daemon < share * 0.99);
     }
     assert!(cheaper > 0, "no suffix ran cheaper alone");
+}
+
+#[test]
+fn a_part_is_priced_by_the_cache_curve_the_board_streams_now() {
+    let g = cnn(128);
+    let b = cached_board(&g, 1000.0, 1);
+    let ask = Ask {
+        link: link(100.0, 2.0),
+        ..Ask::default()
+    };
+    let whole = crate::predict::footprint(&b.d);
+    let live = b
+        .predictor
+        .predict(&b.d, &b.base, &Snapshot::default(), 1, true);
+    let live: Vec<f64> = live
+        .kernels
+        .iter()
+        .flatten()
+        .map(|k| k.latency_ms)
+        .collect();
+    let m = Prepared::new(&g, &b.d, CutOptions::default());
+    let split = |p: &Plan, cut: &str| {
+        p.options
+            .iter()
+            .find(|o| o.placement == Placement::Split && o.cut.as_deref() == Some(cut))
+            .cloned()
+            .unwrap()
+    };
+    // Now the knee sits between the smallest part's working set and the whole's.
+    let smallest = crate::predict::footprint_of(&b.d.kernels[..m.cuts[0].kernels_before]);
+    let (hot, cold) = (1.0 / 100e9, 1.0 / 10e9);
+    let mut now = Snapshot::default();
+    now.probe.cache_seconds_per_byte = vec![[smallest, hot], [whole, cold]];
+    let curve = crate::predict::live_cache_curve(&now).unwrap();
+    // Splits need a remote board: this board's profile stands in.
+    let remotes = [Remote {
+        name: None,
+        source: Source::Profile {
+            predictor: &b.predictor,
+            d: &b.d,
+            base: &b.base,
+        },
+        threads: 1,
+    }];
+    let with_knee = plan_in(&g, &b, &remotes, &ask, &now).unwrap();
+    let quiet = plan_in(&g, &b, &remotes, &ask, &Snapshot::default()).unwrap();
+    let mut cheaper = 0;
+    for c in &m.cuts {
+        let k = c.kernels_before;
+        let part = crate::predict::footprint_of(&b.d.kernels[..k]);
+        let delta = curve.seconds_per_byte(part).unwrap() - curve.seconds_per_byte(whole).unwrap();
+        let want: f64 = (0..k)
+            .map(|i| {
+                let bytes = crate::predict::recycled_bytes(
+                    &b.d.kernels[i],
+                    CacheBytes::WeightsAndWrites,
+                    false,
+                );
+                (live[i] + bytes * delta * 1e3).max(0.0)
+            })
+            .sum();
+        let got = split(&with_knee, &c.name).local_ms;
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "{}: {got} vs {want}",
+            c.name
+        );
+        let share: f64 = live[..k].iter().sum();
+        assert!(
+            got <= share * (1.0 + 1e-12),
+            "{}: {got} over its share {share}",
+            c.name
+        );
+        cheaper += usize::from(got < share * 0.99);
+        // The remote board here is a profile file, a quiet board: its suffixes keep the
+        // calibration's curve whatever this board streams now.
+        assert_eq!(
+            split(&with_knee, &c.name).remote_ms,
+            split(&quiet, &c.name).remote_ms
+        );
+    }
+    assert!(cheaper > 0, "no prefix priced below its share of the whole");
+    // One point says nothing of the knee: the calibration's curve stands.
+    now.probe.cache_seconds_per_byte.truncate(1);
+    assert!(crate::predict::live_cache_curve(&now).is_none());
+    let one = plan_in(&g, &b, &remotes, &ask, &now).unwrap();
+    for c in &m.cuts {
+        assert_eq!(
+            split(&one, &c.name).local_ms,
+            split(&quiet, &c.name).local_ms
+        );
+    }
 }

@@ -187,6 +187,46 @@ pub fn footprint_of(kernels: &[Kernel]) -> f64 {
     (written + scratch + input) as f64
 }
 
+/// The cache curve the board streams now, from the memory probe's live points (sense's
+/// `cache_seconds_per_byte`); None with fewer than two, which say nothing of where the knee is.
+pub fn live_cache_curve(s: &Snapshot) -> Option<CacheCurve> {
+    let points = &s.probe.cache_seconds_per_byte;
+    if points.len() < 2 {
+        return None;
+    }
+    let sweep: Vec<(u64, f64)> = points
+        .iter()
+        .filter(|[b, x]| b.is_finite() && *b >= 1.0 && x.is_finite() && *x > 0.0)
+        .map(|&[b, x]| (b as u64, 1.0 / x))
+        .collect();
+    let mut points: Vec<[f64; 2]> = sweep.iter().map(|&(b, bw)| [b as f64, 1.0 / bw]).collect();
+    points.sort_by(|a, b| a[0].total_cmp(&b[0]));
+    monotone(&mut points);
+    (points.len() >= 2).then_some(CacheCurve { points })
+}
+
+/// Makes the costs non-decreasing in size by pooling adjacent points that break the order into
+/// their mean (pool-adjacent-violators, unweighted), rather than raising each to the largest
+/// before it as calibration's best-of-several sweeps are: one slow live reading must not lift
+/// every larger size with it. A dozen points; written out rather than a crate for one loop.
+fn monotone(points: &mut [[f64; 2]]) {
+    let mut blocks: Vec<(f64, usize)> = Vec::with_capacity(points.len());
+    for p in points.iter() {
+        blocks.push((p[1], 1));
+        while let [.., (a, n), (b, m)] = blocks[..] {
+            if a <= b {
+                break;
+            }
+            blocks.truncate(blocks.len() - 2);
+            blocks.push(((a * n as f64 + b * m as f64) / (n + m) as f64, n + m));
+        }
+    }
+    let costs = blocks.iter().flat_map(|&(c, n)| std::iter::repeat_n(c, n));
+    for (p, c) in points.iter_mut().zip(costs) {
+        p[1] = c;
+    }
+}
+
 /// [`footprint_of`] a whole model.
 pub fn footprint(d: &Decomposition) -> f64 {
     footprint_of(&d.kernels)
@@ -280,7 +320,7 @@ impl Predictor {
     }
 
     /// The board's cache curve, where the profile has one and models the cache at all.
-    fn cache_curve(&self) -> Option<&CacheCurve> {
+    pub fn cache_curve(&self) -> Option<&CacheCurve> {
         self.profile
             .as_ref()
             .filter(|p| p.cache_model && !p.reference.cache.is_empty())
@@ -665,6 +705,26 @@ impl Predictor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_cache_curve_pools_a_slow_reading_instead_of_lifting_every_larger_size() {
+        let mut s = Snapshot::default();
+        s.probe.cache_seconds_per_byte =
+            vec![[1e6, 2.0], [2e6, 10.0], [3e6, 3.0], [4e6, 5.0], [5e6, 9.0]];
+        let c = live_cache_curve(&s).unwrap();
+        assert_eq!(
+            c.points,
+            vec![[1e6, 2.0], [2e6, 6.0], [3e6, 6.0], [4e6, 6.0], [5e6, 9.0]]
+        );
+        // Unordered and unusable points: sorted, dropped.
+        s.probe.cache_seconds_per_byte = vec![[4e6, 5.0], [f64::NAN, 1.0], [1e6, 0.0], [2e6, 1.0]];
+        assert_eq!(
+            live_cache_curve(&s).unwrap().points,
+            vec![[2e6, 1.0], [4e6, 5.0]]
+        );
+        s.probe.cache_seconds_per_byte.truncate(1);
+        assert!(live_cache_curve(&s).is_none());
+    }
     use crate::kernels::{FusionRules, decompose};
     use crate::model::builder::GraphBuilder;
     use crate::profile::threads::speedup;

@@ -139,6 +139,52 @@ impl MemoryKernel {
         }
         self.run_words as f64 * 8.0 / t.elapsed().as_secs_f64().max(1e-9)
     }
+
+    /// Seconds per byte of streaming the first `bytes` of the buffer cyclically, as the board
+    /// streams them now: one pass to bring them back from wherever the last run left them, then
+    /// at least [`CACHE_POINT_PASSES`] passes and [`CACHE_POINT_MIN`], each timed by the wall
+    /// clock, the fastest kept: a preemption only ever slows a pass, and one slowed pass read as
+    /// the curve would move its knee. None past the buffer.
+    pub fn seconds_per_byte_at(&mut self, bytes: u64) -> Option<f64> {
+        let words = usize::try_from(bytes / 8).ok()?.next_multiple_of(8);
+        let part = self.buf.get(..words).filter(|p| !p.is_empty())?;
+        black_box(stream_sum(black_box(part)));
+        let start = Instant::now();
+        let (mut passes, mut best) = (0u32, f64::INFINITY);
+        while passes < CACHE_POINT_PASSES || start.elapsed() < CACHE_POINT_MIN {
+            let t = Instant::now();
+            black_box(stream_sum(black_box(part)));
+            best = best.min(t.elapsed().as_secs_f64());
+            passes += 1;
+        }
+        Some(best / (words * 8) as f64)
+    }
+}
+
+/// Fewest timed passes of a live cache-curve point.
+const CACHE_POINT_PASSES: u32 = 3;
+/// Shortest timed stretch of a live cache-curve point: a pass over a small buffer takes
+/// microseconds, and the best of many is steadier than the best of three.
+const CACHE_POINT_MIN: Duration = Duration::from_millis(2);
+/// Largest buffer of the live cache curve: model working sets past it all stream from DRAM (the
+/// curve is flat beyond its last point), and each point costs two passes over its buffer.
+const CACHE_LADDER_MAX: u64 = 256 << 20;
+
+/// Buffer sizes of the live cache curve: 1 MiB times 1 and 1.5 in powers of two, up to the memory
+/// probe's buffer or [`CACHE_LADDER_MAX`] (as calibration's sweep, whose curve it stands in for
+/// while the board is loaded).
+pub fn cache_ladder(buffer: u64) -> Vec<u64> {
+    let top = buffer.min(CACHE_LADDER_MAX);
+    let mut sizes = Vec::new();
+    let mut s: u64 = 1 << 20;
+    while s <= top {
+        sizes.push(s);
+        if s + s / 2 <= top {
+            sizes.push(s + s / 2);
+        }
+        s *= 2;
+    }
+    sizes
 }
 
 /// Size of the largest data or unified cache of cpu0, bytes.
@@ -216,6 +262,10 @@ enum Kind {
         buffer: u64,
         target: Duration,
         kernel: Option<MemoryKernel>,
+        /// The live cache curve's sizes and the next to time: every size at the first run, one
+        /// more with each run after.
+        ladder: Vec<u64>,
+        next: Option<usize>,
     },
     Reference {
         workload: Option<crate::workload::reference::ReferenceWorkload>,
@@ -264,6 +314,8 @@ impl ProbeSensor {
                 buffer,
                 target,
                 kernel: None,
+                ladder: Vec::new(),
+                next: None,
             },
             every: Every::new(min_period),
             min_period,
@@ -292,6 +344,8 @@ impl Sensor for ProbeSensor {
                 buffer,
                 target,
                 kernel,
+                ladder,
+                next,
             } => {
                 let k = MemoryKernel::calibrated(*buffer, *target).map_err(|e| match e {
                     SenseError::Unavailable(u) => u,
@@ -303,6 +357,8 @@ impl Sensor for ProbeSensor {
                     target,
                     k.buffer_bytes() >> 20
                 );
+                *ladder = cache_ladder(k.buffer_bytes());
+                *next = None;
                 *kernel = Some(k);
                 Ok(Some(detail))
             }
@@ -335,10 +391,32 @@ impl Sensor for ProbeSensor {
                 kernel: Some(k), ..
             } => frame.probe_compute_flops = Some(k.run()),
             Kind::Memory {
-                kernel: Some(k), ..
+                kernel: Some(k),
+                ladder,
+                next,
+                ..
             } => {
                 frame.probe_memory_bytes_per_second = Some(k.run());
                 frame.probe_memory_buffer_bytes = Some(k.buffer_bytes());
+                // The whole curve at once the first time, so that a one-off reading has it; then
+                // one size a run, round the ladder, to keep each run's cost near the bandwidth's.
+                let sizes = match *next {
+                    None => 0..ladder.len(),
+                    Some(i) => i..(i + 1).min(ladder.len()),
+                };
+                *next = Some(if ladder.is_empty() {
+                    0
+                } else {
+                    sizes.end % ladder.len()
+                });
+                for &b in ladder.get(sizes).unwrap_or_default() {
+                    if let Some(s) = k
+                        .seconds_per_byte_at(b)
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                    {
+                        frame.probe_cache.push((b, s));
+                    }
+                }
             }
             Kind::Reference {
                 workload: Some(w),
@@ -387,6 +465,25 @@ mod tests {
         assert_eq!(parse_size("x"), None);
         assert_eq!(memory_buffer_bytes(Some(32 << 20)), 64 << 20);
         assert_eq!(memory_buffer_bytes(None), 8 << 20);
+    }
+
+    #[test]
+    fn the_live_cache_ladder_stops_at_the_buffer_and_its_points_are_timed() {
+        assert_eq!(cache_ladder(512 << 10), Vec::<u64>::new());
+        assert_eq!(cache_ladder(1 << 20), vec![1 << 20]);
+        assert_eq!(
+            cache_ladder(5 << 20),
+            vec![1 << 20, 3 << 19, 2 << 20, 3 << 20, 4 << 20]
+        );
+        let top = cache_ladder(u64::MAX);
+        assert_eq!(top.last(), Some(&CACHE_LADDER_MAX));
+        let mut m = MemoryKernel::calibrated(2 << 20, Duration::from_millis(1)).unwrap();
+        for b in cache_ladder(m.buffer_bytes()) {
+            let s = m.seconds_per_byte_at(b).unwrap();
+            assert!(s.is_finite() && s > 0.0 && s < 1e-6, "{b}: {s}");
+        }
+        assert_eq!(m.seconds_per_byte_at(4 << 20), None);
+        assert_eq!(m.seconds_per_byte_at(0), None);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Frame {
     pub probe_compute_flops: Option<f64>,
     pub probe_memory_bytes_per_second: Option<f64>,
     pub probe_memory_buffer_bytes: Option<u64>,
+    /// Live cache-curve points of this tick: (buffer bytes, seconds per byte streamed).
+    pub probe_cache: Vec<(u64, f64)>,
     pub probe_reference_cpu_ms: Option<f64>,
     /// The reference workload's parallel reading: (threads, wall at threads over wall at one).
     pub probe_parallel_ratio: Option<(usize, f64)>,
@@ -159,6 +161,9 @@ impl Frame {
             &mut self.probe_memory_buffer_bytes,
             other.probe_memory_buffer_bytes,
         );
+        if !other.probe_cache.is_empty() {
+            self.probe_cache = other.probe_cache;
+        }
         take(&mut self.perf, other.perf);
         take(
             &mut self.memory_pmu_bytes_per_second,

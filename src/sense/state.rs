@@ -28,6 +28,9 @@ const SERIES: [Get; 11] = [
     |f| f.probe_memory_bytes_per_second,
     |f| f.probe_reference_cpu_ms,
 ];
+/// Readings kept per size of the live cache curve; the snapshot gives their median, so that one
+/// preempted pass does not move the curve.
+const CACHE_READINGS: usize = 3;
 const COMPUTE: usize = 8;
 const MEMORY: usize = 9;
 const REFERENCE: usize = 10;
@@ -73,6 +76,8 @@ pub struct State {
     /// The parallel readings' threads and their last readings, oldest first.
     parallel_threads: Option<usize>,
     parallel_history: VecDeque<f64>,
+    /// The live cache curve's last readings by buffer size, oldest first.
+    cache: std::collections::BTreeMap<u64, VecDeque<f64>>,
     compute: Baseline,
     memory: Baseline,
     seq: u64,
@@ -96,6 +101,7 @@ impl State {
             reference_history: VecDeque::new(),
             parallel_threads: None,
             parallel_history: VecDeque::new(),
+            cache: Default::default(),
             compute: Baseline::default(),
             memory: Baseline::default(),
             seq: 0,
@@ -141,6 +147,13 @@ impl State {
             self.parallel_history.push_back(v);
             if self.parallel_history.len() > super::snapshot::REFERENCE_HISTORY {
                 self.parallel_history.pop_front();
+            }
+        }
+        for &(bytes, s) in &frame.probe_cache {
+            let r = self.cache.entry(bytes).or_default();
+            r.push_back(s);
+            if r.len() > CACHE_READINGS {
+                r.pop_front();
             }
         }
         self.merged.absorb(frame.clone());
@@ -228,6 +241,16 @@ impl State {
             reference_history_cpu_ms: self.reference_history.iter().copied().collect(),
             reference_parallel_threads: self.parallel_threads,
             reference_parallel_ratios: self.parallel_history.iter().copied().collect(),
+            cache_seconds_per_byte: self
+                .cache
+                .iter()
+                .filter_map(|(&b, r)| {
+                    Some([
+                        b as f64,
+                        crate::util::stats::percentile(r.iter().copied(), 0.5)?,
+                    ])
+                })
+                .collect(),
             // The sampler's reading may be a minute old: it is followed as far as readings have
             // persisted, not by its noise alone.
             reference_noise_var: None,
@@ -326,6 +349,34 @@ mod tests {
         );
         assert_eq!(snap.probe.compute_baseline_flops, Some(10.0));
         assert_eq!(snap.probe.compute_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn the_live_cache_curve_is_the_median_of_each_size_s_last_readings() {
+        let mut s = State::new(&SenseConfig::default());
+        let frame = |points: Vec<(u64, f64)>| Frame {
+            probe_cache: points,
+            ..Default::default()
+        };
+        // The probe's first run times every size; later runs one size each.
+        s.push(
+            frame(vec![(1 << 20, 1.0), (2 << 20, 2.0)]),
+            vec![],
+            SamplerCost::default(),
+        );
+        for v in [9.0, 3.0, 4.0] {
+            s.push(frame(vec![(1 << 20, v)]), vec![], SamplerCost::default());
+        }
+        // A tick without a reading keeps the curve, and does not count its last point again.
+        let snap = s.push(Frame::default(), vec![], SamplerCost::default());
+        assert_eq!(
+            snap.probe.cache_seconds_per_byte,
+            vec![[(1u64 << 20) as f64, 4.0], [(2u64 << 20) as f64, 2.0]],
+            "1 MiB: the median of 9, 3, 4 (the first reading dropped)"
+        );
+        let curve = crate::predict::live_cache_curve(&snap).unwrap();
+        // Dearer at 1 MiB than at 2 MiB: the curve pools the two.
+        assert_eq!(curve.seconds_per_byte((2u64 << 20) as f64), Some(3.0));
     }
 
     #[test]

@@ -129,7 +129,13 @@ pub(super) async fn post(State(app): State<AppState>, req: Request) -> Result<Re
     // needs: each suffix priced as it would run here on its own (after the learner's lock is let
     // go: it is a pass per kernel).
     if r.kernels {
-        crate::plan::suffixes(&engine.predictor, &entry.decomposition, &entry.base, &mut p);
+        crate::plan::suffixes(
+            &engine.predictor,
+            &entry.decomposition,
+            &entry.base,
+            &mut p,
+            &state,
+        );
     }
     if let Some(e) = unusable(p.latency_ms) {
         return Err(e);
