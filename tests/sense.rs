@@ -225,30 +225,20 @@ fn a_one_off_state_holds_the_whole_live_cache_curve_and_none_without_the_memory_
     cfg.disable.retain(|d| d != "probe_memory");
     cfg.probe_memory_buffer_bytes = Some(4 << 20);
     let s = read_once(&cfg);
-    let sizes: Vec<f64> = s
-        .probe
-        .cache_seconds_per_byte
-        .iter()
-        .map(|p| p[0])
-        .collect();
-    let mib = (1u64 << 20) as f64;
-    assert_eq!(
-        sizes,
-        [1.0, 1.5, 2.0, 3.0, 4.0].map(|x| x * mib),
-        "{:?}",
-        s.probe
-    );
+    let sizes: Vec<u64> = s.probe.cache_curve.iter().map(|p| p.bytes).collect();
+    let mib = 1u64 << 20;
+    assert_eq!(sizes, [2, 3, 4, 6, 8].map(|x| x * mib / 2), "{:?}", s.probe);
     assert!(
         s.probe
-            .cache_seconds_per_byte
+            .cache_curve
             .iter()
-            .all(|p| p[1].is_finite() && p[1] > 0.0),
+            .all(|p| p.seconds_per_byte.is_finite() && p.seconds_per_byte > 0.0),
         "{:?}",
         s.probe
     );
     assert!(augur::predict::live_cache_curve(&s).is_some());
     let off = read_once(&fixture_config("vm"));
-    assert!(off.probe.cache_seconds_per_byte.is_empty());
+    assert!(off.probe.cache_curve.is_empty());
     assert!(augur::predict::live_cache_curve(&off).is_none());
 }
 

@@ -689,7 +689,12 @@ fn a_part_is_priced_by_the_cache_curve_the_board_streams_now() {
     let smallest = crate::predict::footprint_of(&b.d.kernels[..m.cuts[0].kernels_before]);
     let (hot, cold) = (1.0 / 100e9, 1.0 / 10e9);
     let mut now = Snapshot::default();
-    now.probe.cache_seconds_per_byte = vec![[smallest, hot], [whole, cold]];
+    now.probe.cache_curve = [(smallest, hot), (whole, cold)]
+        .map(|(b, s)| crate::sense::snapshot::CachePoint {
+            bytes: b.ceil() as u64,
+            seconds_per_byte: s,
+        })
+        .to_vec();
     let curve = crate::predict::live_cache_curve(&now).unwrap();
     // Splits need a remote board: this board's profile stands in.
     let remotes = [Remote {
@@ -740,7 +745,7 @@ fn a_part_is_priced_by_the_cache_curve_the_board_streams_now() {
     }
     assert!(cheaper > 0, "no prefix priced below its share of the whole");
     // One point says nothing of the knee: the calibration's curve stands.
-    now.probe.cache_seconds_per_byte.truncate(1);
+    now.probe.cache_curve.truncate(1);
     assert!(crate::predict::live_cache_curve(&now).is_none());
     let one = plan_in(&g, &b, &remotes, &ask, &now).unwrap();
     for c in &m.cuts {

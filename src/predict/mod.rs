@@ -188,18 +188,15 @@ pub fn footprint_of(kernels: &[Kernel]) -> f64 {
 }
 
 /// The cache curve the board streams now, from the memory probe's live points (sense's
-/// `cache_seconds_per_byte`); None with fewer than two, which say nothing of where the knee is.
+/// `cache_curve`); None with fewer than two, which say nothing of where the knee is.
 pub fn live_cache_curve(s: &Snapshot) -> Option<CacheCurve> {
-    let points = &s.probe.cache_seconds_per_byte;
-    if points.len() < 2 {
-        return None;
-    }
-    let sweep: Vec<(u64, f64)> = points
+    let mut points: Vec<[f64; 2]> = s
+        .probe
+        .cache_curve
         .iter()
-        .filter(|[b, x]| b.is_finite() && *b >= 1.0 && x.is_finite() && *x > 0.0)
-        .map(|&[b, x]| (b as u64, 1.0 / x))
+        .filter(|p| p.bytes > 0 && p.seconds_per_byte.is_finite() && p.seconds_per_byte > 0.0)
+        .map(|p| [p.bytes as f64, p.seconds_per_byte])
         .collect();
-    let mut points: Vec<[f64; 2]> = sweep.iter().map(|&(b, bw)| [b as f64, 1.0 / bw]).collect();
     points.sort_by(|a, b| a[0].total_cmp(&b[0]));
     monotone(&mut points);
     (points.len() >= 2).then_some(CacheCurve { points })
@@ -706,30 +703,38 @@ impl Predictor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_live_cache_curve_pools_a_slow_reading_instead_of_lifting_every_larger_size() {
-        let mut s = Snapshot::default();
-        s.probe.cache_seconds_per_byte =
-            vec![[1e6, 2.0], [2e6, 10.0], [3e6, 3.0], [4e6, 5.0], [5e6, 9.0]];
-        let c = live_cache_curve(&s).unwrap();
-        assert_eq!(
-            c.points,
-            vec![[1e6, 2.0], [2e6, 6.0], [3e6, 6.0], [4e6, 6.0], [5e6, 9.0]]
-        );
-        // Unordered and unusable points: sorted, dropped.
-        s.probe.cache_seconds_per_byte = vec![[4e6, 5.0], [f64::NAN, 1.0], [1e6, 0.0], [2e6, 1.0]];
-        assert_eq!(
-            live_cache_curve(&s).unwrap().points,
-            vec![[2e6, 1.0], [4e6, 5.0]]
-        );
-        s.probe.cache_seconds_per_byte.truncate(1);
-        assert!(live_cache_curve(&s).is_none());
-    }
     use crate::kernels::{FusionRules, decompose};
     use crate::model::builder::GraphBuilder;
     use crate::profile::threads::speedup;
     use crate::profile::{DeviceInfo, Efficiency, Reference, ThreadScaling};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn the_live_cache_curve_pools_a_slow_reading_instead_of_lifting_every_larger_size() {
+        let at = |v: &[(u64, f64)]| {
+            let mut s = Snapshot::default();
+            s.probe.cache_curve = v
+                .iter()
+                .map(
+                    |&(bytes, seconds_per_byte)| crate::sense::snapshot::CachePoint {
+                        bytes,
+                        seconds_per_byte,
+                    },
+                )
+                .collect();
+            live_cache_curve(&s)
+        };
+        let c = at(&[(1, 2.0), (2, 10.0), (3, 3.0), (4, 5.0), (5, 9.0)]).unwrap();
+        assert_eq!(
+            c.points,
+            vec![[1.0, 2.0], [2.0, 6.0], [3.0, 6.0], [4.0, 6.0], [5.0, 9.0]]
+        );
+        // Unordered and unusable points: sorted, dropped.
+        let c = at(&[(4, 5.0), (3, f64::NAN), (1, 0.0), (0, 1.0), (2, 1.0)]).unwrap();
+        assert_eq!(c.points, vec![[2.0, 1.0], [4.0, 5.0]]);
+        assert!(at(&[(1, 1.0)]).is_none());
+        assert!(at(&[(1, 1.0), (2, f64::INFINITY)]).is_none());
+    }
 
     /// A convolution (with its ReLU) and a max pool.
     fn model() -> Decomposition {

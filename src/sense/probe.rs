@@ -167,7 +167,7 @@ const CACHE_POINT_PASSES: u32 = 3;
 /// microseconds, and the best of many is steadier than the best of three.
 const CACHE_POINT_MIN: Duration = Duration::from_millis(2);
 /// Largest buffer of the live cache curve: model working sets past it all stream from DRAM (the
-/// curve is flat beyond its last point), and each point costs two passes over its buffer.
+/// curve is flat beyond its last point), and each point costs four passes over its buffer.
 const CACHE_LADDER_MAX: u64 = 256 << 20;
 
 /// Buffer sizes of the live cache curve: 1 MiB times 1 and 1.5 in powers of two, up to the memory

@@ -121,6 +121,15 @@ pub struct Pressure {
     pub io: Option<Psi>,
 }
 
+/// A point of the live cache curve: streaming a buffer of `bytes` cyclically costs
+/// `seconds_per_byte`. A what-if state may leave either out; a point without both is not used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CachePoint {
+    pub bytes: u64,
+    pub seconds_per_byte: f64,
+}
+
 /// What the active probes measured: the rate a newly started job would get right now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -161,13 +170,13 @@ pub struct Probes {
     /// (`workload::reference::ReferenceWorkload::parallel_ratio`). Written even when empty.
     #[serde(default)]
     pub reference_parallel_ratios: Vec<f64>,
-    /// The cache curve as the board streams it now: (buffer bytes, seconds per byte), by size,
+    /// The cache curve as the board streams it now, by size,
     /// each the median of the memory probe's last readings at that size. A neighbour that takes
     /// a share of the last-level cache moves its knee to smaller sizes than calibration's sweep
     /// found, and then a part of a model (its working set smaller) loses less than the whole does
     /// (`plan`). Written even when empty.
     #[serde(default)]
-    pub cache_seconds_per_byte: Vec<[f64; 2]>,
+    pub cache_curve: Vec<CachePoint>,
     /// The latest reading's own noise, in logs (the variance of its median of passes timed back to
     /// back), set only where that reading was taken on demand just before the prediction (`augur
     /// eval`, a command's one-off reading), not by the sampler's probe, whose reading may be a

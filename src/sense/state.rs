@@ -3,7 +3,7 @@
 use super::config::SenseConfig;
 use super::sensor::Frame;
 use super::snapshot::{
-    CpuState, PerfRates, Probes, SamplerCost, SensorStatus, Snapshot, Stat, Utilization,
+    CachePoint, CpuState, PerfRates, Probes, SamplerCost, SensorStatus, Snapshot, Stat, Utilization,
 };
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -241,14 +241,14 @@ impl State {
             reference_history_cpu_ms: self.reference_history.iter().copied().collect(),
             reference_parallel_threads: self.parallel_threads,
             reference_parallel_ratios: self.parallel_history.iter().copied().collect(),
-            cache_seconds_per_byte: self
+            cache_curve: self
                 .cache
                 .iter()
-                .filter_map(|(&b, r)| {
-                    Some([
-                        b as f64,
-                        crate::util::stats::percentile(r.iter().copied(), 0.5)?,
-                    ])
+                .filter_map(|(&bytes, r)| {
+                    Some(CachePoint {
+                        bytes,
+                        seconds_per_byte: crate::util::stats::percentile(r.iter().copied(), 0.5)?,
+                    })
                 })
                 .collect(),
             // The sampler's reading may be a minute old: it is followed as far as readings have
@@ -369,9 +369,15 @@ mod tests {
         }
         // A tick without a reading keeps the curve, and does not count its last point again.
         let snap = s.push(Frame::default(), vec![], SamplerCost::default());
+        let curve: Vec<(u64, f64)> = snap
+            .probe
+            .cache_curve
+            .iter()
+            .map(|p| (p.bytes, p.seconds_per_byte))
+            .collect();
         assert_eq!(
-            snap.probe.cache_seconds_per_byte,
-            vec![[(1u64 << 20) as f64, 4.0], [(2u64 << 20) as f64, 2.0]],
+            curve,
+            vec![(1 << 20, 4.0), (2 << 20, 2.0)],
             "1 MiB: the median of 9, 3, 4 (the first reading dropped)"
         );
         let curve = crate::predict::live_cache_curve(&snap).unwrap();
