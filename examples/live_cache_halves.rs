@@ -28,11 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let llc = augur::sense::probe::llc_bytes(&Default::default());
     let backend = TractBackend::new();
     let spec = RunSpec {
-        threads: 1,
-        warmup: 3,
         warmup_seconds: 0.2,
-        runs: 10,
         max_seconds: 5.0,
+        ..RunSpec::default()
     };
     println!(
         "net\tfootprint_mb\tprefix_mb\tsuffix_mb\twhole_ms\tmeasured\tlive_weights\tlive_writes"

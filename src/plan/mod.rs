@@ -371,8 +371,9 @@ struct Alone<'a> {
     d: &'a Decomposition,
     base: &'a BasePrediction,
     live: Vec<f64>,
-    /// The board's cache curve as streamed now, where the live state has one.
-    now: Option<CacheCurve>,
+    /// The board's cache curve as streamed now and its cost per byte at the whole model's
+    /// working set, where the live state has one and the profile models the cache.
+    now: Option<(CacheCurve, f64)>,
 }
 
 impl<'a> Alone<'a> {
@@ -388,7 +389,13 @@ impl<'a> Alone<'a> {
             d,
             base,
             live: p.kernels.iter().flatten().map(|k| k.latency_ms).collect(),
-            now: state.and_then(crate::predict::live_cache_curve),
+            now: state
+                .filter(|_| predictor.cache_curve().is_some())
+                .and_then(crate::predict::live_cache_curve)
+                .and_then(|c| {
+                    let whole = c.seconds_per_byte(crate::predict::footprint(d))?;
+                    Some((c, whole))
+                }),
         }
     }
 
@@ -403,9 +410,8 @@ impl<'a> Alone<'a> {
     /// the live curve fit that rule, and not the weights alone (docs/evaluation.md, d57).
     fn ms(&self, range: std::ops::Range<usize>) -> Option<f64> {
         let footprint = crate::predict::footprint_of(self.d.kernels.get(range.clone())?);
-        if let (Some(now), Some(_)) = (&self.now, self.predictor.cache_curve()) {
-            let delta = now.seconds_per_byte(footprint)?
-                - now.seconds_per_byte(crate::predict::footprint(self.d))?;
+        if let Some((now, whole)) = &self.now {
+            let delta = now.seconds_per_byte(footprint)? - whole;
             let mut sum = 0.0;
             for i in range {
                 let k = self.d.kernels.get(i)?;
